@@ -1,0 +1,112 @@
+"""The node API's wire types: what noded reports and what it is told to run.
+
+noded never talks to etcd; it registers, heartbeats its inventory and worker
+reports, and long-polls its desired workers over HTTP.  Decoders accept
+unknown fields so mixed-version nodes keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "DesiredWorker",
+    "DesiredWorkers",
+    "GpuInfo",
+    "Heartbeat",
+    "MigInstance",
+    "NodeInventory",
+    "NodeRegistration",
+    "WorkerReport",
+    "WorkerState",
+]
+
+WorkerState = Literal["pending", "initializing", "idle", "running", "unhealthy", "stopping", "exited"]
+
+
+class MigInstance(msgspec.Struct, frozen=True, kw_only=True):
+    uuid: str  # "MIG-..."; what CUDA_VISIBLE_DEVICES names
+    profile: str  # "3g.40gb"
+    start: int  # placement start on the card's memory-slice grid
+    size: int  # placement size
+    gpu_instance_id: int = 0
+    compute_instance_id: int = 0
+    busy: bool = False  # a worker or a process uses it
+
+
+class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    uuid: str  # "GPU-..."
+    type_id: str  # Tide's canonical type, e.g. "H100-80GB", "RTXPRO6000-96GB"
+    name: str = ""  # as NVML names it, e.g. "NVIDIA H100 80GB HBM3"
+    memory_mb: int = 0
+    mig_capable: bool = False
+    mig_enabled: bool = False
+    mig_instances: list[MigInstance] = []
+
+
+class NodeInventory(msgspec.Struct, frozen=True, kw_only=True):
+    hostname: str
+    region: str = ""  # e.g. "EU"
+    datacenter: str = ""  # e.g. "EU-RO-1"
+    gpus: list[GpuInfo] = []
+    cpus: int = 0
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    runtime: str = "process"
+    images: list[str] = []  # images (or dir:// paths) already on this host
+    flashboot_models: list[str] = []  # model fingerprints held in RAM or NVMe tiers
+    version: str = ""
+
+
+class NodeRegistration(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /node/v1/register: answered with the node id and its credential."""
+
+    inventory: NodeInventory
+
+
+class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
+    worker_id: str
+    endpoint_id: str
+    state: WorkerState
+    reason: str = ""  # why it exited / is unhealthy
+    exit_code: int | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    ready_at: float = 0.0  # first job-take seen (handler ready)
+    revision: int = 0  # desired revision this worker was started from
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    inventory: NodeInventory
+    workers: list[WorkerReport] = []
+    draining: bool = False
+
+
+class DesiredWorker(msgspec.Struct, frozen=True, kw_only=True):
+    """One worker the coordinator wants on this node."""
+
+    worker_id: str
+    endpoint_id: str
+    revision: int  # bumps when anything below changes
+    image: str
+    command: list[str] = []
+    args: list[str] = []
+    env: dict[str, str] = {}  # includes RUNPOD_* and the worker's own token
+    gpu_type: str = ""
+    devices: list[str] = []  # GPU or MIG UUIDs
+    flashboot: bool = False
+    cpus: float = 0.0
+    memory_bytes: int = 0
+
+
+class DesiredWorkers(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /node/v1/nodes/{id}/desired?after=REV long-poll answer."""
+
+    revision: int  # pass back as ``after`` to wait for the next change
+    workers: list[DesiredWorker] = []
+    mig_layouts: dict[str, list[str]] = {}  # GPU uuid -> wanted profiles (MIG issue)
+    drain: bool = False
+    action: Literal["run", "drain"] = "run"
