@@ -1,0 +1,185 @@
+"""The public job operations: run, runsync, status, stream, cancel, retry,
+purge-queue, health (reference/runpod_protocol.md §2).
+
+Every state change is one transaction that compares the job record's
+mod_revision, so concurrent cancels, completions and requeues resolve to one
+winner; the loser re-reads and decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+
+from coordinator._schema import JobRecord, encode, keys
+from coordinator.jobs._context import JobsContext, new_job_id, new_seq
+from coordinator.store import Delete, Op, Put
+from tide.api.errors import Conflict, FailedPrecondition, NotFound
+from tide.api.jobs import FINAL_STATES, JobRequest
+
+__all__ = ["JobService"]
+
+_MAX_RETRIES_ON_CONFLICT = 8
+
+
+class JobService:
+    def __init__(self, ctx: JobsContext) -> None:
+        self._ctx = ctx
+
+    # -- submit ----------------------------------------------------------
+    async def submit(
+        self, ep: str, req: JobRequest, *, sync: bool, timeout_ms: int, batch_id: str = ""
+    ) -> JobRecord:
+        ctx = self._ctx
+        now = ctx.clock()
+        policy = req.policy
+        record = JobRecord(
+            id=new_job_id(sync),
+            endpoint_id=ep,
+            status="IN_QUEUE",
+            created_at=now,
+            webhook=req.webhook or "",
+            s3_config=msgspec.to_builtins(req.s3_config) if req.s3_config else None,
+            low_priority=bool(policy and policy.low_priority),
+            execution_timeout_ms=(policy.execution_timeout if policy and policy.execution_timeout else timeout_ms),
+            ttl_ms=(policy.ttl if policy and policy.ttl else 86_400_000),
+            sync=sync,
+            seq=new_seq(now),
+            batch_id=batch_id,
+        )
+        raw_input = encode(req.input)
+        if len(raw_input) > ctx.settings.inline_limit:
+            blob = await asyncio.to_thread(ctx.blobs.put, raw_input)
+            record = msgspec.structs.replace(record, input_blob=blob)
+        else:
+            record = msgspec.structs.replace(record, input=req.input)
+        lease = await ctx.lease_of(record)
+        ops: list[Op] = [
+            Put(key=keys.job(ep, record.id), value=encode(record), lease=lease),
+            Put(key=keys.queue(ep, record.low_priority, record.seq), value=record.id.encode(), lease=lease),
+        ]
+        await ctx.committer.commit([], ops)
+        return record
+
+    # -- read ------------------------------------------------------------
+    async def status(self, ep: str, job_id: str) -> dict[str, Any]:
+        record, _ = await self._ctx.read_job(ep, job_id)
+        return self._ctx.envelope(record)
+
+    async def wait_final(self, ep: str, job_id: str, wait_s: float) -> dict[str, Any]:
+        """The status once final, or the current one when ``wait_s`` elapses."""
+        changed = asyncio.Event()
+        unsubscribe = self._ctx.view.on_job(job_id, lambda _rec: changed.set())
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            while True:
+                record, _ = await self._ctx.read_job(ep, job_id)
+                remaining = deadline - loop.time()
+                if record.status in FINAL_STATES or remaining <= 0:
+                    return self._ctx.envelope(record)
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, 5.0)):  # re-read now and then
+                        await changed.wait()
+        finally:
+            unsubscribe()
+
+    async def stream(self, ep: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
+        """Undelivered chunks, each exactly once and in order (§2.5)."""
+        record, _ = await self._ctx.read_job(ep, job_id)
+        chunks = await self._take_chunks(job_id)
+        if not chunks and wait_s > 0 and record.status not in FINAL_STATES:
+            await self.wait_final(ep, job_id, min(wait_s, 1.0))
+            record, _ = await self._ctx.read_job(ep, job_id)
+            chunks = await self._take_chunks(job_id)
+        return {"id": job_id, "status": record.status, "stream": chunks}
+
+    async def _take_chunks(self, job_id: str) -> list[Any]:
+        # Deleting returns what was deleted: delivery and removal are one step,
+        # so two readers never see the same chunk.
+        result = await self._ctx.store.txn([], [Delete(key=keys.stream(job_id), prefix=True)])
+        kvs = sorted(result.responses[0], key=lambda kv: kv.key)
+        return [msgspec.json.decode(kv.value) for kv in kvs]
+
+    # -- state changes ---------------------------------------------------
+    async def cancel(self, ep: str, job_id: str) -> dict[str, Any]:
+        for _ in range(_MAX_RETRIES_ON_CONFLICT):
+            record, rev = await self._ctx.read_job(ep, job_id)
+            if record.status in FINAL_STATES:
+                return {"id": job_id, "status": record.status}
+            try:
+                await self._ctx.finish(record, rev, "CANCELLED", error="")
+            except Conflict:
+                continue
+            return {"id": job_id, "status": "CANCELLED"}
+        raise Conflict(f"job {job_id} kept changing while cancelling; retry")
+
+    async def retry(self, ep: str, job_id: str) -> dict[str, Any]:
+        record, rev = await self._ctx.read_job(ep, job_id)
+        if record.status not in ("FAILED", "TIMED_OUT"):
+            raise FailedPrecondition(
+                f"only FAILED or TIMED_OUT jobs can be retried; job {job_id} is {record.status}"
+            )
+        requeued = msgspec.structs.replace(
+            record,
+            status="IN_QUEUE",
+            output=None,
+            output_blob="",
+            has_output=False,
+            error=None,
+            started_at=0.0,
+            finished_at=0.0,
+            worker_id="",
+        )
+        lease = await self._ctx.lease_of(requeued)
+        queue_key = keys.queue(ep, record.low_priority, record.seq)
+        await self._ctx.write_job(rev, requeued, extra=[Put(key=queue_key, value=job_id.encode(), lease=lease)])
+        return {"id": job_id, "status": "IN_QUEUE"}
+
+    async def purge_queue(self, ep: str) -> dict[str, Any]:
+        """Cancel every queued (not running) job of the endpoint."""
+        res = await self._ctx.store.range(keys.queue_of(ep))
+        ids = [kv.value.decode() for kv in res.kvs]
+        removed = 0
+        for chunk_start in range(0, len(ids), 50):
+            chunk = ids[chunk_start : chunk_start + 50]
+            for found in await self._ctx.get_many(ep, chunk):
+                if found is None or found[0].status != "IN_QUEUE":
+                    continue
+                with contextlib.suppress(Conflict, NotFound):
+                    await self._ctx.finish(found[0], found[1], "CANCELLED", error="")
+                    removed += 1
+        return {"removed": removed, "status": "completed"}
+
+    def health(self, ep: str) -> dict[str, Any]:
+        view = self._ctx.view
+        normal, low = view.queue(ep).counts()
+        counters = view.counters[ep]
+        in_progress = len(view.claims_of(ep))
+        return {
+            "jobs": {
+                "completed": counters["COMPLETED"],
+                "failed": counters["FAILED"],
+                "inProgress": in_progress,
+                "inQueue": normal + low,
+                "retried": counters["RETRIED"],
+            },
+            "workers": self._worker_counts(ep),
+        }
+
+    def _worker_counts(self, ep: str) -> dict[str, int]:
+        counts = dict.fromkeys(("idle", "initializing", "ready", "running", "throttled", "unhealthy"), 0)
+        busy = {c.worker_id for _, c in self._ctx.view.claims_of(ep)}
+        for worker, presence in self._ctx.view.presence.get(ep, {}).items():
+            if presence.unhealthy:
+                counts["unhealthy"] += 1
+            elif worker in busy:
+                counts["running"] += 1
+            else:
+                counts["idle"] += 1
+        counts["ready"] = counts["idle"] + counts["running"]
+        return counts

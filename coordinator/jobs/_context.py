@@ -1,0 +1,152 @@
+"""Shared plumbing of the job services: settings, record writes, envelopes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tiered_storage import BlobStore
+from coordinator._committer import GroupCommitter
+from coordinator._leases import LeaseBuckets
+from coordinator._schema import JobRecord, WebhookDelivery, decode_job, encode, keys
+from coordinator.jobs._view import ClusterView
+from coordinator.store import Compare, Delete, Get, Op, Put, Store
+from tide.api.errors import Conflict, NotFound
+from tide.api.jobs import FINAL_STATES, JobState
+
+__all__ = ["JobSettings", "JobsContext", "new_job_id", "new_seq"]
+
+
+class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
+    inline_limit: int = 256 * 1024  # larger payloads live in the blob store
+    run_limit: int = 10 * 1024 * 1024
+    runsync_limit: int = 20 * 1024 * 1024
+    retention_run_s: float = 1800.0  # results kept after /run
+    retention_sync_s: float = 60.0  # results kept after /runsync
+    runsync_wait_ms: int = 90_000
+    take_wait_s: float = 20.0  # job-take long-poll (RunPod workers abandon at 90 s)
+    stop_wait_s: float = 20.0
+    claim_grace_s: float = 30.0  # a claim lives this long past the last ping
+    ping_interval_s: float = 10.0
+
+
+_seq_counter = 0
+
+
+def new_seq(now: float) -> str:
+    """A sortable queue position: submission time, then a per-process counter."""
+    global _seq_counter
+    _seq_counter = (_seq_counter + 1) % 1_000_000
+    return f"{int(now * 1_000_000):017d}{_seq_counter:06d}"
+
+
+def new_job_id(sync: bool) -> str:
+    return f"{'sync-' if sync else ''}{uuid.uuid4()}-u1"
+
+
+@dataclass(slots=True)
+class JobsContext:
+    store: Store
+    committer: GroupCommitter
+    view: ClusterView
+    leases: LeaseBuckets
+    blobs: BlobStore
+    settings: JobSettings = field(default_factory=JobSettings)
+    clock: Callable[[], float] = time.time
+
+    async def read_job(self, ep: str, job_id: str) -> tuple[JobRecord, int]:
+        kv = await self.store.get(keys.job(ep, job_id))
+        if kv is None:
+            raise NotFound(f"job {job_id!r} not found on endpoint {ep!r} (unknown, or its TTL expired)")
+        return decode_job(kv.value), kv.mod_revision
+
+    async def write_job(
+        self,
+        old_rev: int,
+        record: JobRecord,
+        *,
+        extra: list[Op] | None = None,
+        compares: list[Compare] | None = None,
+    ) -> int:
+        """Replace a job record if it still is at ``old_rev``; Conflict otherwise."""
+        lease = await self.leases.lease_until(self.expiry_of(record))
+        key = keys.job(record.endpoint_id, record.id)
+        ops: list[Op] = [Put(key=key, value=encode(record), lease=lease), *(extra or [])]
+        cmp = [Compare(key=key, target="mod", op="==", value=old_rev), *(compares or [])]
+        result = await self.committer.commit(cmp, ops)
+        if not result.succeeded:
+            raise Conflict(f"job {record.id} changed concurrently; retry")
+        return result.revision
+
+    def expiry_of(self, record: JobRecord) -> float:
+        """When the record must disappear: its TTL, or its result retention once final."""
+        ttl_end = record.created_at + record.ttl_ms / 1000.0
+        if record.status in FINAL_STATES:
+            keep = self.settings.retention_sync_s if record.sync else self.settings.retention_run_s
+            return min(ttl_end, (record.finished_at or self.clock()) + keep)
+        return ttl_end
+
+    async def lease_of(self, record: JobRecord) -> int:
+        return await self.leases.lease_until(self.expiry_of(record))
+
+    def input_of(self, record: JobRecord) -> Any:
+        if record.input_blob:
+            return msgspec.json.decode(self.blobs.get(record.input_blob))
+        return record.input
+
+    def output_of(self, record: JobRecord) -> Any:
+        if record.output_blob:
+            return msgspec.json.decode(self.blobs.get(record.output_blob))
+        return record.output
+
+    def envelope(self, record: JobRecord) -> dict[str, Any]:
+        """The /status object (reference/runpod_protocol.md §2.4)."""
+        out: dict[str, Any] = {"id": record.id, "status": record.status}
+        if record.started_at:
+            out["delayTime"] = int((record.started_at - record.created_at) * 1000)
+        if record.finished_at and record.started_at:
+            out["executionTime"] = int((record.finished_at - record.started_at) * 1000)
+        if record.worker_id:
+            out["workerId"] = record.worker_id
+        if record.retries:
+            out["retries"] = record.retries
+        if record.has_output:
+            out["output"] = self.output_of(record)
+        if record.error:
+            out["error"] = record.error
+        return out
+
+    async def finish(self, record: JobRecord, rev: int, status: JobState, *, error: str) -> None:
+        """Move a queued or running job to a final state it did not reach by itself
+        (cancel, timeout, lost worker): dequeue it, drop its claim, tell its worker
+        to stop it, and schedule its webhook."""
+        now = self.clock()
+        extra: list[Op] = [Delete(key=keys.queue(record.endpoint_id, record.low_priority, record.seq))]
+        if record.status == "IN_PROGRESS":
+            extra.append(Delete(key=keys.claim(record.id)))
+            lease = await self.leases.lease_until(now + 300)
+            extra.append(Put(key=keys.stop(record.worker_id, record.id), value=b"", lease=lease))
+        final = msgspec.structs.replace(record, status=status, finished_at=now, error=error or None)
+        if final.webhook:
+            extra.append(self.outbox_put(final))
+        await self.write_job(rev, final, extra=extra)
+
+    @staticmethod
+    def outbox_put(record: JobRecord) -> Put:
+        delivery = WebhookDelivery(url=record.webhook, endpoint_id=record.endpoint_id)
+        return Put(key=keys.outbox(record.id), value=encode(delivery))
+
+    async def get_many(self, ep: str, job_ids: list[str]) -> list[tuple[JobRecord, int] | None]:
+        """Read several job records in one round trip."""
+        if not job_ids:
+            return []
+        res = await self.store.txn([], [Get(key=keys.job(ep, j)) for j in job_ids])
+        out: list[tuple[JobRecord, int] | None] = []
+        for kvs in res.responses:
+            out.append((decode_job(kvs[0].value), kvs[0].mod_revision) if kvs else None)
+        return out

@@ -1,0 +1,286 @@
+"""ClusterView: each replica's mirror of the small, hot parts of the store.
+
+One watch over ``/tide/`` feeds it: queued job keys per endpoint, in-progress
+claims, stop signals, worker presence, endpoints and API keys.  Long-polls and
+control loops wait on its signals; a signal only *wakes* a waiter, which then
+re-reads the view (level-triggered).  Job records themselves are not
+mirrored, only announced to whoever waits on a job id (runsync, status-sync).
+
+The view may lag the store by a watch round trip; every decision taken from
+it is confirmed by a transaction that compares revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from coordinator._schema import (
+    Claim,
+    JobRecord,
+    Presence,
+    WebhookDelivery,
+    decode_claim,
+    decode_job,
+    keys,
+)
+from coordinator.store import Compacted, KeyValue, Store, WatchEvent
+from tide.api.endpoints import ApiKey, Endpoint
+
+__all__ = ["ClusterView", "QueuedJob", "Signal"]
+
+log = logging.getLogger("tide.coordinator.view")
+
+_presence_decoder = msgspec.json.Decoder(Presence)
+_endpoint_decoder = msgspec.json.Decoder(Endpoint)
+_apikey_decoder = msgspec.json.Decoder(ApiKey)
+_delivery_decoder = msgspec.json.Decoder(WebhookDelivery)
+_MIRRORED = (keys.QUEUE, keys.CLAIMS, keys.OUTBOX, keys.STOPS, keys.PRESENCE, keys.ENDPOINTS, keys.APIKEYS)
+
+
+class Signal:
+    """A broadcast wake-up: ``wait`` returns after the next ``fire`` (or timeout)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> bool:
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+                return True
+        return False
+
+
+@dataclass(slots=True, order=True)
+class QueuedJob:
+    key: bytes
+    job_id: str = field(compare=False)
+    endpoint_id: str = field(compare=False)
+
+
+@dataclass(slots=True)
+class _Queue:
+    heap: list[bytes] = field(default_factory=list)
+    present: dict[bytes, str] = field(default_factory=dict)
+    signal: Signal = field(default_factory=Signal)
+
+    def add(self, key: bytes, job_id: str) -> None:
+        if key not in self.present:
+            self.present[key] = job_id
+            heapq.heappush(self.heap, key)
+
+    def pop(self, n: int, ep: str) -> list[QueuedJob]:
+        out: list[QueuedJob] = []
+        while self.heap and len(out) < n:
+            key = heapq.heappop(self.heap)
+            job_id = self.present.pop(key, None)
+            if job_id is not None:
+                out.append(QueuedJob(key, job_id, ep))
+        return out
+
+    def counts(self) -> tuple[int, int]:
+        """(normal, low priority) queued jobs."""
+        low = sum(1 for k in self.present if k.rsplit(b"/", 1)[1][:1] == b"1")
+        return len(self.present) - low, low
+
+
+class ClusterView:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queues: dict[str, _Queue] = defaultdict(_Queue)
+        self.claims: dict[str, tuple[Claim, int, int]] = {}  # job id -> (claim, mod_revision, lease)
+        self.outbox: dict[str, tuple[WebhookDelivery, int]] = {}  # job id -> (delivery, mod_revision)
+        self.seen: dict[str, dict[str, float]] = defaultdict(dict)  # ep -> worker -> last take/ping
+        self.stops: dict[str, set[str]] = defaultdict(set)  # worker -> job ids
+        self.presence: dict[str, dict[str, Presence]] = defaultdict(dict)
+        self.endpoints: dict[str, tuple[Endpoint, int]] = {}
+        self.apikeys: dict[str, ApiKey] = {}
+        self.counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.claims_changed = Signal()
+        self.outbox_changed = Signal()
+        self.endpoints_changed = Signal()
+        self.presence_changed = Signal()
+        self._stop_signals: dict[str, Signal] = defaultdict(Signal)
+        self._job_waiters: dict[str, list[Callable[[JobRecord | None], None]]] = defaultdict(list)
+        self.ready = asyncio.Event()
+        self.revision = 0
+
+    # -- queries ---------------------------------------------------------
+    def queue(self, ep: str) -> _Queue:
+        return self._queues[ep]
+
+    def queued_endpoints(self) -> list[str]:
+        return [ep for ep, q in self._queues.items() if q.present]
+
+    def stop_signal(self, worker: str) -> Signal:
+        return self._stop_signals[worker]
+
+    def claims_of(self, ep: str) -> list[tuple[str, Claim]]:
+        return [(job, c) for job, (c, _, _) in self.claims.items() if c.endpoint_id == ep]
+
+    def note_seen(self, ep: str, worker: str, now: float) -> None:
+        self.seen[ep][worker] = now
+
+    def on_job(self, job_id: str, callback: Callable[[JobRecord | None], None]) -> Callable[[], None]:
+        """Call ``callback`` on every change of ``job_id``; returns the unsubscribe."""
+        self._job_waiters[job_id].append(callback)
+
+        def unsubscribe() -> None:
+            waiters = self._job_waiters.get(job_id)
+            if waiters and callback in waiters:
+                waiters.remove(callback)
+                if not waiters:
+                    del self._job_waiters[job_id]
+
+        return unsubscribe
+
+    # -- the feed --------------------------------------------------------
+    async def run(self) -> None:
+        """List, then watch; re-list when history was compacted.  Runs until cancelled."""
+        backoff = 0.1
+        while True:
+            try:
+                start = await self._list_all()
+                self.ready.set()
+                async for events in self._store.watch(keys.ROOT, start_revision=start + 1):
+                    for ev in events:
+                        self._apply(ev)
+                    backoff = 0.1
+            except Compacted:
+                log.warning("watch history compacted; re-listing")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("store watch failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _list_all(self) -> int:
+        self._reset()
+        revision = 0
+        for prefix in _MIRRORED:
+            res = await self._store.range(prefix)
+            revision = revision or res.revision
+            for kv in res.kvs:
+                self._apply(WatchEvent(type="put", kv=kv, revision=kv.mod_revision))
+        self.revision = revision
+        return revision
+
+    def _reset(self) -> None:
+        for q in self._queues.values():
+            q.present.clear()
+            q.heap.clear()
+        self.claims.clear()
+        self.outbox.clear()
+        self.stops.clear()
+        self.presence.clear()
+        self.endpoints.clear()
+        self.apikeys.clear()
+
+    def _apply(self, ev: WatchEvent) -> None:
+        key = ev.kv.key
+        self.revision = max(self.revision, ev.revision)
+        try:
+            if key.startswith(keys.QUEUE):
+                self._apply_queue(ev)
+            elif key.startswith(keys.JOBS):
+                self._apply_job(ev)
+            elif key.startswith(keys.CLAIMS):
+                self._apply_claim(ev)
+            elif key.startswith(keys.OUTBOX):
+                self._apply_outbox(ev)
+            elif key.startswith(keys.STOPS):
+                self._apply_stop(ev)
+            elif key.startswith(keys.PRESENCE):
+                self._apply_presence(ev)
+            elif key.startswith(keys.ENDPOINTS):
+                self._apply_endpoint(ev)
+            elif key.startswith(keys.APIKEYS):
+                self._apply_apikey(ev)
+        except msgspec.DecodeError:
+            log.exception("undecodable value at %r", key)
+
+    def _apply_queue(self, ev: WatchEvent) -> None:
+        ep = ev.kv.key[len(keys.QUEUE) :].split(b"/", 1)[0].decode()
+        q = self._queues[ep]
+        if ev.type == "put":
+            q.add(ev.kv.key, ev.kv.value.decode())
+            q.signal.fire()
+        else:
+            q.present.pop(ev.kv.key, None)
+
+    def _apply_job(self, ev: WatchEvent) -> None:
+        job_id = ev.kv.key.rsplit(b"/", 1)[1].decode()
+        record = decode_job(ev.kv.value) if ev.type == "put" else None
+        if record is not None and record.status in ("COMPLETED", "FAILED"):
+            self.counters[record.endpoint_id][record.status] += 1
+        if record is not None and record.status == "IN_QUEUE" and record.retries:
+            self.counters[record.endpoint_id]["RETRIED"] += 1
+        for callback in list(self._job_waiters.get(job_id, ())):
+            callback(record)
+
+    def _apply_claim(self, ev: WatchEvent) -> None:
+        job_id = ev.kv.key[len(keys.CLAIMS) :].decode()
+        if ev.type == "put":
+            self.claims[job_id] = (decode_claim(ev.kv.value), ev.kv.mod_revision, ev.kv.lease)
+        else:
+            self.claims.pop(job_id, None)
+        self.claims_changed.fire()
+
+    def _apply_outbox(self, ev: WatchEvent) -> None:
+        job_id = ev.kv.key[len(keys.OUTBOX) :].decode()
+        if ev.type == "put":
+            self.outbox[job_id] = (_delivery_decoder.decode(ev.kv.value), ev.kv.mod_revision)
+        else:
+            self.outbox.pop(job_id, None)
+        self.outbox_changed.fire()
+
+    def _apply_stop(self, ev: WatchEvent) -> None:
+        worker, _, job = ev.kv.key[len(keys.STOPS) :].decode().partition("/")
+        if ev.type == "put":
+            self.stops[worker].add(job)
+            self._stop_signals[worker].fire()
+        else:
+            self.stops[worker].discard(job)
+            if not self.stops[worker]:
+                del self.stops[worker]
+
+    def _apply_presence(self, ev: WatchEvent) -> None:
+        ep, _, worker = ev.kv.key[len(keys.PRESENCE) :].decode().partition("/")
+        if ev.type == "put":
+            self.presence[ep][worker] = _presence_decoder.decode(ev.kv.value)
+        else:
+            self.presence[ep].pop(worker, None)
+        self.presence_changed.fire()
+
+    def _apply_endpoint(self, ev: WatchEvent) -> None:
+        ep = ev.kv.key[len(keys.ENDPOINTS) :].decode()
+        if ev.type == "put":
+            self.endpoints[ep] = (_endpoint_decoder.decode(ev.kv.value), ev.kv.mod_revision)
+        else:
+            self.endpoints.pop(ep, None)
+        self.endpoints_changed.fire()
+
+    def _apply_apikey(self, ev: WatchEvent) -> None:
+        digest = ev.kv.key[len(keys.APIKEYS) :].decode()
+        if ev.type == "put":
+            self.apikeys[digest] = _apikey_decoder.decode(ev.kv.value)
+        else:
+            self.apikeys.pop(digest, None)
+
+    def note_local_put(self, kv: KeyValue) -> None:
+        """Apply our own write at once (the watch will repeat it idempotently)."""
+        self._apply(WatchEvent(type="put", kv=kv, revision=kv.mod_revision))

@@ -1,0 +1,216 @@
+"""The worker-side operations: job-take(-batch), job-done, job-stream, ping,
+job-stop (reference/runpod_protocol.md §1).
+
+At least once: a take moves a job IN_QUEUE → IN_PROGRESS and writes its
+claim in the same transaction; pings renew the claims of the jobs the worker
+lists; the reaper requeues a claim whose deadline passed.  job-done is fenced
+by the job record's revision and worker id, so a late answer from a worker
+that lost its claim cannot overwrite the new attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+
+from coordinator._schema import Claim, JobRecord, Presence, encode, keys
+from coordinator.jobs._context import JobsContext
+from coordinator.jobs._view import QueuedJob
+from coordinator.store import Compare, Delete, Op, Put
+from tide.api.errors import Conflict, InvalidArgument
+from tide.api.jobs import FINAL_STATES
+
+__all__ = ["WorkerService"]
+
+log = logging.getLogger("tide.coordinator.worker")
+
+
+class WorkerService:
+    def __init__(self, ctx: JobsContext) -> None:
+        self._ctx = ctx
+
+    # -- take ------------------------------------------------------------
+    async def take(self, ep: str, worker: str, n: int, wait_s: float) -> list[dict[str, Any]]:
+        """Up to ``n`` jobs, long-polling up to ``wait_s``; [] when none came."""
+        self.touch(ep, worker)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        queue = self._ctx.view.queue(ep)
+        while True:
+            candidates = queue.pop(n, ep)
+            if candidates:
+                taken = await self._claim(ep, worker, candidates)
+                if taken:
+                    return taken
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            await queue.signal.wait(remaining)
+
+    async def _claim(self, ep: str, worker: str, candidates: list[QueuedJob]) -> list[dict[str, Any]]:
+        ctx = self._ctx
+        found = await ctx.get_many(ep, [c.job_id for c in candidates])
+        results = await asyncio.gather(
+            *(self._claim_one(worker, c, f) for c, f in zip(candidates, found, strict=True))
+        )
+        return [r for r in results if r is not None]
+
+    async def _claim_one(
+        self, worker: str, cand: QueuedJob, found: tuple[JobRecord, int] | None
+    ) -> dict[str, Any] | None:
+        if found is None or found[0].status != "IN_QUEUE":
+            return None
+        record, rev = found
+        ctx = self._ctx
+        now = ctx.clock()
+        started = msgspec.structs.replace(record, status="IN_PROGRESS", started_at=now, worker_id=worker)
+        lease = await ctx.lease_of(started)
+        claim = Claim(
+            endpoint_id=record.endpoint_id,
+            worker_id=worker,
+            deadline=now + ctx.settings.claim_grace_s,
+            exec_deadline=now + record.execution_timeout_ms / 1000.0,
+        )
+        try:
+            await ctx.write_job(
+                rev,
+                started,
+                extra=[Delete(key=cand.key), Put(key=keys.claim(record.id), value=encode(claim), lease=lease)],
+                compares=[Compare(key=cand.key, target="create", op=">", value=0)],
+            )
+        except Conflict:
+            return None  # another replica or a cancel got there first
+        job: dict[str, Any] = {"id": record.id, "input": await asyncio.to_thread(ctx.input_of, record)}
+        if record.webhook:
+            job["webhook"] = record.webhook
+        if record.s3_config:
+            job["s3Config"] = record.s3_config
+        if record.batch_id:
+            job["batchId"] = record.batch_id
+        return job
+
+    # -- done ------------------------------------------------------------
+    async def done(self, ep: str, worker: str, job_id: str, body: bytes, *, is_stream: bool) -> dict[str, Any]:
+        ctx = self._ctx
+        self.touch(ep, worker)
+        for _ in range(8):
+            record, rev = await ctx.read_job(ep, job_id)
+            if record.status in FINAL_STATES:
+                return {"ignored": f"job {job_id} is already {record.status}"}
+            if record.status == "IN_PROGRESS" and record.worker_id != worker:
+                raise Conflict(f"job {job_id} was reassigned to worker {record.worker_id}; result not accepted")
+            try:
+                result = msgspec.json.decode(body) if body.strip() else {}
+            except msgspec.DecodeError:
+                await self._complete(record, rev, {"error": "the worker sent a result that is not JSON"})
+                raise InvalidArgument("job-done body must be JSON; the job was marked FAILED") from None
+            if not isinstance(result, dict):
+                result = {"output": result}
+            try:
+                if result.get("status") == "IN_PROGRESS":
+                    return await self._progress(record, rev, result)
+                return await self._complete(record, rev, result)
+            except Conflict:
+                continue
+        raise Conflict(f"job {job_id} kept changing; retry")
+
+    async def _progress(self, record: JobRecord, rev: int, result: dict[str, Any]) -> dict[str, Any]:
+        if record.status != "IN_PROGRESS":
+            return {"ignored": "progress update for a job that is not running"}
+        updated = msgspec.structs.replace(record, output=result.get("output"), has_output=True)
+        await self._ctx.write_job(rev, updated)
+        return {"accepted": True}
+
+    async def _complete(self, record: JobRecord, rev: int, result: dict[str, Any]) -> dict[str, Any]:
+        ctx = self._ctx
+        now = ctx.clock()
+        error = result.get("error")
+        status = "FAILED" if error else "COMPLETED"
+        fields: dict[str, Any] = {"status": status, "finished_at": now, "error": error or None}
+        fields["started_at"] = record.started_at or now
+        fields["worker_id"] = record.worker_id or ""
+        if "output" in result:
+            raw = encode(result["output"])
+            if len(raw) > ctx.settings.inline_limit:
+                fields["output_blob"] = await asyncio.to_thread(ctx.blobs.put, raw)
+                fields["output"] = None
+            else:
+                fields["output"] = result["output"]
+            fields["has_output"] = True
+        final = msgspec.structs.replace(record, **fields)
+        extra: list[Op] = [Delete(key=keys.claim(record.id))]
+        if record.status == "IN_QUEUE":  # a requeued job answered by its first worker
+            extra.append(Delete(key=keys.queue(record.endpoint_id, record.low_priority, record.seq)))
+        if final.webhook:
+            extra.append(ctx.outbox_put(final))
+        await ctx.write_job(rev, final, extra=extra)
+        if result.get("stopPod"):
+            await self.retire(record.endpoint_id, record.worker_id)
+        return {"accepted": True}
+
+    async def retire(self, ep: str, worker: str) -> None:
+        """``stopPod``: the worker asked to be recycled after this job."""
+        log.info("worker %s of %s asked to be recycled (stopPod)", worker, ep)
+
+    # -- stream ----------------------------------------------------------
+    async def stream_put(self, ep: str, worker: str, job_id: str, body: bytes) -> dict[str, Any]:
+        ctx = self._ctx
+        record, _ = await ctx.read_job(ep, job_id)
+        if record.status != "IN_PROGRESS" or record.worker_id != worker:
+            return {"ignored": f"job {job_id} is {record.status}"}
+        try:
+            chunk = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise InvalidArgument("job-stream body must be JSON") from None
+        if not isinstance(chunk, dict) or "output" not in chunk:
+            chunk = {"output": chunk}
+        lease = await ctx.lease_of(record)
+        seq = f"{int(ctx.clock() * 1_000_000):017d}{id(chunk) % 1000:03d}"
+        await ctx.committer.commit(
+            [], [Put(key=keys.stream(job_id, seq), value=encode({"output": chunk["output"]}), lease=lease)]
+        )
+        return {"accepted": True}
+
+    # -- liveness --------------------------------------------------------
+    def touch(self, ep: str, worker: str) -> None:
+        """Note that a worker is alive (takes and results prove it too)."""
+        self._ctx.view.note_seen(ep, worker, self._ctx.clock())
+
+    async def ping(self, ep: str, worker: str, job_ids: list[str], unhealthy: str = "") -> None:
+        """Renew the claims of the listed jobs held by this worker; record presence."""
+        ctx = self._ctx
+        now = ctx.clock()
+        ops: list[Op] = []
+        compares: list[Compare] = []
+        for job_id in job_ids:
+            cached = ctx.view.claims.get(job_id)
+            if cached is None or cached[0].worker_id != worker:
+                continue
+            claim, claim_rev, lease = cached
+            renewed = msgspec.structs.replace(claim, deadline=now + ctx.settings.claim_grace_s)
+            ops.append(Put(key=keys.claim(job_id), value=encode(renewed), lease=lease))
+            compares.append(Compare(key=keys.claim(job_id), target="mod", op="==", value=claim_rev))
+        presence = Presence(endpoint_id=ep, worker_id=worker, last_seen=now, jobs=job_ids, unhealthy=unhealthy)
+        lease = await ctx.leases.lease_until(now + 3 * ctx.settings.ping_interval_s)
+        ops.append(Put(key=keys.presence(ep, worker), value=encode(presence), lease=lease))
+        result = await ctx.committer.commit(compares, ops)
+        if not result.succeeded:  # a claim moved (done or requeued): renew what is left
+            await ctx.committer.commit([], [ops[-1]])
+
+    async def stop_signals(self, worker: str, wait_s: float) -> list[str]:
+        """Job ids this worker must stop (cancelled or timed out); long-polls."""
+        view = self._ctx.view
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not view.stops.get(worker):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            await view.stop_signal(worker).wait(remaining)
+        jobs = sorted(view.stops.get(worker, ()))
+        await self._ctx.committer.commit([], [Delete(key=keys.stop(worker, j)) for j in jobs])
+        return jobs
