@@ -25,6 +25,7 @@ Contract:
 
 from __future__ import annotations
 
+import builtins
 from typing import Literal, Protocol
 
 import msgspec
@@ -88,6 +89,6 @@ class ContainerRuntime(Protocol):
 
     async def delete(self, worker_id: str) -> None: ...
 
-    async def logs(self, worker_id: str, *, tail: int = 100) -> list[str]: ...
+    async def logs(self, worker_id: str, *, tail: int = 100) -> builtins.list[str]: ...
 
     async def close(self) -> None: ...

@@ -1,0 +1,338 @@
+"""ProcessRuntime: workers as plain processes under a shim (the embedded default, like Nomad's raw_exec).
+
+Layout of ``state_dir``, one directory per worker::
+
+    <state_dir>/<id>/spec.json     the WorkerSpec (written by create)
+                     launch.json   argv, env, cwd, log path, cgroup (written by start, read by the shim)
+                     state.json    pids, start ticks, exit code (written atomically by the shim)
+                     output.log    the worker's stdout+stderr
+                     shim.log      the shim's own errors
+                     home/         the worker's HOME
+
+A worker is "created" while it has no state.json, "running" while its shim or
+its process is alive (pid *and* start ticks match, so a reused pid is not
+mistaken for it), and "exited" once state.json has an exit code.  Everything is
+on disk, so a new ``ProcessRuntime`` on the same directory adopts the workers
+of an earlier noded.  Mounts and a read-only root cannot be honoured without
+namespaces: they are ignored with a logged note (use containerd for isolation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal, final
+from urllib.parse import urlsplit
+
+import msgspec
+
+from noded.runtime import _cgroup
+from noded.runtime._common import BASE_ENV, check_worker_id, device_env, tail_lines
+from noded.runtime._protocol import ResourceLimits, WorkerSpec, WorkerStatus
+from noded.runtime._shim import proc_state, write_json_atomic
+from tide.api.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+
+__all__ = ["ProcessRuntime", "plan_launch"]
+
+log = logging.getLogger(__name__)
+
+_SHIM = str(Path(__file__).with_name("_shim.py"))
+# Exit code recorded when a shim died (SIGKILL, OOM killer) without recording its worker's exit.
+EXIT_CODE_LOST = 255
+
+
+class Launch(msgspec.Struct, frozen=True, kw_only=True):
+    """What the shim runs; decided here so the shim stays dumb."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    log_path: str
+    cgroup_dir: str = ""
+
+
+class _ShimState(msgspec.Struct, frozen=True, kw_only=True):
+    shim_pid: int = 0
+    shim_start: int = 0
+    pid: int = 0
+    pid_start: int = 0
+    started_at: float = 0.0
+    exit_code: int | None = None
+    exited_at: float = 0.0
+
+
+def image_dir(image: str) -> str:
+    """The directory of a ``dir:///abs/path`` image; InvalidArgument for any other scheme."""
+    parts = urlsplit(image)
+    if parts.scheme != "dir":
+        raise InvalidArgument(
+            f"the process runtime runs only dir:///abs/path images, not scheme {parts.scheme!r} ({image!r})"
+        )
+    if parts.netloc or not parts.path.startswith("/"):
+        raise InvalidArgument(f"image {image!r}: write dir:///abs/path (three slashes, absolute path)")
+    return parts.path
+
+
+def plan_launch(spec: WorkerSpec, *, worker_dir: str, cgroup_dir: str = "") -> Launch:
+    """Pure: the argv, env and cwd of a worker.  Device variables win over the spec's env."""
+    argv = [*spec.command, *spec.args]
+    if not argv:
+        raise InvalidArgument(f"worker {spec.id}: dir images have no default command; set command or args")
+    env = {**BASE_ENV, "HOME": os.path.join(worker_dir, "home"), **spec.env, **device_env(spec.devices)}
+    return Launch(
+        argv=argv,
+        env=env,
+        cwd=image_dir(spec.image),
+        log_path=os.path.join(worker_dir, "output.log"),
+        cgroup_dir=cgroup_dir,
+    )
+
+
+def _alive(pid: int, start_ticks: int) -> bool:
+    if pid <= 0:
+        return False
+    state = proc_state(pid)
+    return state is not None and state[1] == start_ticks and state[0] != "Z"
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _wait_gone(pid: int, start_ticks: int) -> None:
+    """Return once the process has exited: a pidfd wakes us (no polling) where the kernel has them."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no pidfd (old kernel or seccomp): fall back to a short sleep loop
+        while _alive(pid, start_ticks):  # noqa: ASYNC110 - nothing to wait on but the pid
+            await asyncio.sleep(0.05)
+        return
+    try:
+        if not _alive(pid, start_ticks):  # the pid was reused before we opened it
+            return
+        loop = asyncio.get_running_loop()
+        gone = loop.create_future()
+        loop.add_reader(fd, _resolve, gone)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+
+
+@final
+class ProcessRuntime:
+    """Workers as local processes; see the module docstring for the on-disk contract."""
+
+    name = "process"
+
+    def __init__(self, state_dir: str | os.PathLike[str], *, python: str = sys.executable) -> None:
+        self._root = Path(state_dir)
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._python = python
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._cgroups: _cgroup.Cgroup2 | None = None  # detected on first use: it writes to /sys
+
+    def _cgroup(self) -> _cgroup.Cgroup2:
+        if self._cgroups is None:
+            self._cgroups = _cgroup.Cgroup2.detect()
+        return self._cgroups
+
+    # -- on-disk state ------------------------------------------------------
+
+    def _dir(self, worker_id: str) -> Path:
+        check_worker_id(worker_id)
+        return self._root / worker_id
+
+    def _lock(self, worker_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(worker_id, asyncio.Lock())
+
+    def _spec(self, worker_id: str) -> WorkerSpec:
+        try:
+            return msgspec.json.decode((self._dir(worker_id) / "spec.json").read_bytes(), type=WorkerSpec)
+        except FileNotFoundError as e:
+            raise NotFound(f"worker {worker_id} does not exist on this host") from e
+
+    def _shim_state(self, worker_id: str) -> _ShimState | None:
+        try:
+            return msgspec.json.decode((self._dir(worker_id) / "state.json").read_bytes(), type=_ShimState)
+        except FileNotFoundError:
+            return None
+
+    def _status(self, worker_id: str) -> WorkerStatus:
+        spec = self._spec(worker_id)
+        st = self._shim_state(worker_id)
+        if st is None:
+            return WorkerStatus(id=worker_id, state="created", labels=spec.labels)
+        if st.exit_code is None and not (_alive(st.shim_pid, st.shim_start) or _alive(st.pid, st.pid_start)):
+            st = self._shim_state(worker_id) or st  # it may have recorded the exit just now
+            if st.exit_code is None:
+                st = self._record_lost(worker_id, st)
+        state: Literal["running", "exited"] = "running" if st.exit_code is None else "exited"
+        return WorkerStatus(
+            id=worker_id,
+            state=state,
+            labels=spec.labels,
+            pid=st.pid,
+            exit_code=st.exit_code,
+            started_at=st.started_at,
+            exited_at=st.exited_at,
+        )
+
+    def _record_lost(self, worker_id: str, st: _ShimState) -> _ShimState:
+        log.warning(
+            "worker %s: its shim died without recording an exit; exit code %d", worker_id, EXIT_CODE_LOST
+        )
+        lost = msgspec.structs.replace(st, exit_code=EXIT_CODE_LOST, exited_at=st.exited_at or st.started_at)
+        write_json_atomic(str(self._dir(worker_id) / "state.json"), msgspec.to_builtins(lost))
+        return lost
+
+    # -- ContainerRuntime ---------------------------------------------------
+
+    async def create(self, spec: WorkerSpec) -> None:
+        d = self._dir(spec.id)
+        launch = plan_launch(spec, worker_dir=str(d))  # reject what start() could not run, now
+        if not await asyncio.to_thread(os.path.isdir, launch.cwd):
+            raise InvalidArgument(f"worker {spec.id}: image directory {launch.cwd} does not exist")
+        if spec.mounts or spec.read_only_rootfs:
+            log.info("worker %s: the process runtime ignores mounts and read_only_rootfs", spec.id)
+        async with self._lock(spec.id):
+            try:
+                existing = self._spec(spec.id)
+            except NotFound:
+                (d / "home").mkdir(parents=True, exist_ok=True)
+                write_json_atomic(str(d / "spec.json"), msgspec.to_builtins(spec))
+                return
+            if existing != spec:
+                raise AlreadyExists(f"worker {spec.id} already exists with a different spec")
+
+    async def start(self, worker_id: str) -> WorkerStatus:
+        async with self._lock(worker_id):
+            status = self._status(worker_id)
+            if status.state == "running":
+                return status
+            if status.state == "exited":
+                raise FailedPrecondition(f"worker {worker_id} has exited; delete it and create it again")
+            d = self._dir(worker_id)
+            spec = self._spec(worker_id)
+            cgroup_dir = await asyncio.to_thread(self._cgroup().prepare, worker_id, spec.limits)
+            launch = plan_launch(spec, worker_dir=str(d), cgroup_dir=cgroup_dir)
+            write_json_atomic(str(d / "launch.json"), msgspec.to_builtins(launch))
+            line = await asyncio.to_thread(self._spawn_shim, d)
+            if line != "ok":
+                raise FailedPrecondition(f"worker {worker_id}: {line}")
+            return self._status(worker_id)
+
+    def _spawn_shim(self, d: Path) -> str:
+        """Start the shim; return its ready line ("ok" or "error: ...")."""
+        r, w = os.pipe()
+        try:
+            with open(d / "shim.log", "ab") as shim_log:
+                proc = subprocess.Popen(
+                    [self._python, "-I", _SHIM, str(d), str(w)],
+                    pass_fds=(w,),
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=shim_log,
+                    stderr=shim_log,
+                    cwd="/",
+                )
+        except OSError as e:
+            os.close(r)
+            raise Internal(f"cannot start the worker shim {self._python}: {e}") from e
+        finally:
+            os.close(w)
+        proc.wait()  # the shim forks and this intermediate exits at once
+        with os.fdopen(r, "rb") as ready:
+            line = ready.read().decode(errors="replace").strip()
+        if not line:
+            tail = "; ".join(tail_lines(str(d / "shim.log"), 5))
+            return f"error: the shim exited before starting the worker ({tail or 'no output'})"
+        return line
+
+    async def stop(self, worker_id: str, *, grace: float = 10.0) -> WorkerStatus:
+        status = self._status(worker_id)
+        if status.state != "running":
+            return status
+        self._signal(worker_id, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                return await self.wait(worker_id)
+        except TimeoutError:
+            pass
+        self._signal(worker_id, signal.SIGKILL)
+        return await self.wait(worker_id)
+
+    async def kill(self, worker_id: str, signal: int) -> None:
+        status = self._status(worker_id)
+        if status.state != "running":
+            raise FailedPrecondition(f"worker {worker_id} is {status.state}, not running")
+        self._signal(worker_id, signal)
+
+    def _signal(self, worker_id: str, signum: int) -> None:
+        st = self._shim_state(worker_id)
+        # Signal the worker's group directly (not via the shim) so SIGKILL works too;
+        # the start-ticks check keeps a reused pid safe.
+        if st is not None and _alive(st.pid, st.pid_start):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(st.pid, signum)
+
+    async def wait(self, worker_id: str) -> WorkerStatus:
+        while True:
+            status = self._status(worker_id)
+            if status.state == "exited":
+                return status
+            if status.state == "created":
+                raise FailedPrecondition(f"worker {worker_id} has not been started")
+            st = self._shim_state(worker_id)
+            assert st is not None
+            if _alive(st.shim_pid, st.shim_start):
+                await _wait_gone(st.shim_pid, st.shim_start)
+            else:  # the shim is gone but its worker lives on: wait for the worker itself
+                await _wait_gone(st.pid, st.pid_start)
+
+    async def status(self, worker_id: str) -> WorkerStatus:
+        return self._status(worker_id)
+
+    async def list(self) -> builtins.list[WorkerStatus]:
+        out: builtins.list[WorkerStatus] = []
+        for d in sorted(self._root.iterdir()):
+            if not (d / "spec.json").is_file():
+                continue
+            try:
+                out.append(self._status(d.name))
+            except (NotFound, InvalidArgument, msgspec.DecodeError) as e:
+                log.warning("skipping unreadable worker state %s: %s", d, e)
+        return out
+
+    async def delete(self, worker_id: str) -> None:
+        async with self._lock(worker_id):
+            try:
+                status = self._status(worker_id)
+            except NotFound:
+                return
+            if status.state == "running":
+                raise FailedPrecondition(f"worker {worker_id} is running; stop it first")
+            if self._spec(worker_id).limits != ResourceLimits():  # only workers with limits got a cgroup
+                await asyncio.to_thread(self._cgroup().remove, worker_id)
+            await asyncio.to_thread(shutil.rmtree, self._dir(worker_id), ignore_errors=True)
+        self._locks.pop(worker_id, None)
+
+    async def logs(self, worker_id: str, *, tail: int = 100) -> builtins.list[str]:
+        self._spec(worker_id)
+        return await asyncio.to_thread(tail_lines, str(self._dir(worker_id) / "output.log"), tail)
+
+    async def close(self) -> None:
+        """Nothing to release: workers and their shims keep running without us."""

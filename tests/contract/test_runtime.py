@@ -1,0 +1,372 @@
+"""One contract suite for every ContainerRuntime (noded/runtime/_protocol.py).
+
+The ``harness`` fixture is parametrized over the implementations; each gives a
+runtime factory (a second object on the same state is a "restarted noded"), an
+image with ``marker.txt`` in its working directory, and the python to run
+inside a worker.  Worker commands are small ``python -c`` programs.  Tests wait
+for a worker's "ready" line in its logs before signalling it, and never assert
+on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from noded.runtime import ContainerRuntime, Mount, ProcessRuntime, WorkerSpec, WorkerStatus
+from noded.runtime._process import EXIT_CODE_LOST, plan_launch
+from tide.api.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
+GRACEFUL = (
+    "import signal, sys, time\n"
+    "def bye(*_):\n    print('bye', flush=True); sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(120)\n"
+)
+STUBBORN = (
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\ntime.sleep(120)\n"
+)
+
+
+@dataclass
+class Harness:
+    make_runtime: Callable[[], ContainerRuntime]
+    image: str
+    python: str
+    state: Path = Path("/nonexistent")
+    mounts: list[Mount] = field(default_factory=list)
+    runtimes: list[ContainerRuntime] = field(default_factory=list)
+
+    def runtime(self) -> ContainerRuntime:
+        rt = self.make_runtime()
+        self.runtimes.append(rt)
+        return rt
+
+    def spec(self, code: str, **kw: object) -> WorkerSpec:
+        kw.setdefault("id", f"w-{uuid.uuid4().hex[:10]}")
+        kw.setdefault("command", [self.python, "-c", code])
+        return WorkerSpec(image=self.image, mounts=list(self.mounts), **kw)  # type: ignore[arg-type]
+
+
+def _process_harness(tmp_path: Path) -> Harness:
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "marker.txt").write_text("from the image\n")
+    state = tmp_path / "state"
+    return Harness(
+        make_runtime=lambda: ProcessRuntime(state), image=f"dir://{image}", python=sys.executable, state=state
+    )
+
+
+@pytest.fixture(params=["process"])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    h = _process_harness(tmp_path)
+    yield h
+    # Leave nothing running: workers outlive runtimes by design.
+    cleanup = h.make_runtime()
+    for st in await cleanup.list():
+        if st.state == "running":
+            await cleanup.stop(st.id, grace=0)
+        await cleanup.delete(st.id)
+    for rt in [*h.runtimes, cleanup]:
+        await rt.close()
+
+
+@pytest.fixture
+def runtime(harness: Harness) -> ContainerRuntime:
+    return harness.runtime()
+
+
+async def wait_for_line(rt: ContainerRuntime, worker_id: str, text: str) -> list[str]:
+    async with asyncio.timeout(30):
+        while True:
+            lines = await rt.logs(worker_id, tail=1000)
+            if text in lines:
+                return lines
+            await asyncio.sleep(0.02)
+
+
+async def run_to_exit(rt: ContainerRuntime, spec: WorkerSpec) -> tuple[WorkerStatus, list[str]]:
+    await rt.create(spec)
+    await rt.start(spec.id)
+    status = await rt.wait(spec.id)
+    return status, await rt.logs(spec.id, tail=1000)
+
+
+async def test_runtime_create_is_idempotent(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec("pass", labels={"tide.endpoint": "ep1"})
+    await runtime.create(spec)
+    await runtime.create(spec)
+    status = await runtime.status(spec.id)
+    assert (status.state, status.labels, status.exit_code) == ("created", {"tide.endpoint": "ep1"}, None)
+    with pytest.raises(AlreadyExists):
+        await runtime.create(harness.spec("print(1)", id=spec.id))
+
+
+async def test_runtime_unknown_worker_is_not_found(runtime: ContainerRuntime) -> None:
+    for call in (runtime.status, runtime.start, runtime.wait, runtime.logs):
+        with pytest.raises(NotFound):
+            await call("no-such-worker")
+    await runtime.delete("no-such-worker")  # idempotent
+
+
+async def test_runtime_runs_to_its_exit_code(harness: Harness, runtime: ContainerRuntime) -> None:
+    status, lines = await run_to_exit(runtime, harness.spec("print('hello'); raise SystemExit(3)"))
+    assert (status.state, status.exit_code) == ("exited", 3)
+    assert status.exited_at >= status.started_at > 0
+    assert lines == ["hello"]
+    assert await runtime.status(status.id) == status
+    with pytest.raises(FailedPrecondition):
+        await runtime.start(status.id)
+
+
+async def test_runtime_start_is_idempotent_and_kill_gives_128_plus_signal(
+    harness: Harness, runtime: ContainerRuntime
+) -> None:
+    spec = harness.spec(SLEEPER)
+    await runtime.create(spec)
+    first = await runtime.start(spec.id)
+    assert first.state == "running" and first.pid > 0
+    assert (await runtime.start(spec.id)).pid == first.pid
+    await wait_for_line(runtime, spec.id, "ready")
+    await runtime.kill(spec.id, signal.SIGKILL)
+    status = await runtime.wait(spec.id)
+    assert (status.state, status.exit_code) == ("exited", 128 + signal.SIGKILL)
+    with pytest.raises(FailedPrecondition):
+        await runtime.kill(spec.id, signal.SIGKILL)
+
+
+async def test_runtime_stop_lets_a_handler_finish(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec(GRACEFUL)
+    await runtime.create(spec)
+    await runtime.start(spec.id)
+    await wait_for_line(runtime, spec.id, "ready")
+    status = await runtime.stop(spec.id, grace=60)
+    assert (status.state, status.exit_code) == ("exited", 0)
+    assert (await runtime.logs(spec.id))[-1] == "bye"
+    assert await runtime.stop(spec.id, grace=0) == status  # idempotent on exited workers
+
+
+async def test_runtime_stop_escalates_to_sigkill(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec(STUBBORN)
+    await runtime.create(spec)
+    await runtime.start(spec.id)
+    await wait_for_line(runtime, spec.id, "ready")
+    status = await runtime.stop(spec.id, grace=0.2)
+    assert (status.state, status.exit_code) == ("exited", 128 + signal.SIGKILL)
+
+
+async def test_runtime_many_waiters_see_one_exit(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec(SLEEPER)
+    await runtime.create(spec)
+    await runtime.start(spec.id)
+    waiters = [asyncio.ensure_future(runtime.wait(spec.id)) for _ in range(3)]
+    await wait_for_line(runtime, spec.id, "ready")
+    await runtime.kill(spec.id, signal.SIGKILL)
+    results = await asyncio.gather(*waiters)
+    assert {r.exit_code for r in results} == {137}
+
+
+async def test_runtime_env_and_cwd(harness: Harness, runtime: ContainerRuntime) -> None:
+    code = (
+        "import os; print(os.environ['GREETING']); print(open('marker.txt').read().strip()); "
+        "print(os.environ['PATH'] != '')"
+    )
+    status, lines = await run_to_exit(runtime, harness.spec(code, env={"GREETING": "hi there"}))
+    assert status.exit_code == 0
+    assert lines == ["hi there", "from the image", "True"]
+
+
+async def test_runtime_args_follow_command(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec(
+        "", command=[harness.python, "-c", "import sys; print(sys.argv[1:])"], args=["a", "b c"]
+    )
+    status, lines = await run_to_exit(runtime, spec)
+    assert (status.exit_code, lines) == (0, ["['a', 'b c']"])
+
+
+async def test_runtime_devices_env(harness: Harness, runtime: ContainerRuntime) -> None:
+    code = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'] + '|' + os.environ['NVIDIA_VISIBLE_DEVICES'])"
+    # The endpoint's env cannot widen what the worker sees.
+    _, with_devices = await run_to_exit(
+        runtime,
+        harness.spec(
+            code, devices=["GPU-11111111-2222", "MIG-33333333-4444"], env={"CUDA_VISIBLE_DEVICES": "all"}
+        ),
+    )
+    assert with_devices == ["GPU-11111111-2222,MIG-33333333-4444|GPU-11111111-2222,MIG-33333333-4444"]
+    _, without = await run_to_exit(runtime, harness.spec(code))
+    assert without == ["|void"]
+
+
+async def test_runtime_logs_tail(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec(
+        "import sys\nfor i in range(1, 51): print(i, flush=True)\nprint('err', file=sys.stderr)"
+    )
+    status, _ = await run_to_exit(runtime, spec)
+    assert status.exit_code == 0
+    assert await runtime.logs(spec.id, tail=3) == ["49", "50", "err"]
+    assert len(await runtime.logs(spec.id)) == 51
+    assert await runtime.logs(spec.id, tail=0) == []
+
+
+async def test_runtime_restarted_noded_adopts_running_workers(
+    harness: Harness, runtime: ContainerRuntime
+) -> None:
+    labels = {"tide.owner": "node-1", "tide.endpoint": "ep", "tide.worker": "w", "tide.revision": "7"}
+    spec = harness.spec(SLEEPER, labels=labels)
+    done = harness.spec("pass")
+    await runtime.create(spec)
+    running = await runtime.start(spec.id)
+    await run_to_exit(runtime, done)
+    await wait_for_line(runtime, spec.id, "ready")
+    await runtime.close()  # "noded exits"
+
+    adopted = harness.runtime()
+    by_id = {s.id: s for s in await adopted.list()}
+    assert by_id[spec.id].state == "running"
+    assert (by_id[spec.id].labels, by_id[spec.id].pid) == (labels, running.pid)
+    assert (by_id[done.id].state, by_id[done.id].exit_code) == ("exited", 0)
+    waiter = asyncio.ensure_future(adopted.wait(spec.id))
+    stopped = await adopted.stop(spec.id, grace=0)
+    assert stopped.state == "exited" and stopped.exit_code is not None
+    assert await waiter == stopped
+
+
+async def test_runtime_workers_survive_close(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec("import time\nfor i in range(100000):\n    print(i, flush=True); time.sleep(0.01)")
+    await runtime.create(spec)
+    await runtime.start(spec.id)
+    await wait_for_line(runtime, spec.id, "3")
+    await runtime.close()
+    later = harness.runtime()
+    assert (await later.status(spec.id)).state == "running"
+    await wait_for_line(later, spec.id, "20")  # still producing output after the close
+    await later.stop(spec.id, grace=0)
+
+
+async def test_runtime_delete(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec(SLEEPER)
+    await runtime.create(spec)
+    await runtime.start(spec.id)
+    with pytest.raises(FailedPrecondition):
+        await runtime.delete(spec.id)
+    await runtime.stop(spec.id, grace=0)
+    await runtime.delete(spec.id)
+    await runtime.delete(spec.id)
+    with pytest.raises(NotFound):
+        await runtime.status(spec.id)
+    assert spec.id not in {s.id for s in await runtime.list()}
+    await runtime.create(spec)  # the id can be reused
+    assert (await runtime.status(spec.id)).state == "created"
+
+
+async def test_runtime_delete_created_and_wait_unstarted(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec("pass")
+    await runtime.create(spec)
+    with pytest.raises(FailedPrecondition):
+        await runtime.wait(spec.id)
+    await runtime.delete(spec.id)
+    with pytest.raises(NotFound):
+        await runtime.status(spec.id)
+
+
+async def test_runtime_missing_binary_fails_start(harness: Harness, runtime: ContainerRuntime) -> None:
+    spec = harness.spec("", command=["/no/such/binary"])
+    await runtime.create(spec)
+    with pytest.raises(FailedPrecondition):
+        await runtime.start(spec.id)
+
+
+async def test_runtime_rejects_bad_ids(harness: Harness, runtime: ContainerRuntime) -> None:
+    for bad in ("../x", "a/b", "", ".hidden"):
+        with pytest.raises(InvalidArgument):
+            await runtime.create(harness.spec("pass", id=bad))
+
+
+# -- ProcessRuntime only ------------------------------------------------------
+
+
+@pytest.fixture
+async def process_runtime(tmp_path: Path) -> AsyncIterator[tuple[ProcessRuntime, Harness]]:
+    h = _process_harness(tmp_path)
+    rt = ProcessRuntime(tmp_path / "state")
+    yield rt, h
+    for st in await rt.list():
+        if st.state == "running":
+            await rt.stop(st.id, grace=0)
+
+
+async def test_process_runtime_rejects_other_image_schemes(
+    process_runtime: tuple[ProcessRuntime, Harness],
+) -> None:
+    rt, h = process_runtime
+    with pytest.raises(InvalidArgument, match="'docker'"):
+        await rt.create(WorkerSpec(id="w1", image="docker://busybox", command=["true"]))
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        await rt.create(WorkerSpec(id="w1", image="dir:///no/such/dir", command=["true"]))
+    with pytest.raises(InvalidArgument, match="command"):
+        await rt.create(WorkerSpec(id="w1", image=h.image))
+
+
+async def test_process_runtime_default_sigterm_is_143_and_the_shim_forwards_it(
+    process_runtime: tuple[ProcessRuntime, Harness],
+) -> None:
+    rt, h = process_runtime
+    spec = h.spec(SLEEPER)
+    await rt.create(spec)
+    await rt.start(spec.id)
+    await wait_for_line(rt, spec.id, "ready")
+    state = msgspec.json.decode((h.state / spec.id / "state.json").read_bytes())
+    os.kill(state["shim_pid"], signal.SIGTERM)  # an operator signals the shim
+    status = await rt.wait(spec.id)
+    assert status.exit_code == 128 + signal.SIGTERM
+
+
+async def test_process_runtime_detects_a_dead_shim(process_runtime: tuple[ProcessRuntime, Harness]) -> None:
+    rt, h = process_runtime
+    spec = h.spec(SLEEPER)
+    await rt.create(spec)
+    await rt.start(spec.id)
+    await wait_for_line(rt, spec.id, "ready")
+    state = msgspec.json.decode((h.state / spec.id / "state.json").read_bytes())
+    os.kill(state["shim_pid"], signal.SIGKILL)
+    assert (await rt.status(spec.id)).state == "running"  # its worker lives on, adopted by pid
+    os.killpg(state["pid"], signal.SIGKILL)
+    status = await rt.wait(spec.id)
+    assert (status.state, status.exit_code) == ("exited", EXIT_CODE_LOST)
+
+
+def test_plan_launch_env_order_and_cwd(tmp_path: Path) -> None:
+    spec = WorkerSpec(
+        id="w1",
+        image="dir:///srv/img",
+        command=["python"],
+        args=["h.py"],
+        env={"PATH": "/opt/bin", "NVIDIA_VISIBLE_DEVICES": "all", "X": "1"},
+        devices=["GPU-1"],
+    )
+    launch = plan_launch(spec, worker_dir="/state/w1")
+    assert (launch.argv, launch.cwd, launch.log_path) == (
+        ["python", "h.py"],
+        "/srv/img",
+        "/state/w1/output.log",
+    )
+    assert launch.env == {
+        "PATH": "/opt/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/state/w1/home",
+        "X": "1",
+        "CUDA_VISIBLE_DEVICES": "GPU-1",
+        "NVIDIA_VISIBLE_DEVICES": "GPU-1",
+    }
