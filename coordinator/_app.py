@@ -1,0 +1,176 @@
+"""The tide-coordinator component: HTTP APIs on any replica, control loops on
+the elected leader only.
+
+Lifecycle (DESIGN §4.4): ``start()`` returns once the view is loaded and the
+HTTP server listens; ``stop(timeout)`` stops accepting, lets in-flight
+requests finish, then cancels the loops.  Every background task belongs to the
+component's TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from coordinator._committer import GroupCommitter
+from coordinator._leases import LeaseBuckets
+from coordinator._schema import keys
+from coordinator.api import build_app
+from coordinator.jobs import ClusterView, JobService, JobSettings, JobsContext, Reaper, WebhookSender, WorkerService
+from coordinator.store import Compare, Put, Store
+from coordinator.store._election import Election
+from tiered_storage import LocalBlobStore
+
+__all__ = ["Coordinator", "CoordinatorSettings"]
+
+log = logging.getLogger("tide.coordinator")
+
+LeaderLoop = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class CoordinatorSettings:
+    host: str = "127.0.0.1"
+    port: int = 8420
+    state_dir: str = "/var/lib/tide/coordinator"
+    admin_key_hashes: list[str] = field(default_factory=list)
+    jobs: JobSettings = field(default_factory=JobSettings)
+    election_ttl_s: float = 10.0
+    public_url: str = ""  # how workers and nodes reach this coordinator
+    prices: dict[str, float] = field(default_factory=dict)  # USD per GPU-hour by GPU type
+    sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
+
+
+class Coordinator:
+    def __init__(self, store: Store, settings: CoordinatorSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.view = ClusterView(store)
+        self.committer = GroupCommitter(store)
+        self._leader_loops: list[Callable[[], Awaitable[None]]] = []
+        self._stopping = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
+        self.ctx: JobsContext | None = None
+        self.is_leader = False
+        self.url = ""
+
+    def add_leader_loop(self, loop: LeaderLoop) -> None:
+        """Register a loop that runs only while this replica leads (before start)."""
+        self._leader_loops.append(loop)
+
+    async def start(self) -> None:
+        cluster_secret = await self._cluster_secret()
+        self.ctx = JobsContext(
+            store=self.store,
+            committer=self.committer,
+            view=self.view,
+            leases=LeaseBuckets(self.store),
+            blobs=LocalBlobStore(f"{self.settings.state_dir}/blobs"),
+            settings=self.settings.jobs,
+        )
+        jobs, workers = JobService(self.ctx), WorkerService(self.ctx)
+        reaper = Reaper(self.ctx, max_retries=self._max_retries)
+        self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run]
+        await self.committer.start()
+        self._main = asyncio.create_task(self._supervise(), name="coordinator")
+        ready = asyncio.create_task(self.view.ready.wait())
+        await asyncio.wait([ready, self._main], return_when=asyncio.FIRST_COMPLETED)
+        if self._main.done():
+            ready.cancel()
+            self._main.result()  # raises what stopped it
+        self.app = build_app(
+            store=self.store,
+            view=self.view,
+            jobs=jobs,
+            workers=workers,
+            settings=self.settings,
+            cluster_secret=cluster_secret,
+            commit_seconds=lambda: self.committer.commit_seconds,
+        )
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        await self._runner.setup()
+        await self._listen()
+
+    async def _supervise(self) -> None:
+        """Own every background task; leaves when ``stop`` is asked for."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.view.run(), name="view")
+                tg.create_task(self._lead(), name="leader")
+                await self._stopping.wait()
+                raise _Stopping
+        except* _Stopping:
+            pass
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        if self.settings.sock is not None:
+            site: web.BaseSite = web.SockSite(self._runner, self.settings.sock)
+            host, port = self.settings.sock.getsockname()[:2]
+        else:
+            site = web.TCPSite(self._runner, self.settings.host, self.settings.port, reuse_address=True)
+            host, port = self.settings.host, self.settings.port
+        await site.start()
+        if port == 0 and site._server is not None:  # noqa: SLF001 - aiohttp exposes no getter
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{port}"
+        log.info("coordinator listening on %s", self.url)
+
+    async def _cluster_secret(self) -> bytes:
+        """The HMAC key for worker tokens: created once per cluster, shared by replicas."""
+        fresh = secrets.token_bytes(32).hex().encode()
+        await self.store.txn(
+            [Compare(key=keys.SECRET, target="create", op="==", value=0)], [Put(key=keys.SECRET, value=fresh)]
+        )
+        kv = await self.store.get(keys.SECRET)
+        assert kv is not None
+        return bytes.fromhex(kv.value.decode())
+
+    def _max_retries(self, ep: str) -> int:
+        found = self.view.endpoints.get(ep)
+        return found[0].spec.max_job_retries if found else 3
+
+    async def _lead(self) -> None:
+        """Campaign; while leader, run the control loops; on losing the lease, stop them."""
+        while True:
+            election = Election(self.store, "coordinator", ttl=self.settings.election_ttl_s)
+            await election.campaign()
+            self.is_leader = True
+            log.info("this replica is now the leader")
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    loops = [tg.create_task(loop()) for loop in self._leader_loops]
+                    await election.lost.wait()
+                    for task in loops:
+                        task.cancel()
+            except* Exception as group:  # a loop crashed: log, resign, campaign again
+                log.error("leader loop failed: %r", group.exceptions)
+            finally:
+                self.is_leader = False
+                with contextlib.suppress(Exception):
+                    await election.resign()
+            await asyncio.sleep(0.5)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self.view.close()  # long-polls answer "nothing" now instead of holding shutdown
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.committer.stop()
+        self._stopping.set()
+        if self._main is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._main
+
+
+class _Stopping(Exception):
+    pass

@@ -1,0 +1,7 @@
+"""The coordinator's HTTP surfaces: public (/v2), worker (/v2 job-*), admin
+(/admin/v1), node (/node/v1) and operations (/healthz, /readyz, /metrics)."""
+
+from coordinator.api._app import build_app
+from coordinator.api._http import mint_worker_token
+
+__all__ = ["build_app", "mint_worker_token"]

@@ -1,0 +1,190 @@
+"""The admin API (/admin/v1): endpoints, API keys, worker tokens, queue view.
+
+Endpoint fields use RunPod REST v1 names (tide/api/endpoints.py).  An
+endpoint's id is its name, so ``/v2/<name>/run`` works without a lookup.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from coordinator._schema import decode_job, encode, keys
+from coordinator.api._http import Auth, decode_body, hash_key, json_response, mint_worker_token, query_int
+from coordinator.jobs import ClusterView, JobService
+from coordinator.store import Compare, Put, Store
+from tide.api.endpoints import ApiKey, ApiKeyCreate, Endpoint, EndpointSpec, EndpointUpdate
+from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+
+__all__ = ["AdminRoutes", "endpoint_json"]
+
+_RUNTIME_FIELDS = ("image", "command", "args", "env", "gpu_type_ids", "gpu_count")
+
+
+def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": endpoint.id, **msgspec.to_builtins(endpoint.spec)}
+    out["createdAt"] = endpoint.created_at
+    out["version"] = endpoint.version
+    return out
+
+
+class AdminRoutes:
+    def __init__(self, *, store: Store, view: ClusterView, auth: Auth, jobs: JobService) -> None:
+        self._store = store
+        self._view = view
+        self._auth = auth
+        self._jobs = jobs
+
+    def add_to(self, app: web.Application) -> None:
+        r = app.router
+        r.add_post("/admin/v1/endpoints", self.create_endpoint)
+        r.add_get("/admin/v1/endpoints", self.list_endpoints)
+        r.add_get("/admin/v1/endpoints/{ep}", self.get_endpoint)
+        r.add_patch("/admin/v1/endpoints/{ep}", self.update_endpoint)
+        r.add_post("/admin/v1/endpoints/{ep}/update", self.update_endpoint)
+        r.add_delete("/admin/v1/endpoints/{ep}", self.delete_endpoint)
+        r.add_post("/admin/v1/endpoints/{ep}/workers/{worker}/token", self.worker_token)
+        r.add_get("/admin/v1/endpoints/{ep}/jobs", self.list_jobs)
+        r.add_post("/admin/v1/keys", self.create_key)
+        r.add_get("/admin/v1/keys", self.list_keys)
+        r.add_delete("/admin/v1/keys/{key}", self.revoke_key)
+
+    # -- endpoints -------------------------------------------------------
+    async def create_endpoint(self, request: web.Request) -> web.Response:
+        self._auth.require_admin(request)
+        spec = decode_body(await request.read(), EndpointSpec, what="endpoint")
+        _check_spec(spec)
+        endpoint = Endpoint(id=spec.name, spec=spec, created_at=time.time())
+        key = keys.endpoint(endpoint.id)
+        res = await self._store.txn(
+            [Compare(key=key, target="create", op="==", value=0)], [Put(key=key, value=encode(endpoint))]
+        )
+        if not res.succeeded:
+            raise AlreadyExists(f"endpoint {spec.name!r} already exists; update it with 'tide endpoint update'")
+        return json_response(endpoint_json(endpoint), 201)
+
+    async def list_endpoints(self, request: web.Request) -> web.Response:
+        self._auth.require_admin(request)
+        eps = sorted(self._view.endpoints.values(), key=lambda e: e[0].id)
+        return json_response([self._describe(e) for e, _ in eps])
+
+    def _describe(self, endpoint: Endpoint) -> dict[str, Any]:
+        out = endpoint_json(endpoint)
+        out["health"] = self._jobs.health(endpoint.id)
+        return out
+
+    async def get_endpoint(self, request: web.Request) -> web.Response:
+        self._auth.require_admin(request)
+        endpoint, _ = self._get(request.match_info["ep"])
+        return json_response(self._describe(endpoint))
+
+    def _get(self, ep: str) -> tuple[Endpoint, int]:
+        found = self._view.endpoints.get(ep)
+        if found is None:
+            raise NotFound(f"endpoint {ep!r} not found; 'tide endpoint list' shows the endpoints")
+        return found
+
+    async def update_endpoint(self, request: web.Request) -> web.Response:
+        self._auth.require_admin(request)
+        ep = request.match_info["ep"]
+        update = decode_body(await request.read(), EndpointUpdate, what="endpoint update")
+        kv = await self._store.get(keys.endpoint(ep))
+        if kv is None:
+            raise NotFound(f"endpoint {ep!r} not found")
+        current = msgspec.json.decode(kv.value, type=Endpoint)
+        changes = {f: v for f in EndpointUpdate.__struct_fields__ if (v := getattr(update, f)) is not msgspec.UNSET}
+        spec = msgspec.structs.replace(current.spec, **changes)
+        spec = msgspec.convert(msgspec.to_builtins(spec), EndpointSpec)  # re-validate constraints
+        _check_spec(spec)
+        bump = any(f in changes for f in _RUNTIME_FIELDS)
+        updated = msgspec.structs.replace(current, spec=spec, version=current.version + (1 if bump else 0))
+        res = await self._store.txn(
+            [Compare(key=kv.key, target="mod", op="==", value=kv.mod_revision)],
+            [Put(key=kv.key, value=encode(updated))],
+        )
+        if not res.succeeded:
+            raise Conflict(f"endpoint {ep!r} changed concurrently; retry")
+        return json_response(endpoint_json(updated))
+
+    async def delete_endpoint(self, request: web.Request) -> web.Response:
+        self._auth.require_admin(request)
+        ep = request.match_info["ep"]
+        if await self._store.delete(keys.endpoint(ep)) == 0:
+            raise NotFound(f"endpoint {ep!r} not found")
+        await self._jobs.purge_queue(ep)
+        return json_response({"id": ep, "deleted": True})
+
+    async def worker_token(self, request: web.Request) -> web.Response:
+        """A token for a worker started by hand (noded mints its own workers')."""
+        self._auth.require_admin(request)
+        ep, worker = request.match_info["ep"], request.match_info["worker"]
+        self._get(ep)
+        return json_response({"endpointId": ep, "workerId": worker, "token": mint_worker_token(self._auth.cluster_secret, ep, worker)})
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        """The queue view: queued and running jobs, oldest first."""
+        self._auth.require_admin(request)
+        ep = request.match_info["ep"]
+        self._get(ep)
+        limit = query_int(request, "limit", 100, 1, 10_000)
+        res = await self._store.range(keys.jobs_of(ep), limit=0)
+        rows = [decode_job(kv.value) for kv in res.kvs]
+        active = sorted((r for r in rows if r.status in ("IN_QUEUE", "IN_PROGRESS")), key=lambda r: r.seq)
+        recent = sorted((r for r in rows if r not in active), key=lambda r: -r.finished_at)
+        out = [
+            {"id": r.id, "status": r.status, "createdAt": r.created_at, "workerId": r.worker_id, "retries": r.retries}
+            for r in [*active, *recent][:limit]
+        ]
+        return json_response({"endpointId": ep, "health": self._jobs.health(ep), "jobs": out})
+
+    # -- keys ------------------------------------------------------------
+    async def create_key(self, request: web.Request) -> web.Response:
+        self._auth.require_admin(request)
+        req = decode_body(await request.read(), ApiKeyCreate, what="API key request")
+        secret = "tk_" + secrets.token_urlsafe(32)
+        key = ApiKey(
+            id=uuid.uuid4().hex[:12],
+            name=req.name,
+            scope=req.scope,
+            endpoint_ids=req.endpoint_ids,
+            sha256=hash_key(secret),
+            created_at=time.time(),
+        )
+        await self._store.put(keys.apikey(key.sha256), encode(key))
+        return json_response({**_key_json(key), "key": secret}, 201)
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        self._auth.require_admin(request)
+        res = await self._store.range(keys.APIKEYS)
+        found = [msgspec.json.decode(kv.value, type=ApiKey) for kv in res.kvs]
+        return json_response([_key_json(k) for k in sorted(found, key=lambda k: k.created_at)])
+
+    async def revoke_key(self, request: web.Request) -> web.Response:
+        self._auth.require_admin(request)
+        key_id = request.match_info["key"]
+        res = await self._store.range(keys.APIKEYS)
+        for kv in res.kvs:
+            key = msgspec.json.decode(kv.value, type=ApiKey)
+            if key.id == key_id or key.name == key_id:
+                revoked = msgspec.structs.replace(key, revoked=True)
+                await self._store.put(kv.key, encode(revoked))
+                return json_response(_key_json(revoked))
+        raise NotFound(f"API key {key_id!r} not found; 'tide keys list' shows the keys")
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    out = msgspec.to_builtins(key)
+    out.pop("sha256", None)
+    return out  # type: ignore[no-any-return]
+
+
+def _check_spec(spec: EndpointSpec) -> None:
+    if spec.workers_min > spec.workers_max:
+        raise InvalidArgument(
+            f"workersMin ({spec.workers_min}) must not exceed workersMax ({spec.workers_max})"
+        )

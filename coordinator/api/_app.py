@@ -1,0 +1,56 @@
+"""Assembles the aiohttp application from the route modules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from coordinator.api._admin_routes import AdminRoutes
+from coordinator.api._http import Auth, error_middleware, json_response
+from coordinator.api._metrics import Metrics
+from coordinator.api._public_routes import PublicRoutes
+from coordinator.api._worker_routes import WorkerRoutes
+from coordinator.jobs import ClusterView, JobService, WorkerService
+from coordinator.store import Store
+
+if TYPE_CHECKING:
+    from coordinator._app import CoordinatorSettings
+
+__all__ = ["APP_KEY_AUTH", "build_app"]
+
+APP_KEY_AUTH = web.AppKey("auth", Auth)
+_MAX_BODY = 64 * 1024 * 1024 + 1024  # results may be large; /run and /runsync check their own limits
+
+
+def build_app(
+    *,
+    store: Store,
+    view: ClusterView,
+    jobs: JobService,
+    workers: WorkerService,
+    settings: CoordinatorSettings,
+    cluster_secret: bytes,
+    commit_seconds: Callable[[], list[float]],
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY)
+    auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
+    app[APP_KEY_AUTH] = auth
+    metrics = Metrics(view, commit_seconds)
+    PublicRoutes(jobs=jobs, auth=auth, settings=settings.jobs, metrics=metrics, endpoints=view.endpoints).add_to(app)
+    WorkerRoutes(workers=workers, auth=auth, settings=settings.jobs, metrics=metrics).add_to(app)
+    AdminRoutes(store=store, view=view, auth=auth, jobs=jobs).add_to(app)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return json_response({"ok": True})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if not view.ready.is_set():
+            return json_response({"ready": False, "error": "store view not loaded yet"}, 503)
+        return json_response({"ready": True, "revision": view.revision})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics.handle)
+    return app

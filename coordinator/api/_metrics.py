@@ -1,0 +1,54 @@
+"""Prometheus metrics: one registry per coordinator (tests run several)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from coordinator.jobs import ClusterView
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _QueueCollector(Collector):
+    def __init__(self, view: ClusterView) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        queued = GaugeMetricFamily("tide_queue_depth", "Jobs waiting for a worker", labels=["endpoint"])
+        running = GaugeMetricFamily("tide_jobs_in_progress", "Jobs claimed by a worker", labels=["endpoint"])
+        for ep in list(self._view.endpoints):
+            normal, low = self._view.queue(ep).counts()
+            queued.add_metric([ep], normal + low)
+            running.add_metric([ep], len(self._view.claims_of(ep)))
+        yield queued
+        yield running
+
+
+class Metrics:
+    def __init__(self, view: ClusterView, commit_seconds: Callable[[], list[float]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs_submitted = Counter("tide_jobs_submitted", "Jobs accepted", ["endpoint"], registry=r)
+        self.jobs_taken = Counter("tide_jobs_taken", "Jobs handed to workers", ["endpoint"], registry=r)
+        self.runsync_seconds = Histogram(
+            "tide_runsync_seconds", "runsync latency to a final state", ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.store_commit_seconds = Histogram(
+            "tide_store_commit_seconds", "Latency of one group commit", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        r.register(_QueueCollector(view))
+        self._commit_seconds = commit_seconds
+
+    async def handle(self, request: web.Request) -> web.Response:
+        samples = self._commit_seconds()
+        for s in samples:
+            self.store_commit_seconds.observe(s)
+        samples.clear()
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain")

@@ -1,0 +1,105 @@
+"""The public API, RunPod Serverless wire-compatible (runpod_protocol.md §2)."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from coordinator.api._http import Auth, decode_body, json_response, query_int, read_body
+from coordinator.api._metrics import Metrics
+from coordinator.jobs import JobService, JobSettings
+from tide.api.endpoints import Endpoint
+from tide.api.jobs import FINAL_STATES, JobRequest
+
+__all__ = ["PublicRoutes"]
+
+
+class PublicRoutes:
+    def __init__(
+        self,
+        *,
+        jobs: JobService,
+        auth: Auth,
+        settings: JobSettings,
+        metrics: Metrics,
+        endpoints: dict[str, tuple[Endpoint, int]],
+    ) -> None:
+        self._jobs = jobs
+        self._auth = auth
+        self._settings = settings
+        self._metrics = metrics
+        self._endpoints = endpoints
+
+    def add_to(self, app: web.Application) -> None:
+        r = app.router
+        r.add_post("/v2/{ep}/run", self.run)
+        r.add_post("/v2/{ep}/runsync", self.runsync)
+        for verb in ("GET", "POST"):
+            r.add_route(verb, "/v2/{ep}/status/{job}", self.status)
+            r.add_route(verb, "/v2/{ep}/status-sync/{job}", self.status_sync)
+            r.add_route(verb, "/v2/{ep}/stream/{job}", self.stream)
+        r.add_post("/v2/{ep}/cancel/{job}", self.cancel)
+        r.add_post("/v2/{ep}/retry/{job}", self.retry)
+        r.add_post("/v2/{ep}/purge-queue", self.purge_queue)
+        r.add_get("/v2/{ep}/health", self.health)
+
+    def _ep(self, request: web.Request) -> str:
+        ep = request.match_info["ep"]
+        self._auth.require_client(request, ep)
+        return ep
+
+    def _timeout_ms(self, ep: str) -> int:
+        return self._endpoints[ep][0].spec.execution_timeout_ms
+
+    async def _submit(self, request: web.Request, *, sync: bool) -> tuple[str, str]:
+        ep = self._ep(request)
+        limit = self._settings.runsync_limit if sync else self._settings.run_limit
+        body = await read_body(request, limit)
+        req = decode_body(body, JobRequest, what="job request (it must be a JSON object with an 'input' key)")
+        record = await self._jobs.submit(ep, req, sync=sync, timeout_ms=self._timeout_ms(ep))
+        self._metrics.jobs_submitted.labels(ep).inc()
+        return ep, record.id
+
+    async def run(self, request: web.Request) -> web.Response:
+        _, job_id = await self._submit(request, sync=False)
+        return json_response({"id": job_id, "status": "IN_QUEUE"})
+
+    async def runsync(self, request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        wait_ms = query_int(request, "wait", self._settings.runsync_wait_ms, 1000, 300_000)
+        ep, job_id = await self._submit(request, sync=True)
+        envelope = await self._jobs.wait_final(ep, job_id, wait_ms / 1000.0)
+        if envelope["status"] in FINAL_STATES:
+            self._metrics.runsync_seconds.labels(ep).observe(time.perf_counter() - t0)
+        return json_response(envelope)
+
+    async def status(self, request: web.Request) -> web.Response:
+        ep = self._ep(request)
+        return json_response(await self._jobs.status(ep, request.match_info["job"]))
+
+    async def status_sync(self, request: web.Request) -> web.Response:
+        ep = self._ep(request)
+        wait_ms = query_int(request, "wait", self._settings.runsync_wait_ms, 0, 300_000)
+        return json_response(await self._jobs.wait_final(ep, request.match_info["job"], wait_ms / 1000.0))
+
+    async def stream(self, request: web.Request) -> web.Response:
+        ep = self._ep(request)
+        wait_ms = query_int(request, "wait", 0, 0, 300_000)
+        return json_response(await self._jobs.stream(ep, request.match_info["job"], wait_ms / 1000.0))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        ep = self._ep(request)
+        return json_response(await self._jobs.cancel(ep, request.match_info["job"]))
+
+    async def retry(self, request: web.Request) -> web.Response:
+        ep = self._ep(request)
+        return json_response(await self._jobs.retry(ep, request.match_info["job"]))
+
+    async def purge_queue(self, request: web.Request) -> web.Response:
+        ep = self._ep(request)
+        return json_response(await self._jobs.purge_queue(ep))
+
+    async def health(self, request: web.Request) -> web.Response:
+        ep = self._ep(request)
+        return json_response(self._jobs.health(ep))

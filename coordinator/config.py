@@ -1,0 +1,126 @@
+"""tide-coordinator's configuration: a versioned, strict TOML file.
+
+Unknown keys are errors that name their path; every default is written here
+and only here.  ``main`` decodes the file once and converts it into the
+runtime settings the components take.  Example (all keys optional)::
+
+    version = 1
+
+    [server]
+    listen = "127.0.0.1:8420"        # host:port of the public, worker, admin and node APIs
+    public-url = ""                  # how workers and nodes reach us; default http://<listen>
+
+    [store]
+    url = "etcd://127.0.0.1:2379"    # or "memory://" (single process, nothing survives a restart)
+
+    [auth]
+    admin-key-sha256 = []            # SHA-256 hex digests of bootstrap admin keys
+    admin-key-file = ""              # or a file holding one admin key (mode 0600)
+
+    [state]
+    dir = "/var/lib/tide/coordinator"
+
+    [jobs]
+    claim-grace-s = 30.0             # a running job is requeued this long after its worker's last ping
+    retention-run-s = 1800.0         # results kept after /run
+    retention-sync-s = 60.0          # results kept after /runsync
+    inline-limit = 262144            # larger payloads go to the blob store
+
+    [prices]                         # USD per GPU-hour, by GPU type (tide usage)
+    "H100-80GB" = 2.49
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from coordinator._app import CoordinatorSettings
+from coordinator.jobs import JobSettings
+from tide.api.errors import InvalidArgument
+
+__all__ = ["FileConfig", "load_config", "to_settings"]
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    pass
+
+
+class ServerConfig(_Strict):
+    listen: str = "127.0.0.1:8420"
+    public_url: str = ""
+
+
+class StoreConfig(_Strict):
+    url: str = "etcd://127.0.0.1:2379"
+
+
+class AuthConfig(_Strict):
+    admin_key_sha256: list[str] = []
+    admin_key_file: str = ""
+
+
+class StateConfig(_Strict):
+    dir: str = "/var/lib/tide/coordinator"
+
+
+class JobsConfig(_Strict):
+    claim_grace_s: float = 30.0
+    retention_run_s: float = 1800.0
+    retention_sync_s: float = 60.0
+    inline_limit: int = 256 * 1024
+    take_wait_s: float = 20.0
+
+
+class FileConfig(_Strict):
+    version: Literal[1] = 1
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    auth: AuthConfig = AuthConfig()
+    state: StateConfig = StateConfig()
+    jobs: JobsConfig = JobsConfig()
+    prices: dict[str, float] = {}
+
+
+def load_config(path: str | None) -> FileConfig:
+    """Decode and validate; InvalidArgument names the file and the bad key."""
+    if path is None:
+        return FileConfig()
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidArgument(f"{path}: {exc}") from None
+    try:
+        return msgspec.convert(raw, FileConfig)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgument(f"{path}: {exc}") from None
+
+
+def to_settings(cfg: FileConfig) -> CoordinatorSettings:
+    host, _, port = cfg.server.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidArgument(f"server.listen must be host:port, got {cfg.server.listen!r}")
+    hashes = list(cfg.auth.admin_key_sha256)
+    if cfg.auth.admin_key_file:
+        secret = Path(cfg.auth.admin_key_file).read_text().strip()
+        hashes.append(hashlib.sha256(secret.encode()).hexdigest())
+    jobs = JobSettings(
+        claim_grace_s=cfg.jobs.claim_grace_s,
+        retention_run_s=cfg.jobs.retention_run_s,
+        retention_sync_s=cfg.jobs.retention_sync_s,
+        inline_limit=cfg.jobs.inline_limit,
+        take_wait_s=cfg.jobs.take_wait_s,
+    )
+    return CoordinatorSettings(
+        host=host.strip("[]"),
+        port=int(port),
+        state_dir=cfg.state.dir,
+        admin_key_hashes=hashes,
+        jobs=jobs,
+        public_url=cfg.server.public_url,
+        prices=dict(cfg.prices),
+    )

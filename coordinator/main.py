@@ -1,0 +1,91 @@
+"""tide-coordinator: the entry point (the only place that reads the
+environment and the command line)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from coordinator._app import Coordinator
+from coordinator.config import load_config, to_settings
+from coordinator.store import open_store
+from tide.api.errors import TideError
+from tide.sdnotify import notify, watchdog_interval
+
+__all__ = ["main"]
+
+log = logging.getLogger("tide.coordinator")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tide-coordinator",
+        description="Tide's control plane: the RunPod-compatible public and worker APIs, the admin "
+        "and node APIs, and (on the elected leader) the autoscaler, placer and reaper.",
+        epilog="Example: tide-coordinator --config /etc/tide/coordinator.toml",
+    )
+    p.add_argument("--config", help="TOML config file (see coordinator/config.py for every key)")
+    p.add_argument("--check-config", action="store_true", help="validate the config file and exit")
+    p.add_argument("--listen", help="override server.listen (host:port)")
+    p.add_argument("--store", help="override store.url (etcd://host:port or memory://)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    return p
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    settings = to_settings(cfg)
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        settings.host, settings.port = host, int(port)
+    store = open_store(args.store or cfg.store.url)
+    coordinator = Coordinator(store, settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await coordinator.start()
+    notify(f"READY=1\nSTATUS=serving on {coordinator.url}")
+    log.info("ready on %s", coordinator.url)
+    interval = watchdog_interval()
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval or 3600):
+                await stopping.wait()
+        if interval:
+            notify("WATCHDOG=1")
+    notify("STOPPING=1")
+    log.info("stopping")
+    await coordinator.stop()
+    await store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.check_config:
+        try:
+            to_settings(load_config(args.config))
+        except TideError as exc:
+            print(f"config error: {exc.message}", file=sys.stderr)
+            return 2
+        print(f"{args.config or '(defaults)'}: OK")
+        return 0
+    try:
+        import uvloop
+
+        return uvloop.run(_serve(args))
+    except ImportError:
+        return asyncio.run(_serve(args))
+    except TideError as exc:
+        print(f"tide-coordinator: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

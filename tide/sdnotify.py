@@ -1,0 +1,34 @@
+"""sd_notify without a dependency: READY, STOPPING, WATCHDOG and STATUS for
+Type=notify units.  A no-op when not run by systemd (NOTIFY_SOCKET unset)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+__all__ = ["notify", "watchdog_interval"]
+
+
+def notify(state: str) -> bool:
+    """Send one notification such as "READY=1"; returns whether it was sent."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # abstract namespace
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        except OSError:
+            return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    """Half of WatchdogSec in seconds when systemd expects pings, else None."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and int(pid) != os.getpid()):
+        return None
+    return int(usec) / 2_000_000
