@@ -37,7 +37,12 @@ Choices (reference/platform_notes.md §4, "Proposed Tide rule"):
   ``idleTimeout`` after its last job; a 60 s window would keep it ~12x longer
   at the default 5 s).  The same timeout applies under REQUEST_COUNT (RunPod
   v2 does not, but an unbounded linger costs money for no gain).
-* **Scale from zero**: any queued non-lowPriority job makes the count >= 1.
+* **No load, no scale-up**: while load is zero the count never exceeds
+  current capacity (a window still averaging a past burst must not start
+  workers that will find nothing to do).
+* **Scale from zero**: any queued non-lowPriority job is load, and every rule
+  above gives at least 1 for any load > 0 (a window's mean includes this
+  tick), so the first job starts a worker at once, not after a delay.
 * **Clamp** to ``[workersMin, workersMax]``; a ``workersMin`` above
   ``workersMax`` is treated as ``workersMax`` (the cap wins: it bounds cost).
 * **Which workers stop**: the count goes down only by stopping workers, and
@@ -144,8 +149,8 @@ def compute_desired_workers(
         raw, panic_until, peak, reason = _queue_delay(spec, stats, healthy, buckets, state, now)
     if quiet:
         raw, panic_until, peak, reason = 0, 0.0, 0, "idle"
-    if stats.in_queue > 0 and raw < 1:
-        raw, reason = 1, "scale-from-zero"
+    elif load == 0 and raw > len(healthy):
+        raw, reason = len(healthy), f"{reason}, no load: no scale-up"
     if stats.in_queue_low_priority > 0:
         # lowPriority jobs are served by the workers that exist, never by new ones.
         held = min(len(healthy), math.ceil((load + stats.in_queue_low_priority) / _per_worker(spec)))
