@@ -35,6 +35,11 @@ class Buckets:
             del self._by[dc][old]
         self.put(node, dc, new)
 
+    def most(self, dcs: Collection[str] | None) -> int:
+        """The highest free count of any host in ``dcs`` (None = any)."""
+        names = self._by if dcs is None else [dc for dc in dcs if dc in self._by]
+        return max((max(self._by[dc]) for dc in names if self._by[dc]), default=0)
+
     def best(self, count: int, dcs: Collection[str] | None) -> tuple[int, str] | None:
         """(free count, node) of the fullest host with >= ``count`` free in ``dcs`` (None = any)."""
         names = sorted(self._by) if dcs is None else sorted(dc for dc in dcs if dc in self._by)
@@ -54,6 +59,7 @@ class Pool:
         self.free: dict[str, list[str]] = {}  # node -> free device uuids, in device order
         self.dc_of: dict[str, str] = {}
         self.main = Buckets()
+        self._total: dict[str, int] = {}  # dc -> free devices
         self._views: dict[str, Buckets] = {}
         self._views_of: dict[str, list[Buckets]] = {}  # node -> views that hold it
 
@@ -64,7 +70,9 @@ class Pool:
 
     def seal(self) -> None:
         for node, uuids in self.free.items():
-            self.main.put(node, self.dc_of[node], len(uuids))
+            dc = self.dc_of[node]
+            self.main.put(node, dc, len(uuids))
+            self._total[dc] = self._total.get(dc, 0) + len(uuids)
 
     def view(self, name: str, nodes: Iterable[str]) -> Buckets:
         """A bucket set over ``nodes`` only (built once per name, then kept current)."""
@@ -91,11 +99,12 @@ class Pool:
 
     def capacity(self, dcs: Collection[str] | None) -> tuple[int, int]:
         """(free devices in all, most free on one host) within ``dcs``."""
-        counts = [len(u) for n, u in self.free.items() if dcs is None or self.dc_of[n] in dcs]
-        return sum(counts), max(counts, default=0)
+        total = sum(n for dc, n in self._total.items() if dcs is None or dc in dcs)
+        return total, self.main.most(dcs)
 
     def _moved(self, node: str, old: int, new: int) -> None:
         dc = self.dc_of[node]
+        self._total[dc] -= old - new
         self.main.move(node, dc, old, new)
         for view in self._views_of.get(node, ()):
             view.move(node, dc, old, new)
