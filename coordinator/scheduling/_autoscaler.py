@@ -143,19 +143,7 @@ def compute_desired_workers(
     quiet = load == 0 and (last_load_at is None or now - last_load_at >= spec.idle_timeout)
     buckets = _record(state.buckets, now, load)
     healthy, broken = _classify(workers)
-    if spec.scaler_type == "REQUEST_COUNT":
-        raw, panic_until, peak, reason = math.ceil(load / spec.scaler_value), 0.0, 0, "request-count"
-    else:
-        raw, panic_until, peak, reason = _queue_delay(spec, stats, healthy, buckets, state, now)
-    if quiet:
-        raw, panic_until, peak, reason = 0, 0.0, 0, "idle"
-    elif load == 0 and raw > len(healthy):
-        raw, reason = len(healthy), f"{reason}, no load: no scale-up"
-    if stats.in_queue_low_priority > 0:
-        # lowPriority jobs are served by the workers that exist, never by new ones.
-        held = min(len(healthy), math.ceil((load + stats.in_queue_low_priority) / _per_worker(spec)))
-        if held > raw:
-            raw, reason = held, "low-priority-hold"
+    raw, panic_until, peak, reason = _raw_count(spec, stats, healthy, buckets, state, now, quiet)
     desired = _clamp(raw, spec)
     if desired != raw:
         reason = f"{reason}, clamped to [{spec.workers_min}, {spec.workers_max}]"
@@ -177,6 +165,33 @@ def compute_desired_workers(
         reason=reason,
         state=next_state,
     )
+
+
+def _raw_count(
+    spec: EndpointSpec,
+    stats: QueueStats,
+    healthy: list[WorkerView],
+    buckets: tuple[tuple[int, float, int], ...],
+    state: ScalerState,
+    now: float,
+    quiet: bool,
+) -> tuple[int, float, int, str]:
+    """The count before clamping: (raw, panic_until, panic peak, reason)."""
+    load = stats.in_queue + stats.in_progress
+    if spec.scaler_type == "REQUEST_COUNT":
+        raw, panic_until, peak, reason = math.ceil(load / spec.scaler_value), 0.0, 0, "request-count"
+    else:
+        raw, panic_until, peak, reason = _queue_delay(spec, stats, healthy, buckets, state, now)
+    if quiet:
+        raw, panic_until, peak, reason = 0, 0.0, 0, "idle"
+    elif load == 0 and raw > len(healthy):
+        raw, reason = len(healthy), f"{reason}, no load: no scale-up"
+    if stats.in_queue_low_priority > 0:
+        # lowPriority jobs are served by the workers that exist, never by new ones.
+        held = min(len(healthy), math.ceil((load + stats.in_queue_low_priority) / _per_worker(spec)))
+        if held > raw:
+            raw, reason = held, "low-priority-hold"
+    return raw, panic_until, peak, reason
 
 
 def _per_worker(spec: EndpointSpec) -> float:
