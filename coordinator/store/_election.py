@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, final
@@ -24,6 +25,8 @@ from tide.api.errors import InvalidArgument, NotFound, TideError
 __all__ = ["Election", "LeaseKeeper"]
 
 ELECTION_PREFIX: Final = b"/tide/election/"
+
+log = logging.getLogger("tide.coordinator.election")
 
 
 @final
@@ -58,6 +61,14 @@ class LeaseKeeper:
         return lease
 
     async def _run(self, deadline: float) -> None:
+        try:
+            await self._renew_until_lost(deadline)
+        except Exception:  # a bug must not leave a dead keeper that still looks alive
+            log.exception("lease keeper for %x failed", self.lease)
+        log.warning("lease %x lost", self.lease)
+        self.lost.set()
+
+    async def _renew_until_lost(self, deadline: float) -> None:
         interval = self._ttl / 3
         retry = min(interval, 0.25)
         healthy = True
@@ -67,17 +78,16 @@ class LeaseKeeper:
                 await asyncio.sleep(wait)
             sent = self._clock()
             if sent >= deadline:
-                break
+                return
             try:
                 async with asyncio.timeout(deadline - sent):
                     granted = await self._store.lease_keepalive(self.lease)
             except NotFound:
-                break
+                return
             except (TideError, TimeoutError):
                 healthy = False  # transient (Unavailable, slow server): retry until the deadline
                 continue
             deadline, healthy = sent + granted, True
-        self.lost.set()
 
     async def stop(self, *, revoke: bool = True) -> None:
         task, self._task = self._task, None
@@ -189,6 +199,8 @@ class Election:
     async def _watch_term(self, keeper: LeaseKeeper, start_revision: int) -> None:
         try:
             await self._until_either(keeper, self._deleted(self.key, start_revision))
+        except TideError as e:  # cannot watch our own key: assume the worst
+            log.warning("election %r: lost track of leadership: %s", self._prefix, e)
         finally:
             self.lost.set()
 

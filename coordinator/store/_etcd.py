@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import logging
 import math
 import random
-import socket
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, final
-from urllib.parse import urlsplit
 
 import grpc
 from aetcd import rpc
 
+from coordinator.store._etcd_grpc import KeepAliveStream, grpc_target, host_port, translate
 from coordinator.store._protocol import (
     Compacted,
     Compare,
@@ -42,18 +40,15 @@ from coordinator.store._protocol import (
     prefix_end,
 )
 from tide.api.errors import (
-    FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    TideError,
-    Unauthenticated,
     Unavailable,
 )
 
 __all__ = ["EtcdStore"]
+
+log = logging.getLogger("tide.coordinator.store.etcd")
 
 _CHANNEL_OPTIONS: Final = [
     # etcd is cluster-local: come back within seconds of a restart, not minutes.
@@ -78,28 +73,8 @@ _RESULTS: Final = {
     "<": rpc.Compare.LESS,
     ">": rpc.Compare.GREATER,
 }
-_ERRORS: Final[dict[grpc.StatusCode, type[TideError]]] = {
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
-    grpc.StatusCode.CANCELLED: Unavailable,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-}
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_MAX: Final = 2.0
-
-
-def _translate(e: grpc.aio.AioRpcError) -> TideError:
-    details = e.details() or ""
-    if e.code() == grpc.StatusCode.OUT_OF_RANGE:
-        if "compacted" in details:
-            return Compacted(f"etcd: {details}", compact_revision=0)
-        return InvalidArgument(f"etcd: {details}")
-    return _ERRORS.get(e.code(), Internal)(f"etcd: {e.code().name}: {details}")
 
 
 def _kv(p: Any) -> KeyValue:
@@ -150,36 +125,6 @@ def _event(e: Any) -> WatchEvent:
     return WatchEvent(type="put", kv=_kv(e.kv), revision=e.kv.mod_revision)
 
 
-def _host_port(endpoint: str) -> tuple[str, int]:
-    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-    if parts.scheme not in ("http", "etcd"):
-        raise InvalidArgument(f"unsupported etcd endpoint {endpoint!r} (TLS is not supported yet)")
-    if not parts.hostname:
-        raise InvalidArgument(f"etcd endpoint {endpoint!r} has no host")
-    return parts.hostname, parts.port or 2379
-
-
-async def _grpc_target(endpoints: Sequence[tuple[str, int]]) -> str:
-    """One target for every endpoint, so grpc's pick_first tries each in turn."""
-    if len(endpoints) == 1:
-        host, port = endpoints[0]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    loop = asyncio.get_running_loop()
-    v4: list[str] = []
-    v6: list[str] = []
-    for host, port in endpoints:
-        try:
-            addrs = [ipaddress.ip_address(host)]
-        except ValueError:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            addrs = [ipaddress.ip_address(i[4][0]) for i in infos]
-        for a in addrs:
-            (v4 if a.version == 4 else v6).append(f"{a}:{port}" if a.version == 4 else f"[{a}]:{port}")
-    if not v4 and not v6:
-        raise Unavailable(f"no address for etcd endpoints {endpoints}")
-    return "ipv4:" + ",".join(dict.fromkeys(v4)) if v4 else "ipv6:" + ",".join(dict.fromkeys(v6))
-
-
 @final
 class EtcdStore:
     """Store over etcd v3.4+.  See ``Store`` for the contract.
@@ -194,14 +139,14 @@ class EtcdStore:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not eps:
             raise InvalidArgument("EtcdStore needs at least one endpoint")
-        self._endpoints = [_host_port(e) for e in eps]
+        self._endpoints = [host_port(e) for e in eps]
         self._timeout = request_timeout
         self._channel: grpc.aio.Channel | None = None
         self._kv: Any = None
         self._lease: Any = None
         self._watch_stub: Any = None
         self._open_lock = asyncio.Lock()
-        self._keepalive: _KeepAliveStream | None = None
+        self._keepalive: KeepAliveStream | None = None
         self._watch_calls: set[Any] = set()
         self._closed = False
 
@@ -221,11 +166,13 @@ class EtcdStore:
             raise Unavailable("store is closed")
         async with self._open_lock:
             if self._kv is None:
-                target = await _grpc_target(self._endpoints)
+                target = await grpc_target(self._endpoints)
                 self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
                 self._lease = rpc.LeaseStub(self._channel)
                 self._watch_stub = rpc.WatchStub(self._channel)
-                self._keepalive = _KeepAliveStream(self._lease, self._timeout)
+                self._keepalive = KeepAliveStream(
+                    self._lease, lambda lease: rpc.LeaseKeepAliveRequest(ID=lease), self._timeout
+                )
                 self._kv = rpc.KVStub(self._channel)
         return self._kv
 
@@ -233,7 +180,7 @@ class EtcdStore:
         try:
             return await method(request, timeout=self._timeout, wait_for_ready=True)
         except grpc.aio.AioRpcError as e:
-            raise _translate(e) from e
+            raise translate(e) from e
 
     # -- KV ------------------------------------------------------------------
 
@@ -331,8 +278,8 @@ class EtcdStore:
                 async for batch in self._watch_stream(call, prefix, cursor):
                     delay = _BACKOFF_FIRST
                     yield batch
-            except grpc.aio.AioRpcError:
-                pass  # the stream broke (etcd restart, network): resume below
+            except grpc.aio.AioRpcError as e:  # the stream broke (etcd restart, network)
+                log.warning("watch %r broke (%s); resuming at revision %d", prefix, e.code().name, cursor[0])
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not self._closed or (task is not None and task.cancelling()):
@@ -385,76 +332,3 @@ class EtcdStore:
         if self._channel is not None:
             await self._channel.close()
         self._kv = self._lease = self._watch_stub = self._channel = self._keepalive = None
-
-
-class _KeepAliveStream:
-    """One LeaseKeepAlive stream shared by every renewal; replies matched by lease id."""
-
-    def __init__(self, stub: Any, timeout: float) -> None:
-        self._stub = stub
-        self._timeout = timeout
-        self._call: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[int, deque[asyncio.Future[float]]] = {}
-        self._write_lock = asyncio.Lock()
-
-    async def renew(self, lease: int) -> float:
-        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(lease, deque()).append(fut)
-        call: Any = None
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._write_lock:
-                    call = self._ensure_call()
-                    await call.write(rpc.LeaseKeepAliveRequest(ID=lease))
-                ttl = await fut
-        except grpc.aio.AioRpcError as e:
-            self._fail(call, _translate(e))
-            raise _translate(e) from e
-        except TimeoutError as e:
-            raise Unavailable(f"etcd lease keepalive for {lease:x} timed out") from e
-        finally:
-            q = self._waiters.get(lease)
-            if q is not None and fut in q:
-                q.remove(fut)
-        if ttl <= 0:
-            raise NotFound(f"lease {lease:x} not found or expired")
-        return ttl
-
-    def _ensure_call(self) -> Any:
-        if self._call is None:
-            self._call = self._stub.LeaseKeepAlive(wait_for_ready=True)
-            self._reader = asyncio.create_task(self._read(self._call), name="etcd-lease-keepalive")
-        return self._call
-
-    async def _read(self, call: Any) -> None:
-        try:
-            while (resp := await call.read()) is not grpc.aio.EOF:
-                q = self._waiters.get(resp.ID)
-                if q:
-                    fut = q.popleft()
-                    if not fut.done():
-                        fut.set_result(float(resp.TTL))
-            self._fail(call, Unavailable("etcd closed the lease keepalive stream"))
-        except grpc.aio.AioRpcError as e:
-            self._fail(call, _translate(e))
-
-    def _fail(self, call: Any, error: TideError) -> None:
-        """Forget a broken stream (the next renewal opens a new one) and fail its waiters."""
-        if self._call is not call:
-            return
-        self._call = None
-        call.cancel()
-        waiters, self._waiters = self._waiters, {}
-        for q in waiters.values():
-            for fut in q:
-                if not fut.done():
-                    fut.set_exception(error)
-
-    async def close(self) -> None:
-        if self._call is not None:
-            self._fail(self._call, Unavailable("store is closed"))
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader

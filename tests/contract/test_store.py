@@ -527,7 +527,7 @@ async def test_election_leadership_passes_on_resign(store_factory: StoreFactory)
 
 async def test_election_leadership_passes_when_lease_expires(store_factory: StoreFactory) -> None:
     cut = Partitionable(await store_factory())
-    old = Election(cut, "expire", ttl=1)  # type: ignore[arg-type]
+    old = Election(cut, "expire", ttl=1)
     await old.campaign()
     new = Election(await store_factory(), "expire", ttl=1)
     waiting = asyncio.ensure_future(new.campaign())
