@@ -226,6 +226,53 @@ def test_placer_apply_then_replan_places_nothing_more(
     assert again.unplaced == plan.unplaced
 
 
+class _RecordingFitter:
+    """Says yes while a card has at most one instance in use; records what it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, frozenset[str]]] = []
+
+    def fit(self, *, gpu: GpuInfo, in_use: frozenset[str], need: GpuNeed) -> str | None:
+        self.seen.append((gpu.uuid, in_use))
+        return (need.profile or "1g.24gb") if len(in_use) <= 1 else None
+
+
+@settings(max_examples=200, deadline=None)
+@given(snapshots(), request_lists())
+def test_placer_recuts_never_double_book_a_card_or_its_slices(
+    snapshot: ClusterSnapshot, requests: list[PlacementRequest]
+) -> None:
+    fitter = _RecordingFitter()
+    plan = plan_placement(snapshot, requests, slice_fitter=fitter)
+    order = {w: i for i, w in enumerate(w for r in requests for w in r.worker_ids)}
+    card_of = {m.uuid: g.uuid for n in snapshot.nodes for g in n.inventory.gpus for m in g.mig_instances}
+    cards = [r.gpu_uuid for r in plan.recuts]
+    assert len(cards) == len(set(cards))
+    outcome = [a.worker_id for a in plan.assignments] + [r.worker_id for r in plan.recuts]
+    outcome += [w for ws in plan.unplaced.values() for w in ws]
+    assert sorted(outcome) == sorted(order)
+    used = [d for a in plan.assignments for d in a.devices]
+    assert len(used) == len(set(used))
+    for recut in plan.recuts:
+        node = next(n for n in snapshot.nodes if n.node_id == recut.node_id)
+        assert not (node.draining or node.lost)
+        before = {
+            d
+            for a in plan.assignments
+            for d in a.devices
+            if card_of.get(d) == recut.gpu_uuid and order[a.worker_id] < order[recut.worker_id]
+        }
+        after = [
+            a.worker_id
+            for a in plan.assignments
+            if any(card_of.get(d) == recut.gpu_uuid for d in a.devices)
+            and order[a.worker_id] > order[recut.worker_id]
+        ]
+        assert after == []  # a reserved card hands out no slice
+        shown = [in_use for uuid, in_use in fitter.seen if uuid == recut.gpu_uuid]
+        assert before <= shown[-1]  # the fitter saw this plan's own assignments as in use
+
+
 @st.composite
 def reconcile_inputs(draw: st.DrawFn) -> tuple[list[CurrentWorker], dict[str, int], list[str]]:
     endpoints = ["a", "b", "c", "d"]
