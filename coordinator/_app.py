@@ -23,6 +23,7 @@ from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
 from coordinator.api import build_app
+from coordinator.nodes import Scheduler
 from coordinator.jobs import ClusterView, JobService, JobSettings, JobsContext, Reaper, WebhookSender, WorkerService
 from coordinator.store import Compare, Put, Store
 from coordinator.store._election import Election
@@ -45,6 +46,7 @@ class CoordinatorSettings:
     election_ttl_s: float = 10.0
     public_url: str = ""  # how workers and nodes reach this coordinator
     prices: dict[str, float] = field(default_factory=dict)  # USD per GPU-hour by GPU type
+    node_lost_after_s: float = 15.0
     sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
 
 
@@ -79,7 +81,8 @@ class Coordinator:
         )
         jobs, workers = JobService(self.ctx), WorkerService(self.ctx)
         reaper = Reaper(self.ctx, max_retries=self._max_retries)
-        self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run]
+        self.scheduler = Scheduler(self.store, self.view, lost_after_s=self.settings.node_lost_after_s)
+        self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
         await self.committer.start()
         self._main = asyncio.create_task(self._supervise(), name="coordinator")
         ready = asyncio.create_task(self.view.ready.wait())
@@ -95,6 +98,7 @@ class Coordinator:
             settings=self.settings,
             cluster_secret=cluster_secret,
             commit_seconds=lambda: self.committer.commit_seconds,
+            public_url=self.settings.public_url or "",
         )
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()

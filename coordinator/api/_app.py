@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from coordinator.api._admin_routes import AdminRoutes
+from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._http import Auth, error_middleware, json_response
 from coordinator.api._metrics import Metrics
 from coordinator.api._public_routes import PublicRoutes
 from coordinator.api._worker_routes import WorkerRoutes
 from coordinator.jobs import ClusterView, JobService, WorkerService
+from coordinator.nodes import NodeRoutes
 from coordinator.store import Store
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["APP_KEY_AUTH", "build_app"]
 
 APP_KEY_AUTH = web.AppKey("auth", Auth)
+
 _MAX_BODY = 64 * 1024 * 1024 + 1024  # results may be large; /run and /runsync check their own limits
 
 
@@ -33,6 +36,7 @@ def build_app(
     settings: CoordinatorSettings,
     cluster_secret: bytes,
     commit_seconds: Callable[[], list[float]],
+    public_url: str,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY)
     auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
@@ -41,6 +45,8 @@ def build_app(
     PublicRoutes(jobs=jobs, auth=auth, settings=settings.jobs, metrics=metrics, endpoints=view.endpoints).add_to(app)
     WorkerRoutes(workers=workers, auth=auth, settings=settings.jobs, metrics=metrics).add_to(app)
     AdminRoutes(store=store, view=view, auth=auth, jobs=jobs).add_to(app)
+    NodeRoutes(store=store, view=view, auth=auth, public_url=public_url).add_to(app)
+    app[APP_KEY_PRICES] = settings.prices
 
     async def healthz(_: web.Request) -> web.Response:
         return json_response({"ok": True})

@@ -152,6 +152,12 @@ class Auth:
         if key is not None and key.scope != "admin":
             raise PermissionDenied(f"key {key.name!r} is not an admin key")
 
+    def require_node_join(self, request: web.Request) -> None:
+        """Registering a node takes an admin key or a node-scoped key."""
+        key = self._lookup(request, allow_query=False)
+        if key is not None and key.scope not in ("admin", "node"):
+            raise PermissionDenied(f"key {key.name!r} may not register nodes (needs scope admin or node)")
+
     def require_client(self, request: web.Request, ep: str) -> None:
         key = self._lookup(request, allow_query=True)
         if key is not None and key.scope != "admin" and key.endpoint_ids and ep not in key.endpoint_ids:

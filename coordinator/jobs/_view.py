@@ -31,6 +31,7 @@ from coordinator._schema import (
     decode_job,
     keys,
 )
+from coordinator._node_schema import NodeRecord, WorkerAssignment, nkeys
 from coordinator.store import Compacted, KeyValue, Store, WatchEvent
 from tide.api.endpoints import ApiKey, Endpoint
 
@@ -42,7 +43,9 @@ _presence_decoder = msgspec.json.Decoder(Presence)
 _endpoint_decoder = msgspec.json.Decoder(Endpoint)
 _apikey_decoder = msgspec.json.Decoder(ApiKey)
 _delivery_decoder = msgspec.json.Decoder(WebhookDelivery)
-_MIRRORED = (keys.QUEUE, keys.CLAIMS, keys.OUTBOX, keys.STOPS, keys.PRESENCE, keys.ENDPOINTS, keys.APIKEYS)
+_node_decoder = msgspec.json.Decoder(NodeRecord)
+_assignment_decoder = msgspec.json.Decoder(WorkerAssignment)
+_MIRRORED = (nkeys.NODES, nkeys.WORKERS, nkeys.REASONS, keys.QUEUE, keys.CLAIMS, keys.OUTBOX, keys.STOPS, keys.PRESENCE, keys.ENDPOINTS, keys.APIKEYS)
 
 
 class Signal:
@@ -91,6 +94,16 @@ class _Queue:
                 out.append(QueuedJob(key, job_id, ep))
         return out
 
+    def oldest_created(self) -> float | None:
+        """Submission time of the oldest normal-priority queued job (from its seq)."""
+        while self.heap and self.heap[0] not in self.present:
+            heapq.heappop(self.heap)
+        for key in self.heap[:1]:
+            tail = key.rsplit(b"/", 1)[1]
+            if tail[:1] == b"0":
+                return int(tail[1:18]) / 1_000_000
+        return None
+
     def counts(self) -> tuple[int, int]:
         """(normal, low priority) queued jobs."""
         low = sum(1 for k in self.present if k.rsplit(b"/", 1)[1][:1] == b"1")
@@ -115,7 +128,14 @@ class ClusterView:
         self.presence_changed = Signal()
         self._stop_signals: dict[str, Signal] = defaultdict(Signal)
         self._job_waiters: dict[str, list[Callable[[JobRecord | None], None]]] = defaultdict(list)
+        self.nodes: dict[str, tuple[NodeRecord, int]] = {}
+        self.assignments: dict[str, WorkerAssignment] = {}  # worker id -> assignment
+        self.reasons: dict[str, str] = {}  # endpoint -> why its workers do not fit
+        self.node_revisions: dict[str, int] = defaultdict(int)  # node -> revision of its last desired change
+        self._node_signals: dict[str, Signal] = defaultdict(Signal)
+        self.cluster_changed = Signal()  # anything the scheduler looks at
         self.ready = asyncio.Event()
+        self.closing = False
         self.revision = 0
 
     # -- queries ---------------------------------------------------------
@@ -130,6 +150,20 @@ class ClusterView:
 
     def claims_of(self, ep: str) -> list[tuple[str, Claim]]:
         return [(job, c) for job, (c, _, _) in self.claims.items() if c.endpoint_id == ep]
+
+    def node_signal(self, node: str) -> Signal:
+        return self._node_signals[node]
+
+    def assignments_of(self, node: str) -> list[WorkerAssignment]:
+        return [a for a in self.assignments.values() if a.node_id == node]
+
+    def close(self) -> None:
+        """Wake every long-poll so it answers at once (shutdown)."""
+        self.closing = True
+        for q in self._queues.values():
+            q.signal.fire()
+        for sig in [*self._stop_signals.values(), *self._node_signals.values()]:
+            sig.fire()
 
     def note_seen(self, ep: str, worker: str, now: float) -> None:
         self.seen[ep][worker] = now
@@ -184,6 +218,9 @@ class ClusterView:
             q.present.clear()
             q.heap.clear()
         self.claims.clear()
+        self.nodes.clear()
+        self.assignments.clear()
+        self.reasons.clear()
         self.outbox.clear()
         self.stops.clear()
         self.presence.clear()
@@ -194,7 +231,10 @@ class ClusterView:
         key = ev.kv.key
         self.revision = max(self.revision, ev.revision)
         try:
-            if key.startswith(keys.QUEUE):
+            if key.startswith((nkeys.NODES, nkeys.WORKERS, nkeys.REASONS)):
+                self._apply_node_side(ev)
+                self.cluster_changed.fire()
+            elif key.startswith(keys.QUEUE):
                 self._apply_queue(ev)
             elif key.startswith(keys.JOBS):
                 self._apply_job(ev)
@@ -213,12 +253,44 @@ class ClusterView:
         except msgspec.DecodeError:
             log.exception("undecodable value at %r", key)
 
+    def _apply_node_side(self, ev: WatchEvent) -> None:
+        key, put = ev.kv.key, ev.type == "put"
+        if key.startswith(nkeys.NODES):
+            node = key[len(nkeys.NODES) :].decode()
+            old = self.nodes.get(node)
+            if put:
+                record = _node_decoder.decode(ev.kv.value)
+                self.nodes[node] = (record, ev.kv.mod_revision)
+                if old is None or old[0].draining != record.draining:
+                    self._bump_node(node, ev.revision)
+            else:
+                self.nodes.pop(node, None)
+                self._bump_node(node, ev.revision)
+        elif key.startswith(nkeys.WORKERS):
+            node, _, worker = key[len(nkeys.WORKERS) :].decode().partition("/")
+            if put:
+                self.assignments[worker] = _assignment_decoder.decode(ev.kv.value)
+            else:
+                self.assignments.pop(worker, None)
+            self._bump_node(node, ev.revision)
+        else:
+            ep = key[len(nkeys.REASONS) :].decode()
+            if put and ev.kv.value:
+                self.reasons[ep] = ev.kv.value.decode()
+            else:
+                self.reasons.pop(ep, None)
+
+    def _bump_node(self, node: str, revision: int) -> None:
+        self.node_revisions[node] = max(self.node_revisions[node], revision)
+        self._node_signals[node].fire()
+
     def _apply_queue(self, ev: WatchEvent) -> None:
         ep = ev.kv.key[len(keys.QUEUE) :].split(b"/", 1)[0].decode()
         q = self._queues[ep]
         if ev.type == "put":
             q.add(ev.kv.key, ev.kv.value.decode())
             q.signal.fire()
+            self.cluster_changed.fire()
         else:
             q.present.pop(ev.kv.key, None)
 

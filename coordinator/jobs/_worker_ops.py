@@ -47,17 +47,31 @@ class WorkerService:
                     return taken
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self._ctx.view.closing:
                 return []
             await queue.signal.wait(remaining)
 
     async def _claim(self, ep: str, worker: str, candidates: list[QueuedJob]) -> list[dict[str, Any]]:
         ctx = self._ctx
-        found = await ctx.get_many(ep, [c.job_id for c in candidates])
+        queue = ctx.view.queue(ep)
+        try:
+            found = await ctx.get_many(ep, [c.job_id for c in candidates])
+        except Exception:
+            for c in candidates:  # still queued in the store: keep them in the view
+                queue.add(c.key, c.job_id)
+            raise
         results = await asyncio.gather(
-            *(self._claim_one(worker, c, f) for c, f in zip(candidates, found, strict=True))
+            *(self._claim_one(worker, c, f) for c, f in zip(candidates, found, strict=True)),
+            return_exceptions=True,
         )
-        return [r for r in results if r is not None]
+        taken: list[dict[str, Any]] = []
+        for cand, result in zip(candidates, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("claiming job %s failed: %s", cand.job_id, result)
+                queue.add(cand.key, cand.job_id)
+            elif result is not None:
+                taken.append(result)
+        return taken
 
     async def _claim_one(
         self, worker: str, cand: QueuedJob, found: tuple[JobRecord, int] | None
@@ -208,7 +222,7 @@ class WorkerService:
         deadline = loop.time() + wait_s
         while not view.stops.get(worker):
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or view.closing:
                 return []
             await view.stop_signal(worker).wait(remaining)
         jobs = sorted(view.stops.get(worker, ()))

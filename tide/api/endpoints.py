@@ -88,7 +88,7 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 class ApiKeyCreate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=100)]
-    scope: Literal["admin", "endpoints"] = "endpoints"
+    scope: Literal["admin", "endpoints", "node"] = "endpoints"  # node: may register GPU hosts
     endpoint_ids: list[str] = []  # with scope "endpoints": which ones ([] = all)
 
 
@@ -97,7 +97,7 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
     id: str
     name: str
-    scope: Literal["admin", "endpoints"]
+    scope: Literal["admin", "endpoints", "node"]
     endpoint_ids: list[str] = []
     sha256: str = ""
     created_at: float = 0.0

@@ -1,0 +1,72 @@
+"""Stored types of the node side (under ``/tide/``)::
+
+    nodes/<node>                   NodeRecord        (inventory, reports, drain/lost flags)
+    workers/<node>/<worker>        WorkerAssignment  (a node's desired workers)
+    usage/<worker>                 UsageRecord       (metering: one per worker lifetime)
+    sched/epoch                    b"<n>"            (guards the placer's commits)
+    sched/reasons/<ep>             why workers of <ep> do not fit (empty = they do)
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from tide.api.nodes import NodeInventory, WorkerReport
+
+__all__ = ["NodeRecord", "UsageRecord", "WorkerAssignment", "nkeys"]
+
+
+class NodeRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    inventory: NodeInventory
+    address: str = ""  # noded's own HTTP address (worker logs)
+    registered_at: float = 0.0
+    last_heartbeat: float = 0.0
+    draining: bool = False
+    lost: bool = False
+    workers: list[WorkerReport] = []
+
+
+class WorkerAssignment(msgspec.Struct, frozen=True, kw_only=True):
+    worker_id: str
+    endpoint_id: str
+    node_id: str
+    gpu_type: str = ""
+    devices: list[str] = []
+    mig_profile: str = ""
+    price_key: str = ""
+    created_at: float = 0.0
+
+
+class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
+    worker_id: str
+    endpoint_id: str
+    node_id: str
+    price_key: str
+    gpus: int
+    started_at: float
+    stopped_at: float = 0.0  # 0 = still running
+
+
+class nkeys:  # noqa: N801 - a namespace of key builders
+    NODES = b"/tide/nodes/"
+    WORKERS = b"/tide/workers/"
+    USAGE = b"/tide/usage/"
+    EPOCH = b"/tide/sched/epoch"
+    REASONS = b"/tide/sched/reasons/"
+
+    @staticmethod
+    def node(node: str) -> bytes:
+        return b"/tide/nodes/" + node.encode()
+
+    @staticmethod
+    def worker(node: str, worker: str) -> bytes:
+        return f"/tide/workers/{node}/{worker}".encode()
+
+    @staticmethod
+    def usage(worker: str) -> bytes:
+        return b"/tide/usage/" + worker.encode()
+
+    @staticmethod
+    def reason(ep: str) -> bytes:
+        return b"/tide/sched/reasons/" + ep.encode()

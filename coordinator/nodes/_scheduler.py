@@ -1,0 +1,231 @@
+"""The leader's scheduling loop: autoscale → reconcile → place → apply.
+
+Level-triggered: any change to queues, claims, nodes or assignments only wakes
+the loop, which re-reads the view and plans from scratch with the pure
+planners in coordinator/scheduling.  One transaction applies a plan, guarded
+by the scheduling epoch key so two leaders (briefly, around an election)
+cannot both commit plans computed from the same state.
+
+Hosts whose heartbeats stop are marked lost: their workers are replaced
+elsewhere and the claims of their jobs expire at once so the reaper requeues
+them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import msgspec
+
+from coordinator._schema import encode, keys
+from coordinator.jobs import ClusterView
+from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
+from coordinator.scheduling import (
+    ClusterSnapshot,
+    CurrentWorker,
+    NodeSnapshot,
+    PlacementPlan,
+    PlacementRequest,
+    QueueStats,
+    ScalerState,
+    WorkerView,
+    compute_desired_workers,
+    plan_placement,
+    plan_reconcile,
+)
+from coordinator.store import Compare, Delete, Op, Put, Store
+from tide.api.errors import TideError
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("tide.coordinator.scheduler")
+
+
+def _new_ids() -> Iterator[str]:
+    while True:
+        yield f"w-{uuid.uuid4().hex[:12]}"
+
+
+class Scheduler:
+    def __init__(
+        self, store: Store, view: ClusterView, *, lost_after_s: float = 15.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._view = view
+        self._lost_after = lost_after_s
+        self._clock = clock
+        self._scaler: dict[str, ScalerState] = {}
+        self.last_plan: PlacementPlan | None = None
+
+    async def run(self) -> None:
+        await self._view.ready.wait()
+        while True:
+            try:
+                await self.tick(self._clock())
+            except TideError as exc:
+                log.warning("scheduling pass failed: %s", exc.message)
+            await self._view.cluster_changed.wait(1.0)
+
+    async def tick(self, now: float) -> None:
+        await self._mark_lost(now)
+        stop, targets = self._autoscale(now)
+        view = self._view
+        current = [CurrentWorker(worker_id=a.worker_id, endpoint_id=a.endpoint_id) for a in self._assignments()]
+        plan = plan_reconcile(current=current, desired=targets, new_ids=_new_ids(), stop=stop)
+        if plan.empty:
+            await self._save_reasons({})
+            return
+        removed = set(plan.remove)
+        requests = [
+            PlacementRequest(endpoint_id=ep, spec=view.endpoints[ep][0].spec, worker_ids=ids)
+            for ep, ids in sorted(plan.add.items())
+        ]
+        placement = plan_placement(self._snapshot(removed), requests)
+        self.last_plan = placement
+        await self._apply(now, removed, placement)
+        await self._save_reasons(placement.reasons)
+
+    def _assignments(self) -> list[WorkerAssignment]:
+        return sorted(self._view.assignments.values(), key=lambda a: (a.created_at, a.worker_id))
+
+    def _autoscale(self, now: float) -> tuple[set[str], dict[str, int]]:
+        """Which workers must go, and how many workers each endpoint should have."""
+        view = self._view
+        stop: set[str] = set()
+        targets: dict[str, int] = {}
+        by_ep: dict[str, list[WorkerAssignment]] = {}
+        for a in self._assignments():
+            node = view.nodes.get(a.node_id)
+            if node is None or node[0].lost or node[0].draining:
+                stop.add(a.worker_id)
+            by_ep.setdefault(a.endpoint_id, []).append(a)
+        for ep, (endpoint, _) in view.endpoints.items():
+            mine = [a for a in by_ep.get(ep, []) if a.worker_id not in stop]
+            decision = compute_desired_workers(
+                endpoint.spec, self._stats(ep, now), self._worker_views(ep, mine), self._scaler.get(ep, ScalerState()), now
+            )
+            self._scaler[ep] = decision.state
+            stop.update(decision.stop)
+            targets[ep] = len([a for a in mine if a.worker_id not in stop]) + decision.start
+        return stop, targets
+
+    def _stats(self, ep: str, now: float) -> QueueStats:
+        q = self._view.queue(ep)
+        normal, low = q.counts()
+        oldest = q.oldest_created()
+        return QueueStats(
+            in_queue=normal,
+            in_queue_low_priority=low,
+            in_progress=len(self._view.claims_of(ep)),
+            oldest_queued_age_s=max(0.0, now - oldest) if oldest else 0.0,
+        )
+
+    def _worker_views(self, ep: str, mine: list[WorkerAssignment]) -> list[WorkerView]:
+        view = self._view
+        busy: dict[str, int] = {}
+        for _, claim in view.claims_of(ep):
+            busy[claim.worker_id] = busy.get(claim.worker_id, 0) + 1
+        present = set(view.presence.get(ep, {})) | set(view.seen.get(ep, {}))
+        reports = {w.worker_id: w for rec, _ in view.nodes.values() for w in rec.workers}
+        out = []
+        for a in mine:
+            rep = reports.get(a.worker_id)
+            state = rep.state if rep else "pending"
+            if state not in ("exited", "unhealthy", "stopping") and a.worker_id in present:
+                state = "running" if busy.get(a.worker_id) else "idle"
+            out.append(
+                WorkerView(worker_id=a.worker_id, state=state, busy=busy.get(a.worker_id, 0), restarts=rep.restarts if rep else 0)
+            )
+        return out
+
+    def _snapshot(self, removed: set[str]) -> ClusterSnapshot:
+        view = self._view
+        in_use: dict[str, list[str]] = {}
+        for a in view.assignments.values():
+            if a.worker_id not in removed:
+                in_use.setdefault(a.node_id, []).extend(a.devices)
+        nodes = [
+            NodeSnapshot(
+                node_id=node_id,
+                inventory=rec.inventory,
+                revision=rev,
+                draining=rec.draining,
+                lost=rec.lost,
+                in_use=in_use.get(node_id, []),
+            )
+            for node_id, (rec, rev) in sorted(view.nodes.items())
+        ]
+        return ClusterSnapshot(nodes=nodes, revision=view.revision)
+
+    async def _apply(self, now: float, removed: set[str], placement: PlacementPlan) -> None:
+        ops: list[Op] = []
+        for worker in sorted(removed):
+            a = self._view.assignments.get(worker)
+            if a is None:
+                continue
+            ops.append(Delete(key=nkeys.worker(a.node_id, worker)))
+            ops.append(Put(key=nkeys.usage(worker), value=encode(self._usage(a, now, stopped=True))))
+        for pa in placement.assignments:
+            a = WorkerAssignment(created_at=now, **msgspec.structs.asdict(pa))
+            ops.append(Put(key=nkeys.worker(a.node_id, a.worker_id), value=encode(a)))
+            ops.append(Put(key=nkeys.usage(a.worker_id), value=encode(self._usage(a, now, stopped=False))))
+        if not ops:
+            return
+        epoch = await self._store.get(nkeys.EPOCH)
+        rev = epoch.mod_revision if epoch else 0
+        ops.append(Put(key=nkeys.EPOCH, value=str(now).encode()))
+        for i in range(0, len(ops), 100):  # etcd caps ops per txn
+            chunk = ops[i : i + 100]
+            res = await self._store.txn([Compare(key=nkeys.EPOCH, target="mod", op="==", value=rev)], chunk)
+            if not res.succeeded:
+                log.info("scheduling epoch moved; re-planning")
+                return
+            rev = res.revision if chunk[-1].key == nkeys.EPOCH else rev
+        log.info(
+            "scheduled: +%d workers, -%d workers, %d waiting",
+            len(placement.assignments), len(removed), sum(len(v) for v in placement.unplaced.values()),
+        )
+
+    @staticmethod
+    def _usage(a: WorkerAssignment, now: float, *, stopped: bool) -> UsageRecord:
+        return UsageRecord(
+            worker_id=a.worker_id,
+            endpoint_id=a.endpoint_id,
+            node_id=a.node_id,
+            price_key=a.price_key or a.gpu_type,
+            gpus=max(1, len(a.devices)) if not a.mig_profile else 1,
+            started_at=a.created_at,
+            stopped_at=now if stopped else 0.0,
+        )
+
+    async def _save_reasons(self, reasons: dict[str, str]) -> None:
+        for ep in set(self._view.reasons) | set(reasons):
+            new = reasons.get(ep, "")
+            if self._view.reasons.get(ep, "") != new:
+                if new:
+                    await self._store.put(nkeys.reason(ep), new.encode())
+                else:
+                    await self._store.delete(nkeys.reason(ep))
+
+    async def _mark_lost(self, now: float) -> None:
+        for node_id, (rec, rev) in list(self._view.nodes.items()):
+            if rec.lost or now - rec.last_heartbeat < self._lost_after:
+                continue
+            log.warning("node %s lost (no heartbeat for %.0fs); replacing its workers", node_id, now - rec.last_heartbeat)
+            lost = msgspec.structs.replace(rec, lost=True)
+            ops: list[Op] = [Put(key=nkeys.node(node_id), value=encode(lost))]
+            ops += self._expire_claims_of(node_id, now)
+            await self._store.txn([Compare(key=nkeys.node(node_id), target="mod", op="==", value=rev)], ops)
+
+    def _expire_claims_of(self, node_id: str, now: float) -> list[Op]:
+        workers = {a.worker_id for a in self._view.assignments_of(node_id)}
+        ops: list[Op] = []
+        for job_id, (claim, _rev, lease) in self._view.claims.items():
+            if claim.worker_id in workers:
+                expired = msgspec.structs.replace(claim, deadline=now)
+                ops.append(Put(key=keys.claim(job_id), value=encode(expired), lease=lease))
+        return ops
+
