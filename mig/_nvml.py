@@ -102,11 +102,8 @@ class NvmlMigBackend:
     # -- helpers -------------------------------------------------------------------------------
 
     def _error(self, code: int, what: str) -> TideError:
-        try:
-            text = str(self._n.NVMLError(code))
-        except Exception:  # nvmlErrorString needs a loaded library
-            text = "NVML error"
-        return self._codes.get(code, Internal)(f"{what}: {text} (NVML code {code})")
+        names = [k for k in dir(self._n) if k.startswith("NVML_ERROR_") and getattr(self._n, k) == code]
+        return self._codes.get(code, Internal)(f"{what}: {names[0] if names else 'NVML error'} ({code})")
 
     @contextlib.contextmanager
     def _nvml(self, what: str) -> Iterator[None]:
