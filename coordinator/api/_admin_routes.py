@@ -17,7 +17,7 @@ from aiohttp import web
 from coordinator._schema import decode_job, encode, keys
 from coordinator.api._http import Auth, decode_body, hash_key, json_response, mint_worker_token, query_int
 from coordinator.jobs import ClusterView, JobService
-from coordinator.store import Compare, Put, Store
+from coordinator.store import Compare, KeyValue, Put, Store
 from tide.api.endpoints import ApiKey, ApiKeyCreate, Endpoint, EndpointSpec, EndpointUpdate
 from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 
@@ -54,6 +54,12 @@ class AdminRoutes:
         r.add_get("/admin/v1/keys", self.list_keys)
         r.add_delete("/admin/v1/keys/{key}", self.revoke_key)
 
+    def _note_put(self, key: bytes, value: bytes, revision: int) -> None:
+        # Read your writes: a client that just created an endpoint or a key
+        # uses it next; do not make it wait for the watch to bring it back.
+        kv = KeyValue(key=key, value=value, create_revision=revision, mod_revision=revision, version=1)
+        self._view.note_local_put(kv)
+
     # -- endpoints -------------------------------------------------------
     async def create_endpoint(self, request: web.Request) -> web.Response:
         self._auth.require_admin(request)
@@ -66,6 +72,7 @@ class AdminRoutes:
         )
         if not res.succeeded:
             raise AlreadyExists(f"endpoint {spec.name!r} already exists; update it with 'tide endpoint update'")
+        self._note_put(key, encode(endpoint), res.revision)
         return json_response(endpoint_json(endpoint), 201)
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
@@ -109,6 +116,7 @@ class AdminRoutes:
         )
         if not res.succeeded:
             raise Conflict(f"endpoint {ep!r} changed concurrently; retry")
+        self._note_put(kv.key, encode(updated), res.revision)
         return json_response(endpoint_json(updated))
 
     async def delete_endpoint(self, request: web.Request) -> web.Response:
@@ -155,7 +163,8 @@ class AdminRoutes:
             sha256=hash_key(secret),
             created_at=time.time(),
         )
-        await self._store.put(keys.apikey(key.sha256), encode(key))
+        revision = await self._store.put(keys.apikey(key.sha256), encode(key))
+        self._note_put(keys.apikey(key.sha256), encode(key), revision)
         return json_response({**_key_json(key), "key": secret}, 201)
 
     async def list_keys(self, request: web.Request) -> web.Response:
@@ -172,7 +181,8 @@ class AdminRoutes:
             key = msgspec.json.decode(kv.value, type=ApiKey)
             if key.id == key_id or key.name == key_id:
                 revoked = msgspec.structs.replace(key, revoked=True)
-                await self._store.put(kv.key, encode(revoked))
+                revision = await self._store.put(kv.key, encode(revoked))
+                self._note_put(kv.key, encode(revoked), revision)
                 return json_response(_key_json(revoked))
         raise NotFound(f"API key {key_id!r} not found; 'tide keys list' shows the keys")
 
