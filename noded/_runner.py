@@ -1,0 +1,152 @@
+"""One runner per worker (Nomad's task runner): start or adopt, watch, restart
+with backoff while desired, stop when no longer desired.
+
+Killing a worker (``kill``) and noded shutting down (``detach``) are separate
+paths: a detached runner stops watching and leaves the worker running for
+the next noded to adopt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from noded.runtime import ContainerRuntime, WorkerSpec, WorkerStatus
+from tide.api.errors import NotFound, TideError
+from tide.api.nodes import WorkerReport, WorkerState
+
+__all__ = ["RestartPolicy", "WorkerRunner"]
+
+log = logging.getLogger("tide.noded.runner")
+
+
+class RestartPolicy:
+    """Exponential backoff; a worker that keeps crashing is reported unhealthy."""
+
+    def __init__(self, *, base: float = 1.0, cap: float = 30.0, unhealthy_after: int = 5, window: float = 300.0):
+        self.base, self.cap, self.unhealthy_after, self.window = base, cap, unhealthy_after, window
+
+    def delay(self, restarts: int) -> float:
+        return float(min(self.cap, self.base * 2 ** max(0, restarts - 1)))
+
+    def unhealthy(self, recent_exits: list[float], now: float) -> bool:
+        return len([t for t in recent_exits if now - t < self.window]) >= self.unhealthy_after
+
+
+class WorkerRunner:
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        spec: WorkerSpec,
+        *,
+        endpoint_id: str,
+        revision: int,
+        on_change: Callable[[], None],
+        policy: RestartPolicy | None = None,
+        stop_grace: float = 30.0,
+    ) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.endpoint_id = endpoint_id
+        self.revision = revision
+        self._on_change = on_change
+        self._policy = policy or RestartPolicy()
+        self._grace = stop_grace
+        self.state: WorkerState = "pending"
+        self.reason = ""
+        self.exit_code: int | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self._exits: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+        self._killing = False
+
+    @property
+    def worker_id(self) -> str:
+        return self.spec.id
+
+    def report(self) -> WorkerReport:
+        return WorkerReport(
+            worker_id=self.worker_id,
+            endpoint_id=self.endpoint_id,
+            state=self.state,
+            reason=self.reason,
+            exit_code=self.exit_code,
+            restarts=self.restarts,
+            started_at=self.started_at,
+            revision=self.revision,
+        )
+
+    def run(self, tg: asyncio.TaskGroup, adopted: WorkerStatus | None = None) -> None:
+        self._task = tg.create_task(self._run(adopted), name=f"worker-{self.worker_id}")
+
+    def _set(self, state: WorkerState, reason: str = "") -> None:
+        self.state, self.reason = state, reason
+        self._on_change()
+
+    async def _run(self, adopted: WorkerStatus | None) -> None:
+        if adopted is not None and adopted.state == "running":
+            log.info("adopted running worker %s", self.worker_id)
+            self.started_at = adopted.started_at
+            self._set("initializing")
+        else:
+            await self._start_fresh()
+        while not self._killing:
+            status = await self.runtime.wait(self.worker_id)
+            if self._killing:
+                return
+            await self._after_exit(status)
+
+    async def _start_fresh(self) -> None:
+        """Create and start; a failure is reported and retried with backoff, never raised."""
+        failures = 0
+        while not self._killing:
+            try:
+                with contextlib.suppress(NotFound):
+                    await self.runtime.delete(self.worker_id)
+                await self.runtime.create(self.spec)
+                status = await self.runtime.start(self.worker_id)
+            except (TideError, OSError) as exc:
+                failures += 1
+                message = exc.message if isinstance(exc, TideError) else str(exc)
+                self._set("unhealthy", f"could not start: {message}")
+                await asyncio.sleep(self._policy.delay(failures))
+                continue
+            self.started_at = status.started_at or time.time()
+            self._set("initializing")
+            return
+
+    async def _after_exit(self, status: WorkerStatus) -> None:
+        now = time.time()
+        self.exit_code = status.exit_code
+        self._exits.append(now)
+        self._exits = self._exits[-20:]
+        reason = f"exited with code {status.exit_code}"
+        unhealthy = self._policy.unhealthy(self._exits, now)
+        self._set("unhealthy" if unhealthy else "exited", reason + (" (crash-looping)" if unhealthy else ""))
+        self.restarts += 1
+        delay = self._policy.delay(self.restarts)
+        log.warning("worker %s %s; restarting in %.1fs", self.worker_id, reason, delay)
+        await asyncio.sleep(delay)
+        if not self._killing:
+            await self._start_fresh()
+
+    async def kill(self) -> None:
+        """Stop the worker for good: SIGTERM, grace, SIGKILL, delete."""
+        self._killing = True
+        self._set("stopping")
+        if self._task is not None:
+            self._task.cancel()
+        with contextlib.suppress(NotFound):
+            await self.runtime.stop(self.worker_id, grace=self._grace)
+        with contextlib.suppress(NotFound):
+            await self.runtime.delete(self.worker_id)
+        self._set("exited", "stopped by the scheduler")
+
+    def detach(self) -> None:
+        """noded is shutting down: stop watching, leave the worker running."""
+        if self._task is not None:
+            self._task.cancel()

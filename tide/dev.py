@@ -1,0 +1,198 @@
+"""``tide dev``: a whole Tide cluster in one process, for laptops, demos and tests.
+
+It runs the coordinator (in-process store, or ``--etcd``) and N node agents
+with simulated GPUs and the process runtime: the same code paths as
+production, wired together in one event loop (the only place where both
+daemons meet).  Ctrl-C stops the agents and the coordinator, then the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DevCluster", "main"]
+
+log = logging.getLogger("tide.dev")
+
+_EPILOG = """examples:
+  tide dev                                   # coordinator on :8420, one node with simulated GPUs
+  tide dev --nodes 2 --gpus 2xH100-80GB,1xRTXPRO6000-96GB --api-key secret
+  tide dev --etcd etcd://127.0.0.1:2379     # keep state in a real etcd
+
+then, in another shell:
+  export TIDE_URL=http://127.0.0.1:8420 TIDE_API_KEY=<the printed key>
+  tide endpoint create echo --image dir://$PWD/examples/echo
+  curl -H "Authorization: Bearer $TIDE_API_KEY" -d '{"input":{"hi":1}}' $TIDE_URL/v2/echo/runsync
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tide dev",
+        description="Run a whole Tide cluster in this process: coordinator + node agents with simulated "
+        "GPUs and the process runtime.  Workers are real processes running your handler.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--port", type=int, default=8420, help="coordinator port (default 8420; 0 = any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--api-key", default="", help="fixed admin key (default: generate one and print it)")
+    p.add_argument("--gpus", default="2xH100-80GB", help="simulated GPUs per node, e.g. 2xH100-80GB,1xRTXPRO6000-96GB")
+    p.add_argument("--nodes", type=int, default=1, help="node agents to run (default 1)")
+    p.add_argument("--state-dir", default="", help="where workers, logs and blobs live (default: a temp dir)")
+    p.add_argument("--etcd", default="", help="etcd URL (etcd://host:port); default: in-process store")
+    p.add_argument("--runtime", choices=["process", "containerd"], default="process", help="worker runtime")
+    p.add_argument("--claim-grace", type=float, default=30.0, help="seconds before a silent worker's job is requeued")
+    p.add_argument("--lost-after", type=float, default=15.0, help="seconds without heartbeat before a node is lost")
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default WARNING)")
+    return p
+
+
+class _SimpleSimulatedGpus:
+    """Fallback simulated inventory (whole GPUs only) when noded.inventory is absent."""
+
+    def __init__(self, spec: str, node: str) -> None:
+        from tide.api.nodes import GpuInfo
+
+        self._gpus: list[GpuInfo] = []
+        for part in filter(None, (s.strip() for s in spec.split(","))):
+            count, _, type_id = part.partition("x") if "x" in part[:3] else ("1", "", part)
+            for _ in range(int(count)):
+                i = len(self._gpus)
+                uuid = "GPU-" + hashlib.sha256(f"{node}/{i}".encode()).hexdigest()[:32]
+                mem = int("".join(c for c in type_id.split("-")[-1] if c.isdigit()) or 0) * 1024
+                self._gpus.append(GpuInfo(index=i, uuid=uuid, type_id=type_id, name=type_id, memory_mb=mem))
+
+    async def list_gpus(self) -> list[Any]:
+        return list(self._gpus)
+
+
+def _simulated_gpus(spec: str, node: str, seed: int) -> Any:
+    try:
+        from noded.inventory import SimulatedGpus  # type: ignore[attr-defined]
+    except ImportError:
+        return _SimpleSimulatedGpus(spec, node)
+    return SimulatedGpus.from_spec(spec, seed=seed)
+
+
+class DevCluster:
+    """The cluster ``tide dev`` runs; tests and the demo use it directly too."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.api_key = args.api_key or "tk_dev_" + secrets.token_urlsafe(16)
+        self.state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="tide-dev-"))
+        self.url = ""
+        self._store: Any = None
+        self._coordinator: Any = None
+        self._agents: list[Any] = []
+        self._servers: list[Any] = []
+
+    async def start(self) -> None:
+        from coordinator._app import Coordinator, CoordinatorSettings
+        from coordinator.jobs import JobSettings
+        from coordinator.store import open_store
+
+        self._store = open_store(self.args.etcd or "memory://")
+        sock = socket.create_server((self.args.host, self.args.port), reuse_port=False)
+        host, port = sock.getsockname()[:2]
+        settings = CoordinatorSettings(
+            state_dir=str(self.state_dir / "coordinator"),
+            admin_key_hashes=[hashlib.sha256(self.api_key.encode()).hexdigest()],
+            jobs=JobSettings(claim_grace_s=self.args.claim_grace, ping_interval_s=5.0),
+            sock=sock,
+            public_url=f"http://{host}:{port}",
+            node_lost_after_s=self.args.lost_after,
+            prices={"H100-80GB": 2.49, "RTXPRO6000-96GB": 1.89, "A100-80GB": 1.64},
+        )
+        self._coordinator = Coordinator(self._store, settings)
+        await self._coordinator.start()
+        self.url = settings.public_url
+        for i in range(self.args.nodes):
+            await self.add_node(f"node-{i + 1}", i)
+
+    async def add_node(self, name: str, seed: int) -> Any:
+        from noded import AgentSettings, CoordinatorClient, NodeAgent, NodeServer
+
+        runtime = self._runtime(name)
+        client = CoordinatorClient(self.url, self.api_key)
+        server = NodeServer(runtime, lambda: client.token)
+        await server.start()
+        settings = AgentSettings(hostname=name, region="DEV", datacenter="DEV-1", address=server.address)
+        agent = NodeAgent(client, runtime, _simulated_gpus(self.args.gpus, name, seed), settings)
+        await agent.start()
+        self._agents.append(agent)
+        self._servers.append(server)
+        return agent
+
+    def _runtime(self, name: str) -> Any:
+        root = self.state_dir / "nodes" / name
+        if self.args.runtime == "containerd":
+            from noded.runtime import ContainerdRuntime
+
+            return ContainerdRuntime(state_dir=str(root))
+        from noded.runtime import ProcessRuntime
+
+        return ProcessRuntime(root / "workers")
+
+    async def stop(self, *, stop_workers: bool = True) -> None:
+        for agent in self._agents:
+            await agent.stop()
+        if stop_workers:
+            for agent in self._agents:
+                for status in await agent.runtime.list():
+                    with contextlib.suppress(Exception):
+                        await agent.runtime.stop(status.id, grace=5.0)
+                        await agent.runtime.delete(status.id)
+        for server in self._servers:
+            await server.stop()
+        if self._coordinator is not None:
+            await self._coordinator.stop()
+        if self._store is not None:
+            await self._store.close()
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    cluster = DevCluster(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await cluster.start()
+    print(f"Tide dev cluster ready: {cluster.url}", flush=True)
+    print(f"  admin key: {cluster.api_key}", flush=True)
+    print(f"  nodes: {args.nodes} x [{args.gpus}]   state: {cluster.state_dir}", flush=True)
+    print(f"  export TIDE_URL={cluster.url} TIDE_API_KEY={cluster.api_key}", flush=True)
+    print("  Ctrl-C stops everything.", flush=True)
+    await stop.wait()
+    print("stopping...", flush=True)
+    await cluster.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        import uvloop
+
+        return uvloop.run(_serve(args))
+    except ImportError:
+        return asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
