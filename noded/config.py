@@ -1,0 +1,109 @@
+"""tide-noded's configuration: a versioned, strict TOML file.
+
+Unknown keys are errors that name their path; every default is written here
+and only here.  Example (all keys optional but ``coordinator.url`` and a join
+key)::
+
+    version = 1
+
+    [node]
+    hostname = ""                    # default: the machine's hostname
+    region = "EU"                    # placement constraints match these
+    datacenter = "EU-RO-1"
+    listen = "127.0.0.1:8421"        # noded's own HTTP server (worker logs)
+    advertise = ""                   # how the coordinator reaches it; default http://<listen>
+
+    [coordinator]
+    url = "http://127.0.0.1:8420"
+    join-key-file = "/etc/tide/node-join.key"   # an API key with scope node (or admin)
+
+    [runtime]
+    kind = "process"                 # or "containerd"
+    state-dir = "/var/lib/tide/noded"
+    containerd-socket = "/run/containerd/containerd.sock"
+    stop-grace-s = 30.0
+
+    [gpus]
+    source = "nvml"                  # or "simulated"
+    simulated = ""                   # with source = "simulated": e.g. "2xH100-80GB"
+
+    [flashboot]
+    ram-budget-gb = 64.0
+    disk-budget-gb = 512.0
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from tide.api.errors import InvalidArgument
+
+__all__ = ["FileConfig", "load_config"]
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    pass
+
+
+class NodeSection(_Strict):
+    hostname: str = ""
+    region: str = ""
+    datacenter: str = ""
+    listen: str = "127.0.0.1:8421"
+    advertise: str = ""
+
+
+class CoordinatorSection(_Strict):
+    url: str = "http://127.0.0.1:8420"
+    join_key_file: str = "/etc/tide/node-join.key"
+
+
+class RuntimeSection(_Strict):
+    kind: Literal["process", "containerd"] = "process"
+    state_dir: str = "/var/lib/tide/noded"
+    containerd_socket: str = "/run/containerd/containerd.sock"
+    stop_grace_s: float = 30.0
+
+
+class GpusSection(_Strict):
+    source: Literal["nvml", "simulated"] = "nvml"
+    simulated: str = ""
+
+
+class FlashbootSection(_Strict):
+    ram_budget_gb: float = 64.0
+    disk_budget_gb: float = 512.0
+
+
+class FileConfig(_Strict):
+    version: Literal[1] = 1
+    node: NodeSection = NodeSection()
+    coordinator: CoordinatorSection = CoordinatorSection()
+    runtime: RuntimeSection = RuntimeSection()
+    gpus: GpusSection = GpusSection()
+    flashboot: FlashbootSection = FlashbootSection()
+
+    def hostname(self) -> str:
+        return self.node.hostname or socket.gethostname()
+
+
+def load_config(path: str | None) -> FileConfig:
+    """Decode and validate; InvalidArgument names the file and the bad key."""
+    if path is None:
+        return FileConfig()
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidArgument(f"{path}: {exc}") from None
+    try:
+        cfg = msgspec.convert(raw, FileConfig)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgument(f"{path}: {exc}") from None
+    if cfg.gpus.source == "simulated" and not cfg.gpus.simulated:
+        raise InvalidArgument(f"{path}: gpus.simulated must name the GPUs, e.g. \"2xH100-80GB\"")
+    return cfg

@@ -1,0 +1,118 @@
+"""tide-noded: the entry point (the only place that reads the environment
+and the command line)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from noded._agent import AgentSettings, NodeAgent
+from noded._client import CoordinatorClient
+from noded._server import NodeServer
+from noded.config import FileConfig, load_config
+from tide.api.errors import InvalidArgument, TideError
+from tide.sdnotify import notify, watchdog_interval
+
+__all__ = ["main"]
+
+log = logging.getLogger("tide.noded")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tide-noded",
+        description="Tide's host agent: reports this host's GPUs, runs the workers the coordinator "
+        "places here, and keeps them running.  SIGTERM stops the agent and leaves workers running; "
+        "a restarted agent adopts them.",
+        epilog="Example: tide-noded --config /etc/tide/noded.toml",
+    )
+    p.add_argument("--config", help="TOML config file (see noded/config.py for every key)")
+    p.add_argument("--check-config", action="store_true", help="validate the config file and exit")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    return p
+
+
+def _gpus(cfg: FileConfig) -> Any:
+    import noded.inventory as inventory
+
+    if cfg.gpus.source == "simulated":
+        return inventory.SimulatedGpus.from_spec(cfg.gpus.simulated, seed=0)  # type: ignore[attr-defined]
+    return inventory.NvmlGpus()  # type: ignore[attr-defined]
+
+
+def _runtime(cfg: FileConfig) -> Any:
+    if cfg.runtime.kind == "containerd":
+        from noded.runtime import ContainerdRuntime
+
+        return ContainerdRuntime(state_dir=cfg.runtime.state_dir, address=cfg.runtime.containerd_socket)
+    from noded.runtime import ProcessRuntime
+
+    return ProcessRuntime(Path(cfg.runtime.state_dir) / "workers")
+
+
+async def _serve(cfg: FileConfig) -> int:
+    try:
+        join_key = Path(cfg.coordinator.join_key_file).read_text().strip()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read coordinator.join-key-file: {exc}") from None
+    runtime = _runtime(cfg)
+    client = CoordinatorClient(cfg.coordinator.url, join_key)
+    host, _, port = cfg.node.listen.rpartition(":")
+    server = NodeServer(runtime, lambda: client.token, host=host, port=int(port))
+    await server.start()
+    settings = AgentSettings(
+        hostname=cfg.hostname(),
+        region=cfg.node.region,
+        datacenter=cfg.node.datacenter,
+        address=cfg.node.advertise or server.address,
+        stop_grace_s=cfg.runtime.stop_grace_s,
+    )
+    agent = NodeAgent(client, runtime, _gpus(cfg), settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await agent.start()
+    notify(f"READY=1\nSTATUS=node {settings.hostname} serving")
+    interval = watchdog_interval()
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval or 3600):
+                await stopping.wait()
+        if interval:
+            notify("WATCHDOG=1")
+    notify("STOPPING=1")
+    log.info("stopping the agent; workers keep running")
+    await agent.stop()
+    await server.stop()
+    await runtime.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+        if args.check_config:
+            print(f"{args.config or '(defaults)'}: OK")
+            return 0
+        try:
+            import uvloop
+
+            return uvloop.run(_serve(cfg))
+        except ImportError:
+            return asyncio.run(_serve(cfg))
+    except TideError as exc:
+        print(f"tide-noded: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
