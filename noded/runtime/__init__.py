@@ -8,23 +8,37 @@ must work without them.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noded.runtime._process import ProcessRuntime
 from noded.runtime._protocol import ContainerRuntime, Mount, ResourceLimits, WorkerSpec, WorkerStatus
 
+if TYPE_CHECKING:
+    from noded.runtime._containerd import ContainerdConfig, ContainerdRuntime
+    from noded.runtime._registry import RegistryAuth
+
 __all__ = [
     "ContainerRuntime",
+    "ContainerdConfig",
     "ContainerdRuntime",
     "Mount",
     "ProcessRuntime",
+    "RegistryAuth",
     "ResourceLimits",
     "WorkerSpec",
     "WorkerStatus",
 ]
 
 
+_LAZY = {
+    "ContainerdConfig": "noded.runtime._containerd",
+    "ContainerdRuntime": "noded.runtime._containerd",
+    "RegistryAuth": "noded.runtime._registry",
+}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "ContainerdRuntime":
-        return importlib.import_module("noded.runtime._containerd").ContainerdRuntime
+    # grpc and aiohttp load only when the containerd runtime is asked for.
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,19 +11,33 @@ on timing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from noded.runtime import ContainerRuntime, Mount, ProcessRuntime, WorkerSpec, WorkerStatus
+from noded.runtime import (
+    ContainerdConfig,
+    ContainerdRuntime,
+    ContainerRuntime,
+    Mount,
+    ProcessRuntime,
+    RegistryAuth,
+    WorkerSpec,
+    WorkerStatus,
+)
 from noded.runtime._process import EXIT_CODE_LOST, plan_launch
+from tests.fixtures.containerd import ContainerdServer, containerd_missing
+from tests.fixtures.oci_image import build_test_image, host_python_mounts, push_image
+from tests.fixtures.registry import RegistryServer, registry_missing
 from tide.api.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
@@ -68,9 +82,84 @@ def _process_harness(tmp_path: Path) -> Harness:
     )
 
 
-@pytest.fixture(params=["process"])
+@dataclass
+class ContainerdEnv:
+    server: ContainerdServer
+    registry: RegistryServer
+    image: str
+    cdi_dir: Path
+
+    def config(self, tmp_path: Path, **kw: Any) -> ContainerdConfig:
+        kw.setdefault("owner", f"test-{uuid.uuid4().hex[:8]}")  # list() sees only this test's workers
+        return ContainerdConfig(
+            socket=self.server.socket,
+            runc_root=self.server.runc_root,
+            log_dir=str(tmp_path / "logs"),
+            cdi_dirs=[str(self.cdi_dir)],
+            registries={self.registry.host: RegistryAuth(insecure=True)},
+            **kw,
+        )
+
+
+FAKE_GPUS = {
+    "GPU-11111111-2222": "/dev/nvidia0",
+    "MIG-33333333-4444": "/dev/nvidia1",
+    "GPU-99999999-0000": "/dev/nvidia2",
+}
+
+
+def write_fake_cdi(cdi_dir: Path) -> None:
+    """A CDI spec shaped like nvidia-ctk's, whose device nodes are really /dev/null."""
+    cdi_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "cdiVersion": "0.5.0",
+        "kind": "nvidia.com/gpu",
+        "devices": [
+            {"name": name, "containerEdits": {"deviceNodes": [{"path": path, "hostPath": "/dev/null"}]}}
+            for name, path in FAKE_GPUS.items()
+        ],
+        "containerEdits": {
+            "env": ["NVIDIA_VISIBLE_DEVICES=void", "FROM_CDI=yes"],
+            "deviceNodes": [{"path": "/dev/nvidiactl", "hostPath": "/dev/null"}],
+        },
+    }
+    (cdi_dir / "nvidia.json").write_text(json.dumps(spec))
+
+
+@pytest.fixture(scope="session")
+def containerd_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerdEnv]:
+    reason = containerd_missing() or registry_missing()
+    if reason:
+        pytest.skip(reason)
+    server, registry = ContainerdServer(), RegistryServer()
+    try:
+        server.start()
+        registry.start()
+        root = tmp_path_factory.mktemp("containerd-env")
+        image = build_test_image(root / "layout")
+        push_image(image, registry.url, "tide/worker", "1")
+        push_image(image, registry.url, "tide/worker", "multi", index=True)
+        write_fake_cdi(root / "cdi")
+        yield ContainerdEnv(server, registry, f"{registry.host}/tide/worker:1", root / "cdi")
+    finally:
+        registry.stop()
+        server.stop()
+
+
+def _containerd_harness(env: ContainerdEnv, tmp_path: Path) -> Harness:
+    config = env.config(tmp_path)
+    mounts = [Mount(source=src, target=dst, read_only=True) for src, dst in host_python_mounts()]
+    return Harness(
+        make_runtime=lambda: ContainerdRuntime(config), image=env.image, python=sys.executable, mounts=mounts
+    )
+
+
+@pytest.fixture(params=["process", pytest.param("containerd", marks=pytest.mark.integration)])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    h = _process_harness(tmp_path)
+    if request.param == "containerd":
+        h = _containerd_harness(request.getfixturevalue("containerd_env"), tmp_path)
+    else:
+        h = _process_harness(tmp_path)
     yield h
     # Leave nothing running: workers outlive runtimes by design.
     cleanup = h.make_runtime()
