@@ -1,1 +1,34 @@
-"""flashboot."""
+"""FlashBoot: fast restore of model weights across tiers (VRAM <-> shared RAM <-> local disk).
+
+Host side (noded; never imports torch): ``Keeper`` owns the T1 and T2 tiers of one host, enforces
+their budgets and reports ``holdings()`` for the placer.  Worker side: ``load`` restores a model from
+the nearest tier (torch is imported on first use), ``page_out``/``page_in`` free and restore its
+device memory around idle periods, ``last_load_stats`` reports stage timings.  Images are standard
+safetensors files (``write_image``, ``convert_safetensors``, ``read_index``).
+"""
+
+from ._image import ImageIndex, TensorEntry, read_index
+from ._keeper import ENV_DIR, Holdings, Keeper, KeeperConfig, ModelHolding
+from ._stats import LoadStats, StageTiming
+from ._writer import convert_safetensors, write_image
+from .worker import last_load_stats, load, page_in, page_out, release
+
+__all__ = [
+    "ENV_DIR",
+    "Holdings",
+    "ImageIndex",
+    "Keeper",
+    "KeeperConfig",
+    "LoadStats",
+    "ModelHolding",
+    "StageTiming",
+    "TensorEntry",
+    "convert_safetensors",
+    "last_load_stats",
+    "load",
+    "page_in",
+    "page_out",
+    "read_index",
+    "release",
+    "write_image",
+]

@@ -1,0 +1,226 @@
+"""The FlashBoot keeper: the host side of FlashBoot, used by noded.  Never imports torch.
+
+The keeper owns a state directory on local disk and a directory in shared memory; together they hold
+T2 (images on disk) and T1 (data sections in ``/dev/shm``) for every model this host has run.  Worker
+processes reach it through the directory convention documented in ``_store.py``: noded passes
+``Keeper.env()`` (``TIDE_FLASHBOOT_DIR=<state dir>``) into each worker's environment and mounts both
+directories into its container; ``flashboot.load`` does the rest.  There is no server, so noded can
+restart at any time without breaking a restore, and T1 copies outlive both workers and noded
+(they go only with a reboot, an eviction or ``forget``).
+
+Budgets: T1 holds at most ``ram_budget_bytes`` and T2 at most ``disk_budget_bytes``; the least
+recently used unpinned models go first, T1 copies being demoted to T2 (image written) while the disk
+allows.  A model is pinned while any live process maps it, so a restore in flight is never evicted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Literal, final
+
+import msgspec
+
+from tide.api.errors import InvalidArgument, ResourceExhausted
+
+from ._image import ImageIndex, compute_chunk_hashes, iter_chunks, read_index
+from ._io import ChunkReader, write_file_atomic
+from ._plan import EvictionPlan
+from ._registry import live_t0
+from ._store import HostStore, StoreConfig
+
+__all__ = ["ENV_DIR", "Holdings", "Keeper", "KeeperConfig", "ModelHolding", "Tier"]
+
+ENV_DIR = "TIDE_FLASHBOOT_DIR"
+Tier = Literal["t0", "t1", "t2"]
+
+
+class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    state_dir: str  # on local disk (NVMe): index, images, locks
+    shm_dir: str  # in shared memory, e.g. /dev/shm/tide-flashboot
+    ram_budget_bytes: int
+    disk_budget_bytes: int
+    read_threads: int = 4  # parallel O_DIRECT reads per restore
+    read_chunk_bytes: int = 16 << 20
+
+
+class ModelHolding(msgspec.Struct, frozen=True, kw_only=True):
+    fingerprint: str
+    model_ids: tuple[str, ...]
+    data_bytes: int
+    image_bytes: int
+    tiers: tuple[Tier, ...]
+    pinned: bool  # a live process maps it right now
+    workers: int  # live worker processes holding it in device memory (T0)
+    last_used: float
+
+
+class Holdings(msgspec.Struct, frozen=True, kw_only=True):
+    """What this host holds, per tier, for the placer (prefer T0/T1 hosts, then T2)."""
+
+    t0: tuple[str, ...]
+    t1: tuple[str, ...]
+    t2: tuple[str, ...]
+    models: tuple[ModelHolding, ...]
+    ram_used: int
+    ram_budget: int
+    disk_used: int
+    disk_budget: int
+
+    def fingerprints(self) -> list[str]:
+        return sorted({*self.t0, *self.t1, *self.t2})
+
+
+@final
+class Keeper:
+    """Host-side owner of the T1 and T2 tiers.
+
+    Every method is synchronous file I/O and safe to call while workers restore concurrently (all
+    coordination is flock).  ``enforce``, ``import_image``, ``verify`` and ``forget`` may move whole
+    images and are slow: noded calls them through ``asyncio.to_thread``.  ``start`` is idempotent
+    and is how a restarted keeper adopts what its predecessor left (T2 images, live T1 copies).
+    """
+
+    def __init__(self, config: KeeperConfig, *, clock: Callable[[], float] = time.time):
+        if config.ram_budget_bytes < 0 or config.disk_budget_bytes < 0:
+            raise InvalidArgument("FlashBoot budgets must be >= 0")
+        self.config = config
+        self._clock = clock
+        store_config = StoreConfig(
+            shm_dir=config.shm_dir,
+            ram_budget=config.ram_budget_bytes,
+            disk_budget=config.disk_budget_bytes,
+            read_threads=config.read_threads,
+            read_chunk_bytes=config.read_chunk_bytes,
+        )
+        self._store = HostStore(config.state_dir, store_config, clock=clock)
+
+    def start(self) -> None:
+        """Create the directories, publish the config for workers, repair the index.  Idempotent."""
+        self._store.create_dirs()
+        config_path = os.path.join(self.config.state_dir, "config.json")
+        write_file_atomic(config_path, [msgspec.json.encode(self._store.config)], drop_cache=False)
+        self._store.reconcile(now=self._clock())
+        self.enforce()
+
+    def env(self) -> dict[str, str]:
+        """Environment a worker needs to find this keeper."""
+        return {ENV_DIR: self.config.state_dir}
+
+    def enforce(self) -> EvictionPlan:
+        """Bring both tiers within budget (LRU, pinned models skipped).  Slow: may write images."""
+        return self._store.make_room()
+
+    def holdings(self) -> Holdings:
+        """Fingerprints per tier plus per-model detail.  Cheap: stats files and tries locks."""
+        t0 = [h for h in live_t0(self.config.state_dir) if h.state == "resident"]
+        with self._store.locked():
+            states = self._store.snapshot()
+            records = self._store.read_index().models
+        models = []
+        for s in sorted(states, key=lambda s: s.fingerprint):
+            tiers: list[Tier] = []
+            workers = sum(1 for h in t0 if h.fingerprint == s.fingerprint)
+            tiers += ["t0"] if workers else []
+            tiers += ["t1"] if s.in_t1 else []
+            tiers += ["t2"] if s.in_t2 else []
+            models.append(
+                ModelHolding(
+                    fingerprint=s.fingerprint,
+                    model_ids=records[s.fingerprint].model_ids,
+                    data_bytes=s.data_bytes,
+                    image_bytes=s.image_bytes,
+                    tiers=tuple(tiers),
+                    pinned=s.pinned,
+                    workers=workers,
+                    last_used=s.last_used,
+                )
+            )
+        return Holdings(
+            t0=tuple(sorted({h.fingerprint for h in t0})),
+            t1=tuple(m.fingerprint for m in models if "t1" in m.tiers),
+            t2=tuple(m.fingerprint for m in models if "t2" in m.tiers),
+            models=tuple(models),
+            ram_used=self._store.ram_used(),
+            ram_budget=self.config.ram_budget_bytes,
+            disk_used=self._store.disk_used(),
+            disk_budget=self.config.disk_budget_bytes,
+        )
+
+    def import_image(self, path: str, *, model_id: str, stamp: str = "", link: bool = True) -> str:
+        """Add an existing FlashBoot image to T2 (hard link, else copy); returns its fingerprint.
+
+        ``stamp`` must match what workers compute for their source (``source_stamp``) for the alias to
+        hit; leave it empty for callable sources.  Slow when it copies.
+        """
+        index = read_index(path)
+        fp = index.fingerprint
+        if not self._store.make_room(need_disk=index.image_bytes).disk_fits:
+            raise ResourceExhausted(f"no disk budget for a {index.image_bytes}-byte image")
+        target = self._store.t2_path(fp)
+        if not os.path.exists(target):
+            tmp = f"{target}.tmp-import"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            try:
+                if not link:
+                    raise OSError("copy requested")
+                os.link(path, tmp)
+            except OSError:
+                shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        self._store.record(index, model_id=model_id, stamp=stamp)
+        return fp
+
+    def verify(self, fingerprint: str) -> dict[str, bool]:
+        """Check every copy's chunk hashes against its header; a corrupt copy is deleted.  Slow."""
+        index = self._store.image_index(fingerprint)
+        result: dict[str, bool] = {}
+        with self._store.pin(fingerprint):
+            data = self._store.map_t1(fingerprint)
+            if data is not None:
+                with memoryview(data) as view:
+                    ok = (
+                        compute_chunk_hashes(view[: index.data_bytes], index.chunk_bytes)
+                        == index.chunk_hashes
+                    )
+                data.close()
+                result["t1"] = ok
+            if self._store.in_t2(fingerprint):
+                result["t2"] = self._verify_t2(fingerprint, index)
+        with self._store.locked():
+            for tier, ok in result.items():
+                if not ok:
+                    path = (
+                        self._store.t1_path(fingerprint) if tier == "t1" else self._store.t2_path(fingerprint)
+                    )
+                    self._store.drop_copy(fingerprint, path)
+        return result
+
+    def _verify_t2(self, fp: str, index: ImageIndex) -> bool:
+        data_offset, chunk_bytes = index.data_offset, index.chunk_bytes
+        hashes: list[str] = []
+        path = self._store.t2_path(fp)
+        buf = mmap.mmap(-1, chunk_bytes)  # page-aligned, as O_DIRECT wants
+        try:
+            with ChunkReader(path, threads=self.config.read_threads) as reader, memoryview(buf) as view:
+                for a, b in iter_chunks(os.path.getsize(path) - data_offset, chunk_bytes):
+                    reader.read_into(view[: b - a], data_offset + a, chunk_bytes=self.config.read_chunk_bytes)
+                    hashes.extend(compute_chunk_hashes(view[: b - a], chunk_bytes, threads=1))
+        finally:
+            buf.close()
+        return tuple(hashes) == index.chunk_hashes
+
+    def forget(self, fingerprint: str) -> bool:
+        """Drop a model from T1 and T2 unless a process pins it; returns whether it is gone."""
+        with self._store.locked():
+            gone = all(
+                self._store.drop_copy(fingerprint, path)
+                for path in (self._store.t1_path(fingerprint), self._store.t2_path(fingerprint))
+            )
+            self._store.forget_empty()
+        return gone

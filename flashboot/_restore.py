@@ -1,0 +1,423 @@
+"""Worker-side restore: find the nearest tier holding a model and build T0 from it.  Imports torch.
+
+    T1 (shared RAM)  --map + H2D-------------------------------> T0
+    T2 (disk image)  --O_DIRECT reads into a T1 segment --H2D per chunk, pipelined--> T0
+    source           --pack into a T1 segment (hash, header)--> T1 --> T0
+
+The T1 segment a restore fills is published for the next worker (when the RAM budget has room;
+otherwise a private buffer stands in and, for a source load, the image goes straight to T2).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tide.api.errors import InvalidArgument
+
+from ._device import ChunkCopier, anon_map, copy_all, host_tensor, private_map, register_host, unregister_host
+from ._image import ImageIndex, read_index
+from ._io import ChunkReader
+from ._locks import SharedLock
+from ._stats import Source, StageRecorder
+from ._store import HostStore, T1Segment
+from ._torch_bytes import views_of
+from ._writer import BufferSink, TensorSource, describe_safetensors, describe_tensors, pack, seal
+
+__all__ = ["Loaded", "Restored", "load_plain", "page_in", "page_out", "release", "restore", "source_stamp"]
+
+SourceArg = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Callable[[], Mapping[str, Any]]
+
+
+@dataclass(eq=False)
+class Loaded:
+    """A model this process holds: its flat T0 buffer, the views handed out, and its host backing."""
+
+    model_id: str
+    fingerprint: str
+    device: torch.device
+    index: ImageIndex
+    flat: torch.Tensor
+    tensors: dict[str, torch.Tensor]
+    host: torch.Tensor | None = None  # CUDA: the registered T1 (or private) host copy kept for page-in
+    registered: bool = False
+    pin: SharedLock | None = None  # CUDA pins for the model's lifetime; CPU ties the pin to its mapping
+    in_t1: bool = True  # False: bytes live only in this process (private buffer)
+    resident: bool = True
+    header: bytes = b""  # the image header, to publish these bytes to T1/T2 later
+
+
+@dataclass
+class Restored:
+    loaded: Loaded
+    tier: Source
+    direct_io: bool | None = None
+
+
+def _paths(source: object) -> list[str] | None:
+    if isinstance(source, str | os.PathLike):
+        return [os.fspath(source)]
+    if isinstance(source, Sequence) and source and all(isinstance(s, str | os.PathLike) for s in source):
+        return [os.fspath(s) for s in source]
+    return None
+
+
+def source_stamp(source: object) -> str:
+    """Identifies a file source's version (path, size, mtime); callables are trusted by model_id."""
+    paths = _paths(source)
+    if paths is None:
+        return ""
+    parts = []
+    for p in paths:
+        st = os.stat(p)
+        parts.append(f"{os.path.realpath(p)}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _state_dict(source: object) -> Mapping[str, Any]:
+    if isinstance(source, Mapping):
+        return source
+    if callable(source):
+        result = source()
+        if not isinstance(result, Mapping):
+            raise InvalidArgument(f"the source callable returned {type(result)}, not a state dict")
+        return result
+    raise InvalidArgument(
+        "source must be a safetensors path, a list of paths, or a callable returning tensors"
+    )
+
+
+def load_plain(source: object, device: torch.device) -> dict[str, torch.Tensor]:
+    """No keeper: load straight from the source."""
+    paths = _paths(source)
+    if paths is not None:
+        from safetensors.torch import load_file
+
+        out: dict[str, torch.Tensor] = {}
+        for p in paths:
+            out.update(load_file(p, device=str(device)))
+        return {k: v for k, v in out.items() if not k.startswith("__pad_")}
+    return {k: v.to(device) for k, v in _state_dict(source).items()}
+
+
+def _describe(source: object, fds: dict[str, int]) -> tuple[list[TensorSource], dict[str, str]]:
+    paths = _paths(source)
+    if paths is not None:
+        return describe_safetensors(paths, fds)
+    return describe_tensors(_state_dict(source)), {}
+
+
+def _lookup_pinned(store: HostStore, model_id: str, stamp: str) -> tuple[str, SharedLock] | None:
+    fp = store.lookup(model_id, stamp)
+    if fp is None:
+        return None
+    pin = store.pin(fp)  # pin first, then look: a pinned model's files cannot vanish
+    if store.in_t1(fp) or store.in_t2(fp):
+        return fp, pin
+    pin.close()
+    return None
+
+
+def restore(
+    store: HostStore, model_id: str, source: object, device: torch.device, rec: StageRecorder
+) -> Restored:
+    """Restore from the nearest tier; the result holds a pin on the model until released."""
+    restored = _restore(store, model_id, source, device, rec)
+    if not restored.loaded.header:
+        restored.loaded.header = store.header(restored.loaded.fingerprint)
+    return restored
+
+
+def _restore(
+    store: HostStore, model_id: str, source: object, device: torch.device, rec: StageRecorder
+) -> Restored:
+    stamp = source_stamp(source)
+    with rec.stage("lookup", "-"):
+        hit = _lookup_pinned(store, model_id, stamp)
+    if hit is None:
+        with store.fill_lock(store.source_key(model_id)):
+            hit = _lookup_pinned(store, model_id, stamp)  # built by another worker while we waited?
+            if hit is None:
+                return _from_source(store, model_id, source, stamp, device, rec)
+    fp, pin = hit
+    try:
+        if not store.in_t1(fp):
+            with store.fill_lock(fp):  # one process fills T1 from T2; the others wait and share it
+                if not store.in_t1(fp):
+                    return _from_t2(store, model_id, stamp, fp, pin, device, rec)
+        store.touch(fp)
+        return Restored(loaded=_from_t1(store, model_id, fp, pin, device, rec, "t1"), tier="t1")
+    except BaseException:
+        pin.close()
+        raise
+
+
+def _cpu_view(m: mmap.mmap, pin: SharedLock | None) -> torch.Tensor:
+    flat = host_tensor(m)
+    if pin is not None:
+        weakref.finalize(m, pin.close)  # the pin lasts exactly as long as the mapping
+    return flat
+
+
+def _from_t1(
+    store: HostStore,
+    model_id: str,
+    fp: str,
+    pin: SharedLock,
+    device: torch.device,
+    rec: StageRecorder,
+    tier: str,
+) -> Loaded:
+    index = store.image_index(fp)
+    n = index.data_bytes
+    if device.type == "cpu":
+        with rec.stage("t1->t0", tier, n):
+            flat = _cpu_view(private_map(store.t1_path(fp), n), pin)
+            tensors = views_of(flat, index.tensors)
+        return Loaded(
+            model_id=model_id, fingerprint=fp, device=device, index=index, flat=flat, tensors=tensors
+        )
+    shared = store.map_t1(fp)
+    assert shared is not None  # we hold the pin, so the copy cannot have been evicted
+    host = host_tensor(shared)
+    with rec.stage("pin", "t1", n):
+        registered = register_host(host)
+    flat = torch.empty(n, dtype=torch.uint8, device=device)
+    with rec.stage("t1->t0", "t1", n):
+        copy_all(flat, host)
+        tensors = views_of(flat, index.tensors)
+    return Loaded(
+        model_id=model_id,
+        fingerprint=fp,
+        device=device,
+        index=index,
+        flat=flat,
+        tensors=tensors,
+        host=host,
+        registered=registered,
+        pin=pin,
+    )
+
+
+def _fill_target(
+    store: HostStore, key: str, nbytes: int, rec: StageRecorder
+) -> tuple[T1Segment | None, mmap.mmap]:
+    with rec.stage("reserve", "-"):
+        seg = store.reserve_t1(key, nbytes)
+    return seg, (seg.map if seg is not None else anon_map(nbytes))
+
+
+def _from_t2(
+    store: HostStore,
+    model_id: str,
+    stamp: str,
+    fp: str,
+    pin: SharedLock,
+    device: torch.device,
+    rec: StageRecorder,
+) -> Restored:
+    path = store.t2_path(fp)
+    index = read_index(path)
+    n = index.data_bytes
+    seg, buf = _fill_target(store, fp, n, rec)
+    cuda = device.type == "cuda"
+    registered = False
+    host = host_tensor(buf) if cuda else None
+    flat = torch.empty(n, dtype=torch.uint8, device=device) if cuda else None
+    if host is not None:
+        with rec.stage("pin", "t1", n):
+            registered = register_host(host)
+    copier = ChunkCopier(flat, host) if flat is not None and host is not None else None
+    cfg = store.config
+    try:
+        on_chunk = copier.submit if copier is not None else None
+        with (
+            ChunkReader(path, threads=cfg.read_threads) as reader,
+            memoryview(buf) as view,
+            rec.stage("t2->t1->t0" if cuda else "t2->t1", "t2", n),
+        ):
+            result = reader.read_into(
+                view, index.data_offset, chunk_bytes=cfg.read_chunk_bytes, on_chunk=on_chunk
+            )
+            if copier is not None:
+                copier.finish()
+    except BaseException:
+        if seg is not None:
+            seg.abort()
+        raise
+    if seg is not None:
+        seg.commit(index, store.header(fp), model_id=model_id, stamp=stamp)
+    else:
+        store.touch(fp)
+    if not cuda:
+        if seg is not None:  # T0 on CPU: map the published T1 copy-on-write, share its pages
+            buf.close()
+            loaded = _from_t1(store, model_id, fp, pin, device, rec, "t2")
+        else:
+            flat = _cpu_view(buf, pin)
+            loaded = Loaded(
+                model_id=model_id,
+                fingerprint=fp,
+                device=device,
+                index=index,
+                flat=flat,
+                tensors=views_of(flat, index.tensors),
+                in_t1=False,
+            )
+        return Restored(loaded=loaded, tier="t2", direct_io=result.direct)
+    assert flat is not None and host is not None
+    loaded = Loaded(
+        model_id=model_id,
+        fingerprint=fp,
+        device=device,
+        index=index,
+        flat=flat,
+        tensors=views_of(flat, index.tensors),
+        host=host,
+        registered=registered,
+        pin=pin,
+        in_t1=seg is not None,
+    )
+    return Restored(loaded=loaded, tier="t2", direct_io=result.direct)
+
+
+def _from_source(
+    store: HostStore, model_id: str, source: object, stamp: str, device: torch.device, rec: StageRecorder
+) -> Restored:
+    fds: dict[str, int] = {}
+    try:
+        with rec.stage("source", "source"):
+            sources, metadata = _describe(source, fds)
+            layout = pack(sources, None)
+        n = layout.data_bytes
+        seg, buf = _fill_target(store, store.source_key(model_id), n, rec)
+        try:
+            with memoryview(buf) as view:
+                sink = BufferSink(view)
+                with rec.stage("pack", "source", n):
+                    pack(sources, sink)
+                with rec.stage("hash", "t1", n):
+                    header, index = seal(layout, sink, metadata=metadata)
+        except BaseException:
+            if seg is not None:
+                seg.abort()
+            raise
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    pin = store.pin(index.fingerprint)
+    store.save_header(index.fingerprint, header)
+    if seg is not None:
+        seg.commit(index, header, model_id=model_id, stamp=stamp)
+        buf.close()
+        return Restored(
+            loaded=_from_t1(store, model_id, index.fingerprint, pin, device, rec, "source"), tier="source"
+        )
+    loaded = _private_t0(index, buf, pin, model_id, device, rec)
+    loaded.header = header
+    with rec.stage("t1->t2", "t1", index.image_bytes), memoryview(buf) as view:
+        store.write_t2(index, header, view, model_id=model_id, stamp=stamp)  # no T1 room: keep it on disk
+    return Restored(loaded=loaded, tier="source")
+
+
+def _private_t0(
+    index: ImageIndex,
+    buf: mmap.mmap,
+    pin: SharedLock,
+    model_id: str,
+    device: torch.device,
+    rec: StageRecorder,
+) -> Loaded:
+    """T0 from a private host buffer (no T1 room)."""
+    fp = index.fingerprint
+    if device.type == "cpu":
+        flat = _cpu_view(buf, pin)
+        return Loaded(
+            model_id=model_id,
+            fingerprint=fp,
+            device=device,
+            index=index,
+            flat=flat,
+            tensors=views_of(flat, index.tensors),
+            in_t1=False,
+        )
+    host = host_tensor(buf)
+    flat = torch.empty(index.data_bytes, dtype=torch.uint8, device=device)
+    with rec.stage("t1->t0", "t1", index.data_bytes):
+        copy_all(flat, host)
+    return Loaded(
+        model_id=model_id,
+        fingerprint=fp,
+        device=device,
+        index=index,
+        flat=flat,
+        tensors=views_of(flat, index.tensors),
+        host=host,
+        pin=pin,
+        in_t1=False,
+    )
+
+
+def page_out(store: HostStore | None, loaded: Loaded) -> None:
+    """T0 -> T1: make sure a host tier keeps the bytes, then free device memory (CUDA).
+
+    Weights are immutable, so when T1 already holds them nothing is copied.  On CPU the views map
+    host memory and stay valid; nothing is freed until the caller drops them.
+    """
+    if not loaded.resident:
+        return
+    if store is not None and not loaded.in_t1:
+        _save_to_t1(store, loaded)
+    if loaded.device.type == "cuda":
+        loaded.flat.untyped_storage().resize_(0)  # frees the memory under every view at once
+        torch.cuda.empty_cache()
+        loaded.resident = False
+
+
+def _save_to_t1(store: HostStore, loaded: Loaded) -> None:
+    index = loaded.index
+    with store.fill_lock(loaded.fingerprint):
+        if store.in_t1(loaded.fingerprint):
+            loaded.in_t1 = True
+            return
+        seg = store.reserve_t1(loaded.fingerprint, index.data_bytes)
+        if seg is None:
+            host = loaded.flat.cpu() if loaded.device.type == "cuda" else loaded.flat
+            with host.numpy().data as view:
+                store.write_t2(index, loaded.header, view, model_id=None, stamp="")
+            return
+        dst = host_tensor(seg.map)
+        copy_all(dst, loaded.flat)
+        del dst
+        seg.commit(index, loaded.header, model_id=None, stamp="")
+        seg.map.close()
+        loaded.in_t1 = True
+
+
+def page_in(store: HostStore | None, loaded: Loaded) -> None:
+    """T1 -> T0 after ``page_out``: reallocate the flat buffer in place; the views see it again."""
+    if loaded.resident:
+        return
+    storage = loaded.flat.untyped_storage()
+    storage.resize_(loaded.index.data_bytes)
+    if loaded.host is None:
+        raise InvalidArgument(f"model {loaded.model_id!r}: no host copy to page in from")
+    copy_all(loaded.flat, loaded.host)
+    loaded.resident = True
+
+
+def release(loaded: Loaded) -> None:
+    """Forget a model: unpin its host copy so the keeper may evict it."""
+    if loaded.registered and loaded.host is not None:
+        unregister_host(loaded.host)
+        loaded.registered = False
+    loaded.host = None
+    if loaded.pin is not None:
+        loaded.pin.close()
+        loaded.pin = None

@@ -1,0 +1,410 @@
+"""The host store: T1 (shared RAM) and T2 (local disk) copies of model images, shared by processes.
+
+The protocol between the keeper (noded) and worker processes is this directory convention; there
+is no server, so a worker can restore while noded restarts, and every step is a plain file
+operation that survives either side dying.  ``$TIDE_FLASHBOOT_DIR`` names the state directory::
+
+    <state>/config.json            StoreConfig: shm_dir, budgets (written by the keeper; read by all)
+    <state>/state.lock             flock, exclusive around index updates and space reservations
+    <state>/index.json             StoreIndex: model records (sizes, last use) and model_id aliases
+    <state>/images/<fp>.safetensors   T2: the image (a standard safetensors file)
+    <state>/headers/<fp>.hdr       the image's header bytes, so a T1-only model can be demoted
+    <state>/pins/<fp>.pin          shared flock per process that maps the model: it cannot be evicted
+    <state>/pins/<key>.fill        exclusive flock while one process fills T1 for a model
+    <state>/workers/<id>.lock|json T0 registrations (see _registry.py)
+    <shm_dir>/<fp>.t1              T1: the image's data section (exact size); complete once renamed
+    <shm_dir>/<key>.t1.tmp         T1 being filled (its bytes count against the RAM budget)
+
+Rules: a T1 or T2 file appears only by rename, so if it exists it is complete.  Presence in a tier
+is the file's existence; index.json only adds sizes, last use and aliases, and ``reconcile`` repairs
+it against the files (after a reboot /dev/shm is empty; T2 survives).  A process pins a model
+(shared flock) before it looks for its files; eviction needs the exclusive flock, so it skips any
+model that a live process maps.  Locks die with their process, so a crash leaves nothing pinned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import msgspec
+
+from tide.api.errors import FailedPrecondition, InvalidArgument, NotFound
+
+from ._image import ImageIndex, parse_header, read_index
+from ._io import write_file_atomic
+from ._locks import SharedLock, exclusive, try_exclusive
+from ._plan import EvictionPlan, ModelState, plan_evictions
+
+__all__ = ["Alias", "HostStore", "ModelRecord", "StoreConfig", "StoreIndex", "T1Segment"]
+
+
+class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: int = 1
+    shm_dir: str
+    ram_budget: int  # bytes of T1 (sum of data sections held in shared memory)
+    disk_budget: int  # bytes of T2 (sum of image files)
+    read_threads: int = 4
+    read_chunk_bytes: int = 16 << 20
+
+
+class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
+    fingerprint: str
+    data_bytes: int
+    image_bytes: int
+    model_ids: tuple[str, ...] = ()
+    last_used: float = 0.0
+
+
+class Alias(msgspec.Struct, frozen=True, kw_only=True):
+    fingerprint: str
+    source_stamp: str = ""  # e.g. "path:size:mtime_ns"; a different stamp means the source changed
+
+
+class StoreIndex(msgspec.Struct, frozen=True, kw_only=True):
+    version: int = 1
+    models: dict[str, ModelRecord] = {}
+    aliases: dict[str, Alias] = {}
+
+
+class T1Segment:
+    """A reserved T1 file being filled by this process; ``commit`` publishes it, ``abort`` frees it."""
+
+    def __init__(self, store: HostStore, tmp_path: str, nbytes: int):
+        self.store = store
+        self.tmp_path = tmp_path
+        self.nbytes = nbytes
+        fd = os.open(tmp_path, os.O_RDWR)
+        try:
+            self.map = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+
+    def commit(self, index: ImageIndex, header: bytes, *, model_id: str | None, stamp: str) -> None:
+        """Publish the filled segment as ``<fp>.t1``; the caller already pins ``index.fingerprint``."""
+        self.store.save_header(index.fingerprint, header)
+        target = self.store.t1_path(index.fingerprint)
+        if os.path.exists(target):  # identical bytes published by someone else: keep theirs
+            os.unlink(self.tmp_path)
+        else:
+            os.replace(self.tmp_path, target)
+        self.store.record(index, model_id=model_id, stamp=stamp)
+
+    def abort(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp_path)
+
+
+def _dir_bytes(path: str, suffixes: tuple[str, ...] = ()) -> int:
+    total = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(path) as it:
+        for entry in it:
+            if entry.is_file() and (not suffixes or entry.name.endswith(suffixes)):
+                total += entry.stat().st_size
+    return total
+
+
+class HostStore:
+    """Process-safe access to one host's T1/T2 tiers.  All methods are synchronous file I/O.
+
+    Safe to use from several processes and threads at once (flock); ``make_room`` and the demotions
+    it triggers may write whole images and are slow, everything else is small metadata work.
+    """
+
+    def __init__(self, state_dir: str, config: StoreConfig, *, clock: Callable[[], float] = time.time):
+        self.state_dir = state_dir
+        self.config = config
+        self.clock = clock
+        self._index_codec = msgspec.json.Decoder(StoreIndex)
+
+    @classmethod
+    def open(cls, state_dir: str, *, clock: Callable[[], float] = time.time) -> HostStore:
+        """Open a state directory the keeper created (worker side)."""
+        try:
+            with open(os.path.join(state_dir, "config.json"), "rb") as f:
+                config = msgspec.json.decode(f.read(), type=StoreConfig)
+        except FileNotFoundError as exc:
+            raise FailedPrecondition(
+                f"{state_dir}: no FlashBoot keeper state here (config.json missing)"
+            ) from exc
+        except msgspec.DecodeError as exc:
+            raise InvalidArgument(f"{state_dir}/config.json: {exc}") from exc
+        return cls(state_dir, config, clock=clock)
+
+    def create_dirs(self) -> None:
+        for sub in ("images", "headers", "pins", "workers"):
+            os.makedirs(os.path.join(self.state_dir, sub), exist_ok=True)
+        os.makedirs(self.config.shm_dir, exist_ok=True)
+
+    # ---- paths ----------------------------------------------------------------------------------
+    def _p(self, *parts: str) -> str:
+        return os.path.join(self.state_dir, *parts)
+
+    def t1_path(self, fp: str) -> str:
+        return os.path.join(self.config.shm_dir, f"{fp}.t1")
+
+    def t2_path(self, fp: str) -> str:
+        return self._p("images", f"{fp}.safetensors")
+
+    def pin_path(self, fp: str) -> str:
+        return self._p("pins", f"{fp}.pin")
+
+    def fill_path(self, key: str) -> str:
+        return self._p("pins", f"{key}.fill")
+
+    @staticmethod
+    def source_key(model_id: str) -> str:
+        return "src-" + hashlib.sha256(model_id.encode()).hexdigest()[:24]
+
+    # ---- index ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with exclusive(self._p("state.lock")):
+            yield
+
+    def read_index(self) -> StoreIndex:
+        try:
+            with open(self._p("index.json"), "rb") as f:
+                return self._index_codec.decode(f.read())
+        except FileNotFoundError:
+            return StoreIndex()
+
+    def write_index(self, index: StoreIndex) -> None:
+        write_file_atomic(self._p("index.json"), [msgspec.json.encode(index)], drop_cache=False)
+
+    def record(self, index: ImageIndex, *, model_id: str | None, stamp: str = "") -> None:
+        """Record (or refresh) a model and, with ``model_id``, point that alias at it."""
+        with self.locked():
+            idx = self.read_index()
+            old = idx.models.get(index.fingerprint)
+            ids = set(old.model_ids if old else ())
+            aliases = dict(idx.aliases)
+            if model_id is not None:
+                ids.add(model_id)
+                aliases[model_id] = Alias(fingerprint=index.fingerprint, source_stamp=stamp)
+            rec = ModelRecord(
+                fingerprint=index.fingerprint,
+                data_bytes=index.data_bytes,
+                image_bytes=index.image_bytes,
+                model_ids=tuple(sorted(ids)),
+                last_used=self.clock(),
+            )
+            models = {**idx.models, index.fingerprint: rec}
+            self.write_index(msgspec.structs.replace(idx, models=models, aliases=aliases))
+
+    def touch(self, fp: str) -> None:
+        with self.locked():
+            idx = self.read_index()
+            rec = idx.models.get(fp)
+            if rec is not None:
+                rec = msgspec.structs.replace(rec, last_used=self.clock())
+                self.write_index(msgspec.structs.replace(idx, models={**idx.models, fp: rec}))
+
+    def lookup(self, model_id: str, stamp: str) -> str | None:
+        """The fingerprint held for ``model_id`` in T1 or T2, or None (unknown, stale stamp, or gone)."""
+        alias = self.read_index().aliases.get(model_id)
+        if alias is None or alias.source_stamp != stamp:
+            return None
+        fp = alias.fingerprint
+        return fp if self.in_t1(fp) or self.in_t2(fp) else None
+
+    def in_t1(self, fp: str) -> bool:
+        return os.path.exists(self.t1_path(fp))
+
+    def in_t2(self, fp: str) -> bool:
+        return os.path.exists(self.t2_path(fp))
+
+    # ---- headers, pins, maps --------------------------------------------------------------------
+    def save_header(self, fp: str, header: bytes) -> None:
+        path = self._p("headers", f"{fp}.hdr")
+        if not os.path.exists(path):
+            write_file_atomic(path, [header], drop_cache=False)
+
+    def header(self, fp: str) -> bytes:
+        for path in (self._p("headers", f"{fp}.hdr"), self.t2_path(fp)):
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                return size.to_bytes(8, "little") + f.read(size)
+        raise NotFound(f"model {fp}: no header on this host")
+
+    def image_index(self, fp: str) -> ImageIndex:
+        return parse_header(self.header(fp))
+
+    def pin(self, fp: str) -> SharedLock:
+        """Pin a model: while the lock is held no process evicts any of its tiers."""
+        return SharedLock(self.pin_path(fp))
+
+    def is_pinned(self, fp: str) -> bool:
+        with try_exclusive(self.pin_path(fp)) as taken:
+            return not taken
+
+    def fill_lock(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Exclusive per-model fill lock: one process fills T1 while the others wait, then share it."""
+        return exclusive(self.fill_path(key))
+
+    def map_t1(self, fp: str) -> mmap.mmap | None:
+        """Map the committed T1 copy shared (the caller holds the pin), or None if T1 lacks it."""
+        try:
+            fd = os.open(self.t1_path(fp), os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            return mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+
+    # ---- space ----------------------------------------------------------------------------------
+    def ram_used(self) -> int:
+        return _dir_bytes(self.config.shm_dir, (".t1", ".t1.tmp"))
+
+    def disk_used(self) -> int:
+        return _dir_bytes(self._p("images"))
+
+    def snapshot(self) -> list[ModelState]:
+        """What the host holds, for the planner (the caller holds the state lock)."""
+        idx = self.read_index()
+        out = []
+        for fp, rec in idx.models.items():
+            in_t1, in_t2 = self.in_t1(fp), self.in_t2(fp)
+            if in_t1 or in_t2:
+                out.append(
+                    ModelState(
+                        fingerprint=fp,
+                        data_bytes=rec.data_bytes,
+                        image_bytes=rec.image_bytes,
+                        in_t1=in_t1,
+                        in_t2=in_t2,
+                        pinned=self.is_pinned(fp),
+                        last_used=rec.last_used,
+                    )
+                )
+        return out
+
+    def _plan(self, need_ram: int, need_disk: int) -> EvictionPlan:
+        models = self.snapshot()
+        # Files the index does not know (fills in progress) still take room.
+        extra_ram = self.ram_used() - sum(m.data_bytes for m in models if m.in_t1)
+        extra_disk = self.disk_used() - sum(m.image_bytes for m in models if m.in_t2)
+        return plan_evictions(
+            models,
+            ram_budget=self.config.ram_budget - max(extra_ram, 0),
+            disk_budget=self.config.disk_budget - max(extra_disk, 0),
+            need_ram=need_ram,
+            need_disk=need_disk,
+        )
+
+    def make_room(self, *, need_ram: int = 0, need_disk: int = 0) -> EvictionPlan:
+        """Evict LRU unpinned copies until the budgets leave ``need_*`` bytes free.  Slow: may demote."""
+        with self.locked():
+            plan = self._plan(need_ram, need_disk)
+            for fp in plan.drop_t2:
+                self.drop_copy(fp, self.t2_path(fp))
+        for fp in plan.demote:
+            self.demote(fp)
+        with self.locked():
+            for fp in plan.drop_t1:
+                self.drop_copy(fp, self.t1_path(fp))
+            self.forget_empty()
+        return plan
+
+    def drop_copy(self, fp: str, path: str) -> bool:
+        """Delete one tier's copy unless a process pins the model (the caller holds the state lock)."""
+        with try_exclusive(self.pin_path(fp)) as taken:
+            if taken:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            return taken
+
+    def demote(self, fp: str) -> bool:
+        """T1 -> T2: write the image from the shared copy, then free the RAM if nobody maps it."""
+        with self.pin(fp):
+            data = self.map_t1(fp)
+            if data is None:
+                return False
+            try:
+                if not self.in_t2(fp):
+                    write_file_atomic(self.t2_path(fp), [self.header(fp), memoryview(data)])
+            finally:
+                data.close()
+        with self.locked():
+            return self.drop_copy(fp, self.t1_path(fp))
+
+    def reserve_t1(self, key: str, nbytes: int) -> T1Segment | None:
+        """Reserve ``nbytes`` of T1 for a fill (the caller holds ``fill_lock(key)``); None when full."""
+        for _ in range(2):
+            with self.locked():
+                if self.ram_used() + nbytes <= self.config.ram_budget:
+                    tmp = os.path.join(self.config.shm_dir, f"{key}.t1.tmp")
+                    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                    try:
+                        os.ftruncate(fd, nbytes)
+                    finally:
+                        os.close(fd)
+                    return T1Segment(self, tmp, nbytes)
+            if not self.make_room(need_ram=nbytes).ram_fits:
+                return None
+        return None
+
+    def write_t2(
+        self, index: ImageIndex, header: bytes, data: memoryview, *, model_id: str | None, stamp: str
+    ) -> bool:
+        """Write an image straight to T2 (no T1 room); False when the disk budget cannot fit it."""
+        if not self.make_room(need_disk=index.image_bytes).disk_fits:
+            return False
+        self.save_header(index.fingerprint, header)
+        write_file_atomic(self.t2_path(index.fingerprint), [header, data[: index.data_bytes]])
+        self.record(index, model_id=model_id, stamp=stamp)
+        return True
+
+    # ---- repair ---------------------------------------------------------------------------------
+    def forget_empty(self) -> None:
+        """Drop records and aliases of models no tier holds (the caller holds the state lock)."""
+        idx = self.read_index()
+        models = {fp: r for fp, r in idx.models.items() if self.in_t1(fp) or self.in_t2(fp)}
+        if len(models) == len(idx.models):
+            return
+        aliases = {m: a for m, a in idx.aliases.items() if a.fingerprint in models}
+        for fp in set(idx.models) - set(models):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._p("headers", f"{fp}.hdr"))
+        self.write_index(StoreIndex(models=models, aliases=aliases))
+
+    def reconcile(self, *, now: float, stale_after: float = 600.0) -> None:
+        """Repair the index against the files: adopt images, forget vanished copies, drop stale temps."""
+        with self.locked():
+            self._drop_stale_temps(now=now, stale_after=stale_after)
+            idx = self.read_index()
+            models = dict(idx.models)
+            with os.scandir(self._p("images")) as it:
+                for entry in it:
+                    fp = entry.name.removesuffix(".safetensors")
+                    if entry.name.endswith(".safetensors") and fp not in models:
+                        try:
+                            image = read_index(entry.path)
+                        except (InvalidArgument, NotFound):
+                            continue  # not ours or truncated: leave it for an operator
+                        models[fp] = ModelRecord(
+                            fingerprint=fp,
+                            data_bytes=image.data_bytes,
+                            image_bytes=image.image_bytes,
+                            last_used=entry.stat().st_mtime,
+                        )
+            self.write_index(msgspec.structs.replace(idx, models=models))
+            self.forget_empty()
+
+    def _drop_stale_temps(self, *, now: float, stale_after: float) -> None:
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.config.shm_dir) as it:
+            for entry in it:
+                if entry.name.endswith(".t1.tmp"):
+                    with try_exclusive(self.fill_path(entry.name.removesuffix(".t1.tmp"))) as taken:
+                        if taken:  # its filler died: nobody holds the fill lock
+                            os.unlink(entry.path)
+        for sub in ("images", "headers"):
+            with os.scandir(self._p(sub)) as it:
+                for entry in it:
+                    if ".tmp-" in entry.name and now - entry.stat().st_mtime > stale_after:
+                        os.unlink(entry.path)

@@ -1,0 +1,222 @@
+"""Worker-side FlashBoot API: restore a model's weights from the nearest tier.
+
+Use it from a handler process (a runpod handler works unchanged)::
+
+    import flashboot
+
+    weights = flashboot.load("llama-8b", source="/models/llama.safetensors")   # or a callable
+    model.load_state_dict(weights, assign=True)
+    print(flashboot.last_load_stats())
+
+With ``$TIDE_FLASHBOOT_DIR`` set (noded sets it from ``Keeper.env()``), ``load`` restores from T1
+(shared RAM), else T2 (the host's image on disk), else the source, and leaves T1 filled for the
+next worker.  Without it, ``load`` just loads the source.  The returned tensors are views into one
+flat device buffer.  On CUDA, ``page_out`` frees that buffer (T1 keeps the bytes) and ``page_in``
+brings it back under the same tensor objects.  On CPU the views map T1 copy-on-write: nothing is
+copied and nothing needs paging.
+
+Importing this module does not import torch; the first ``load`` does.  Calls are serialised per
+process (one lock), and ``load`` of a model this process already holds returns the same views.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._keeper import ENV_DIR
+from ._stats import LoadStats, StageRecorder
+from ._store import HostStore
+
+if TYPE_CHECKING:
+    import torch
+
+    from ._registry import WorkerRegistration
+    from ._restore import Loaded
+
+__all__ = ["last_load_stats", "load", "page_in", "page_out", "release"]
+
+Source = (
+    str
+    | os.PathLike[str]
+    | Sequence[str | os.PathLike[str]]
+    | Callable[[], Mapping[str, Any]]
+    | Mapping[str, Any]
+)
+
+
+class _Process:
+    """What this process holds.  Guarded by ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.stores: dict[str, HostStore] = {}
+        self.loaded: dict[str, Loaded] = {}
+        self.stores_of: dict[str, HostStore | None] = {}
+        self.registrations: dict[str, WorkerRegistration] = {}
+        self.last: LoadStats | None = None
+
+    def store(self, state_dir: str | None) -> HostStore | None:
+        path = state_dir if state_dir is not None else os.environ.get(ENV_DIR) or None
+        if path is None:
+            return None
+        if path not in self.stores:
+            self.stores[path] = HostStore.open(path)
+        return self.stores[path]
+
+    def publish(self, store: HostStore | None) -> None:
+        """Rewrite this process's T0 registration for ``store``'s keeper."""
+        if store is None:
+            return
+        from ._registry import T0Holding, WorkerRegistration
+
+        reg = self.registrations.get(store.state_dir)
+        if reg is None:
+            reg = self.registrations[store.state_dir] = WorkerRegistration(store.state_dir)
+        reg.update(
+            tuple(
+                T0Holding(
+                    model_id=m.model_id,
+                    fingerprint=m.fingerprint,
+                    device=str(m.device),
+                    nbytes=m.index.data_bytes,
+                    state="resident" if m.resident else "paged_out",
+                )
+                for m in self.loaded.values()
+                if self.stores_of.get(m.model_id) is store
+            )
+        )
+
+
+_PROC = _Process()
+
+
+def load(
+    model_id: str,
+    *,
+    source: Source,
+    device: str | torch.device | None = None,
+    state_dir: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Return ``{name: tensor}`` on ``device`` (default: CUDA if available, else CPU).
+
+    ``source`` is a safetensors file (or the shards of one checkpoint), a state dict, or a callable
+    returning one; it is read only when no tier of this host holds ``model_id`` (for file sources,
+    a changed size or mtime counts as a new model).  ``state_dir`` overrides
+    ``$TIDE_FLASHBOOT_DIR``.  Slow on a miss (reads and hashes the source); safe to call from
+    several threads (serialised).  Stage timings: ``last_load_stats()``.
+    """
+    from ._device import resolve_device
+    from ._restore import load_plain, page_in, restore
+
+    with _PROC.lock:
+        dev = resolve_device(device)
+        rec = StageRecorder()
+        store = _PROC.store(state_dir)
+        held = _PROC.loaded.get(model_id)
+        if held is not None and held.device == dev:
+            tier = "t0" if held.resident else "t1"
+            with rec.stage("t1->t0" if not held.resident else "views", tier, held.index.data_bytes):
+                page_in(store, held)
+            _finish(model_id, held.fingerprint, tier, dev, held.index.data_bytes, rec, None)
+            _PROC.publish(store)
+            return dict(held.tensors)
+        if store is None:
+            with rec.stage("source", "source"):
+                tensors = load_plain(source, dev)
+            nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+            _finish(model_id, "", "source", dev, nbytes, rec, None)
+            return tensors
+        restored = restore(store, model_id, source, dev, rec)
+        loaded = restored.loaded
+        if held is not None:
+            _release(held)
+        _PROC.loaded[model_id] = loaded
+        _PROC.stores_of[model_id] = store
+        _finish(
+            model_id, loaded.fingerprint, restored.tier, dev, loaded.index.data_bytes, rec, restored.direct_io
+        )
+        _PROC.publish(store)
+        return dict(loaded.tensors)
+
+
+def _finish(
+    model_id: str,
+    fp: str,
+    tier: str,
+    device: torch.device,
+    nbytes: int,
+    rec: StageRecorder,
+    direct_io: bool | None,
+) -> None:
+    held = _PROC.loaded.get(model_id)
+    _PROC.last = LoadStats(
+        model_id=model_id,
+        fingerprint=fp,
+        tier=tier,  # type: ignore[arg-type]
+        device=str(device),
+        nbytes=nbytes,
+        seconds=rec.elapsed(),
+        stages=tuple(rec.stages),
+        direct_io=direct_io,
+        pinned_host=held.registered if held is not None and held.device.type == "cuda" else None,
+    )
+
+
+def last_load_stats() -> LoadStats | None:
+    """Stage timings of this process's most recent ``load`` (None before the first)."""
+    with _PROC.lock:
+        return _PROC.last
+
+
+def _selected(model_id: str | None) -> list[Loaded]:
+    if model_id is None:
+        return list(_PROC.loaded.values())
+    held = _PROC.loaded.get(model_id)
+    return [held] if held is not None else []
+
+
+def page_out(model_id: str | None = None) -> None:
+    """Free device memory of one model (or all) once a host tier holds its bytes; for idle workers.
+
+    Idempotent.  The tensors ``load`` returned must not be used until ``page_in`` (CUDA).
+    """
+    from ._restore import page_out as _page_out
+
+    with _PROC.lock:
+        for held in _selected(model_id):
+            store = _PROC.stores_of.get(held.model_id)
+            _page_out(store, held)
+            _PROC.publish(store)
+
+
+def page_in(model_id: str | None = None) -> None:
+    """Bring paged-out models back into device memory, under the same tensor objects.  Idempotent."""
+    from ._restore import page_in as _page_in
+
+    with _PROC.lock:
+        for held in _selected(model_id):
+            store = _PROC.stores_of.get(held.model_id)
+            _page_in(store, held)
+            _PROC.publish(store)
+
+
+def _release(held: Loaded) -> None:
+    from ._restore import release as _release_loaded
+
+    _release_loaded(held)
+
+
+def release(model_id: str | None = None) -> None:
+    """Forget one model (or all): unpin its host copy so the keeper may evict it.
+
+    Tensors already handed out stay valid on CUDA; on CPU their mapping keeps the pin until they
+    are garbage collected.
+    """
+    with _PROC.lock:
+        for held in _selected(model_id):
+            _release(held)
+            _PROC.loaded.pop(held.model_id, None)
+            _PROC.publish(_PROC.stores_of.pop(held.model_id, None))
