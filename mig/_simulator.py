@@ -65,7 +65,11 @@ def parse_gpu_spec(spec: str) -> list[SimGpu]:
         flags = set(filter(None, m.group(3).split(":")))
         if flags - {"mig", "passthrough"}:
             raise InvalidArgument(f"bad GPU spec flags in {entry!r}: {sorted(flags)}")
-        one = SimGpu(type_id=m.group(2), mig_enabled="mig" in flags, passthrough="passthrough" in flags)
+        type_id = m.group(2)
+        if type_id not in list_type_ids() and not re.fullmatch(r".+-\d+GB", type_id):
+            known = ", ".join(list_type_ids())
+            raise InvalidArgument(f"unknown GPU type {type_id!r}: MIG types are {known}; others NAME-<N>GB")
+        one = SimGpu(type_id=type_id, mig_enabled="mig" in flags, passthrough="passthrough" in flags)
         gpus.extend([one] * int(m.group(1) or 1))
     return gpus
 

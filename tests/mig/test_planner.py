@@ -17,7 +17,7 @@ from mig import (
     plan_layout,
     plan_transition,
 )
-from tide.api.errors import InvalidArgument, ResourceExhausted
+from tide.api.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from tide.api.nodes import MigInstance
 
 A100 = load_catalog("A100-40GB")
@@ -203,6 +203,6 @@ def test_apply_transition_is_idempotent_and_rechecks_busy() -> None:
         [S("3g.40gb", 0), S("3g.40gb", 4)], [S("7g.80gb", 0)]
     )  # planned before the worker
     assert isinstance(stale, Transition)
-    with pytest.raises(Exception, match="busy"):
+    with pytest.raises(FailedPrecondition, match="busy"):
         apply_transition(sim, gpu, stale)
     assert len(list_instances(sim, gpu)) == 2  # nothing was destroyed
