@@ -180,6 +180,27 @@ async def test_store_txn_compare_on_missing_key(store: Store) -> None:
     assert not await holds("value", "!=", b"x")
 
 
+async def test_store_txn_get_prefix_with_limit(store: Store) -> None:
+    for i in range(5):
+        await store.put(b"g/%d" % i, b"x")
+    res = await store.txn([], [Get(key=b"g/", prefix=True, limit=2), Get(key=b"g/4"), Get(key=b"g/9")])
+    assert [[kv.key for kv in r] for r in res.responses] == [[b"g/0", b"g/1"], [b"g/4"], []]
+
+
+async def test_store_put_moves_a_key_between_leases(store: Store) -> None:
+    first, second = await store.lease_grant(30), await store.lease_grant(30)
+    await store.put(b"mv", b"1", lease=first)
+    rev = await store.put(b"mv", b"2", lease=second)
+    events = await next_batch(store.watch(b"mv", start_revision=rev))
+    assert events[0].kv.lease == second
+    await store.lease_revoke(first)
+    kv = await store.get(b"mv")
+    assert kv is not None
+    assert kv.lease == second
+    await store.lease_revoke(second)
+    assert await store.get(b"mv") is None
+
+
 async def test_store_txn_rejects_duplicate_keys_and_too_many_ops(store: Store) -> None:
     with pytest.raises(InvalidArgument):
         await store.txn([], [Put(key=b"d", value=b"1"), Put(key=b"d", value=b"2")])
