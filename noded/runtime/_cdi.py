@@ -171,14 +171,14 @@ def resolve_device_nodes(
     """Fill in type and major/minor from the host node when the spec leaves them out."""
     out = []
     for node in nodes:
-        kind, major, minor, mode = node.type, node.major, node.minor, node.file_mode
-        if not kind or major is None or minor is None:
+        kind, major, minor, mode = node.type or "c", node.major, node.minor, node.file_mode
+        if major is None or minor is None:  # CDI lets the spec leave them to the host node
             host = node.host_path or node.path
             try:
                 st = stat_fn(host)
             except OSError as e:
                 raise FailedPrecondition(f"CDI device node {host} is missing on this host: {e}") from e
-            kind = kind or ("b" if stat.S_ISBLK(st.st_mode) else "c")
+            kind = node.type or ("b" if stat.S_ISBLK(st.st_mode) else "c")
             major = os.major(st.st_rdev) if major is None else major
             minor = os.minor(st.st_rdev) if minor is None else minor
             mode = stat.S_IMODE(st.st_mode) if mode is None else mode

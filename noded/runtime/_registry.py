@@ -10,6 +10,7 @@ Plain HTTP only for hosts configured ``insecure``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -148,12 +149,14 @@ class RegistryClient:
         cfg = self._auth.get(ref.host, RegistryAuth())
         if cfg.token:
             return f"Bearer {cfg.token}"
-        basic = aiohttp.BasicAuth(cfg.username, cfg.password) if cfg.username else None
+        basic = ""
+        if cfg.username:
+            basic = "Basic " + base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
-            if basic is None:
+            if not basic:
                 raise Unauthenticated(f"registry {ref.host} wants credentials; configure them for this host")
-            return basic.encode()
+            return basic
         params = dict(_CHALLENGE_PARAM.findall(challenge))
         if scheme != "bearer" or "realm" not in params:
             raise Unauthenticated(f"registry {ref.host}: unsupported auth challenge {challenge!r}")
@@ -161,7 +164,8 @@ class RegistryClient:
         if "service" in params:
             query["service"] = params["service"]
         try:
-            async with self._session.get(params["realm"], params=query, auth=basic) as resp:
+            headers = {"Authorization": basic} if basic else {}
+            async with self._session.get(params["realm"], params=query, headers=headers) as resp:
                 if resp.status >= 400:
                     raise Unauthenticated(f"token endpoint of {ref.host} answered {resp.status}")
                 body = await resp.json(content_type=None)

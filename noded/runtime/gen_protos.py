@@ -65,6 +65,10 @@ _GO_FIELD_OPTIONS = re.compile(r"\s*\[\((?:gogoproto|containerd\.plugin)\.[^\]]*
 _GO_PACKAGE = re.compile(r"^\s*option\s+go_package\s*=[^;]*;\s*$", re.M)
 
 
+class ProtoGenError(RuntimeError):
+    """The inputs or the tool are missing."""
+
+
 def rewrite(text: str) -> str:
     """Pure: strip Go-only options and point imports at our package path."""
     text = _WEAK_IMPORT.sub("", text)
@@ -87,7 +91,7 @@ def generate(proto_root: Path, *, force: bool = False) -> Path:
     gen = OUT_ROOT / GEN_PACKAGE
     missing = [rel for rel in PROTOS if not (proto_root / CTRD / rel).is_file()]
     if missing:
-        sys.exit(
+        raise ProtoGenError(
             f"gen_protos: {len(missing)} .proto files missing under {proto_root}/{CTRD} "
             f"(first: {missing[0]}); install golang-github-containerd-containerd-dev"
         )
@@ -96,7 +100,7 @@ def generate(proto_root: Path, *, force: bool = False) -> Path:
         return gen
     spec = importlib.util.find_spec("grpc_tools")
     if spec is None or spec.origin is None:
-        sys.exit("gen_protos: grpcio-tools is not installed (pip install grpcio-tools)")
+        raise ProtoGenError("gen_protos: grpcio-tools is not installed (pip install grpcio-tools)")
     well_known = Path(spec.origin).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp, "src"), Path(tmp, "out")
@@ -134,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proto-root", default=PROTO_ROOT, type=Path)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-    print(generate(args.proto_root, force=args.force))
+    try:
+        print(generate(args.proto_root, force=args.force))
+    except ProtoGenError as e:
+        print(e, file=sys.stderr)
+        return 1
     return 0
 
 

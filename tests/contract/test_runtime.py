@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -31,14 +32,20 @@ from noded.runtime import (
     Mount,
     ProcessRuntime,
     RegistryAuth,
+    ResourceLimits,
     WorkerSpec,
     WorkerStatus,
+    gen_protos,
 )
+from noded.runtime._cdi import CdiSpec, ContainerEdits, plan_cdi_edits, resolve_device_nodes
+from noded.runtime._oci_spec import plan_oci_spec
 from noded.runtime._process import EXIT_CODE_LOST, plan_launch
+from noded.runtime._pull import chain_ids
+from noded.runtime._registry import RegistryClient, parse_reference, select_manifest
 from tests.fixtures.containerd import ContainerdServer, containerd_missing
 from tests.fixtures.oci_image import build_test_image, host_python_mounts, push_image
 from tests.fixtures.registry import RegistryServer, registry_missing
-from tide.api.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from tide.api.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
 GRACEFUL = (
@@ -91,12 +98,12 @@ class ContainerdEnv:
 
     def config(self, tmp_path: Path, **kw: Any) -> ContainerdConfig:
         kw.setdefault("owner", f"test-{uuid.uuid4().hex[:8]}")  # list() sees only this test's workers
+        kw.setdefault("registries", {self.registry.host: RegistryAuth(insecure=True)})
         return ContainerdConfig(
             socket=self.server.socket,
             runc_root=self.server.runc_root,
             log_dir=str(tmp_path / "logs"),
             cdi_dirs=[str(self.cdi_dir)],
-            registries={self.registry.host: RegistryAuth(insecure=True)},
             **kw,
         )
 
@@ -131,6 +138,10 @@ def containerd_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contain
     reason = containerd_missing() or registry_missing()
     if reason:
         pytest.skip(reason)
+    try:
+        gen_protos.generate(Path(gen_protos.PROTO_ROOT))  # a no-op when the stubs are current
+    except gen_protos.ProtoGenError as e:
+        pytest.skip(str(e))
     server, registry = ContainerdServer(), RegistryServer()
     try:
         server.start()
@@ -459,3 +470,320 @@ def test_plan_launch_env_order_and_cwd(tmp_path: Path) -> None:
         "CUDA_VISIBLE_DEVICES": "GPU-1",
         "NVIDIA_VISIBLE_DEVICES": "GPU-1",
     }
+
+
+# -- ContainerdRuntime only (real containerd) ---------------------------------
+
+
+@pytest.fixture
+async def ctrd(
+    containerd_env: ContainerdEnv, tmp_path: Path
+) -> AsyncIterator[tuple[ContainerdRuntime, Harness]]:
+    h = _containerd_harness(containerd_env, tmp_path)
+    rt = h.make_runtime()
+    assert isinstance(rt, ContainerdRuntime)
+    yield rt, h
+    for st in await rt.list():
+        if st.state == "running":
+            await rt.stop(st.id, grace=0)
+        await rt.delete(st.id)
+    await rt.close()
+
+
+def _read_limits(worker_id: str) -> tuple[str, str, str]:
+    """(memory, pids, "quota period") from the worker's cgroup, v1 or v2."""
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # unified hierarchy
+        d = Path("/sys/fs/cgroup/tide", worker_id)
+        return (d / "memory.max").read_text(), (d / "pids.max").read_text(), (d / "cpu.max").read_text()
+    v1 = Path("/sys/fs/cgroup")
+    cpu = [(v1 / "cpu/tide" / worker_id / f"cpu.cfs_{k}_us").read_text().strip() for k in ("quota", "period")]
+    return (
+        (v1 / "memory/tide" / worker_id / "memory.limit_in_bytes").read_text(),
+        (v1 / "pids/tide" / worker_id / "pids.max").read_text(),
+        " ".join(cpu),
+    )
+
+
+@pytest.mark.integration
+async def test_containerd_limits_are_in_the_workers_cgroup(ctrd: tuple[ContainerdRuntime, Harness]) -> None:
+    rt, h = ctrd
+    spec = h.spec(SLEEPER, limits=ResourceLimits(cpus=0.5, memory_bytes=256 << 20, pids=64))
+    await rt.create(spec)
+    await rt.start(spec.id)
+    await wait_for_line(rt, spec.id, "ready")
+    limits = await asyncio.to_thread(_read_limits, spec.id)
+    assert tuple(v.strip() for v in limits) == (str(256 << 20), "64", "50000 100000")
+
+
+@pytest.mark.integration
+async def test_containerd_worker_sees_only_its_devices(ctrd: tuple[ContainerdRuntime, Harness]) -> None:
+    rt, h = ctrd
+    code = (
+        "import os\n"
+        "print(sorted(n for n in os.listdir('/dev') if n.startswith('nvidia')))\n"
+        "print(sorted(os.listdir('/dev')))\n"
+        "open('/dev/nvidia0', 'wb').write(b'x'); print('gpu ok')\n"
+        "try:\n    os.mknod('/dev/sneaky', 0o600 | 0o20000, os.makedev(1, 3)); print('mknod ok')\n"
+        "except OSError as e:\n    print('mknod', e.errno)\n"
+    )
+    status, lines = await run_to_exit(rt, h.spec(code, devices=["GPU-11111111-2222"]))
+    assert status.exit_code == 0, lines
+    assert lines[0] == "['nvidia0', 'nvidiactl']"  # not nvidia1/nvidia2, which exist in the CDI spec
+    host_only = {"vda", "sda", "nvme0n1", "kmsg", "mem", "loop0"} & set(eval(lines[1]))
+    assert host_only == set()
+    assert lines[2:] == ["gpu ok", "mknod 1"]  # EPERM: no CAP_MKNOD
+
+
+@pytest.mark.integration
+async def test_containerd_read_only_rootfs_and_mounts(
+    ctrd: tuple[ContainerdRuntime, Harness], tmp_path: Path
+) -> None:
+    rt, h = ctrd
+    data = tmp_path / "data"
+    data.mkdir()
+    code = (
+        "import os\n"
+        "for p in ('/app/x', '/data/x'):\n"
+        "    try:\n        open(p, 'w').write('x'); print(p, 'ok')\n"
+        "    except OSError as e:\n        print(p, e.errno)\n"
+    )
+    spec = h.spec(code, read_only_rootfs=True)
+    spec = msgspec.structs.replace(spec, mounts=[*spec.mounts, Mount(source=str(data), target="/data")])
+    status, lines = await run_to_exit(rt, spec)
+    assert (status.exit_code, lines) == (0, ["/app/x 30", "/data/x ok"])  # 30 = EROFS
+    assert (data / "x").read_text() == "x"
+
+
+@pytest.mark.integration
+async def test_containerd_runs_a_runpod_handler_module(ctrd: tuple[ContainerdRuntime, Harness]) -> None:
+    rt, h = ctrd
+    status, lines = await run_to_exit(
+        rt, h.spec("import runpod.serverless; print('runpod', runpod.__version__)")
+    )
+    assert status.exit_code == 0, lines
+    assert lines[-1].startswith("runpod ")
+
+
+@pytest.mark.integration
+async def test_containerd_pulls_through_an_index(ctrd: tuple[ContainerdRuntime, Harness]) -> None:
+    rt, h = ctrd
+    spec = msgspec.structs.replace(
+        h.spec("print(open('marker.txt').read().strip())"), image=h.image.replace(":1", ":multi")
+    )
+    status, lines = await run_to_exit(rt, spec)
+    assert (status.exit_code, lines) == (0, ["from the image"])
+
+
+@pytest.mark.integration
+async def test_containerd_pulls_with_basic_auth(containerd_env: ContainerdEnv, tmp_path: Path) -> None:
+    pytest.importorskip("bcrypt", reason="the registry's htpasswd file needs bcrypt")
+    reg = RegistryServer(basic_auth=("tide", "s3cret"))
+    reg.start()
+    try:
+        push_image(build_test_image(), reg.url, "private/worker", "1", auth=("tide", "s3cret"))
+        mounts = [Mount(source=s, target=d, read_only=True) for s, d in host_python_mounts()]
+        spec = WorkerSpec(
+            id=f"w-{uuid.uuid4().hex[:10]}",
+            image=f"{reg.host}/private/worker:1",
+            command=[sys.executable, "-c", "print('pulled')"],
+            mounts=mounts,
+        )
+        for auth, expect in ((RegistryAuth(insecure=True), Unauthenticated), (None, None)):
+            good = RegistryAuth(insecure=True, username="tide", password="s3cret")
+            config = containerd_env.config(tmp_path, registries={reg.host: auth or good})
+            rt = ContainerdRuntime(config)
+            try:
+                if expect is not None:
+                    with pytest.raises(expect):
+                        await rt.create(spec)
+                    continue
+                status, lines = await run_to_exit(rt, spec)
+                assert (status.exit_code, lines) == (0, ["pulled"])
+                await rt.delete(spec.id)
+            finally:
+                await rt.close()
+    finally:
+        reg.stop()
+
+
+# -- pure pieces of the containerd runtime ------------------------------------
+
+
+def test_parse_reference() -> None:
+    assert parse_reference("busybox").name == "docker.io/library/busybox:latest"
+    ref = parse_reference("127.0.0.1:5000/a/b:v1")
+    assert (ref.host, ref.repo, ref.reference) == ("127.0.0.1:5000", "a/b", "v1")
+    pinned = parse_reference("ghcr.io/x/y@sha256:" + "a" * 64)
+    assert (pinned.host, pinned.reference) == ("ghcr.io", "sha256:" + "a" * 64)
+    for bad in ("dir:///x", "UPPER/case", "a@sha256:zz", ""):
+        with pytest.raises(InvalidArgument):
+            parse_reference(bad)
+
+
+def test_chain_ids_and_select_manifest() -> None:
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    import hashlib
+
+    assert chain_ids([a, b]) == [a, "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()]
+    index = {"manifests": [{"digest": "x", "platform": {"os": "linux", "architecture": "arm64"}}]}
+    assert select_manifest(index, os="linux", arch="arm64")["digest"] == "x"
+    with pytest.raises(NotFound):
+        select_manifest(index, os="linux", arch="amd64")
+
+
+def _gpu_specs() -> list[CdiSpec]:
+    raw = {
+        "cdiVersion": "0.5.0",
+        "kind": "nvidia.com/gpu",
+        "devices": [
+            {
+                "name": "GPU-a",
+                "containerEdits": {"deviceNodes": [{"path": "/dev/nvidia0", "major": 195, "minor": 0}]},
+            },
+            {
+                "name": "MIG-b",
+                "containerEdits": {
+                    "deviceNodes": [{"path": "/dev/nvidia-caps/nvidia-cap21", "major": 237, "minor": 21}]
+                },
+            },
+        ],
+        "containerEdits": {
+            "env": ["NVIDIA_VISIBLE_DEVICES=void"],
+            "deviceNodes": [{"path": "/dev/nvidiactl", "major": 195, "minor": 255}],
+            "mounts": [
+                {
+                    "hostPath": "/usr/lib/libcuda.so.1",
+                    "containerPath": "/usr/lib/libcuda.so.1",
+                    "options": ["ro", "nosuid", "bind"],
+                }
+            ],
+            "hooks": [
+                {
+                    "hookName": "createContainer",
+                    "path": "/usr/bin/nvidia-cdi-hook",
+                    "args": ["nvidia-cdi-hook", "update-ldcache"],
+                }
+            ],
+        },
+    }
+    return [msgspec.convert(raw, type=CdiSpec)]
+
+
+def test_plan_oci_spec_injects_gpus_following_cdi() -> None:
+    spec = WorkerSpec(
+        id="w1",
+        image="r/x:1",
+        args=["serve"],
+        env={"A": "1", "CUDA_VISIBLE_DEVICES": "all"},
+        devices=["MIG-b"],
+        limits=ResourceLimits(cpus=2, memory_bytes=1 << 30, pids=100),
+        read_only_rootfs=True,
+    )
+    edits = plan_cdi_edits(_gpu_specs(), spec.devices)
+    image_config = {
+        "Entrypoint": ["python", "-m"],
+        "Cmd": ["old"],
+        "Env": ["A=0", "B=2"],
+        "WorkingDir": "/srv",
+    }
+    oci = plan_oci_spec(
+        spec,
+        image_config,
+        edits=edits,
+        devices=resolve_device_nodes(edits.device_nodes),
+        cgroups_path="/tide/w1",
+    )
+    proc, linux = oci["process"], oci["linux"]
+    assert proc["args"] == ["python", "-m", "serve"] and proc["cwd"] == "/srv" and proc["noNewPrivileges"]
+    env = dict(e.split("=", 1) for e in proc["env"])
+    assert (env["A"], env["B"], env["CUDA_VISIBLE_DEVICES"], env["NVIDIA_VISIBLE_DEVICES"]) == (
+        "1",
+        "2",
+        "MIG-b",
+        "MIG-b",
+    )
+    assert [d["path"] for d in linux["devices"]] == ["/dev/nvidia-caps/nvidia-cap21", "/dev/nvidiactl"]
+    allowed = [(r["major"], r["minor"]) for r in linux["resources"]["devices"] if r["allow"]]
+    assert linux["resources"]["devices"][0] == {"allow": False, "access": "rwm"} and allowed == [
+        (237, 21),
+        (195, 255),
+    ]
+    assert linux["resources"]["memory"] == {"limit": 1 << 30}
+    assert linux["resources"]["cpu"] == {"quota": 200000, "period": 100000}
+    assert linux["resources"]["pids"] == {"limit": 100}
+    assert {"type": "network"} not in linux["namespaces"] and oci["root"]["readonly"]
+    assert "/usr/lib/libcuda.so.1" in [m["destination"] for m in oci["mounts"]]
+    assert oci["hooks"]["createContainer"][0]["args"] == ["nvidia-cdi-hook", "update-ldcache"]
+    assert (
+        "CAP_SYS_ADMIN" not in proc["capabilities"]["bounding"]
+        and "CAP_NET_RAW" not in proc["capabilities"]["bounding"]
+    )
+    with pytest.raises(FailedPrecondition, match="GPU-zzz"):
+        plan_cdi_edits(_gpu_specs(), ["GPU-zzz"])
+
+
+def test_plan_oci_spec_network_none_and_no_command() -> None:
+    spec = WorkerSpec(id="w1", image="r/x:1")
+    oci = plan_oci_spec(
+        spec, {"Cmd": ["run"]}, edits=ContainerEdits(), devices=[], cgroups_path="/t/w1", network="none"
+    )
+    assert {"type": "network"} in oci["linux"]["namespaces"] and oci["process"]["args"] == ["run"]
+    with pytest.raises(InvalidArgument):
+        plan_oci_spec(spec, {}, edits=ContainerEdits(), devices=[], cgroups_path="/t/w1")
+
+
+def test_gen_protos_rewrite_strips_go_options() -> None:
+    text = (
+        'import weak "gogoproto/gogo.proto";\n'
+        'import "github.com/containerd/containerd/api/types/mount.proto";\n'
+        'option go_package = "x";\nmessage M {\n'
+        '\tstring d = 1 [(gogoproto.customtype) = "a.B", (gogoproto.nullable) = false];\n'
+        "\toption (gogoproto.goproto_stringer) = false;\n}\n"
+    )
+    out = gen_protos.rewrite(text)
+    assert "gogo" not in out and "go_package" not in out
+    assert 'import "noded/runtime/_gen/api/types/mount.proto";' in out and "string d = 1;" in out
+
+
+async def test_registry_client_follows_a_bearer_challenge() -> None:
+    """Token auth as Docker Hub and GHCR do it: 401 + realm, token for basic credentials, retry."""
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def token(request: web.Request) -> web.Response:
+        seen.append(
+            f"{request.query['scope']} {request.query['service']} {request.headers.get('Authorization')}"
+        )
+        return web.json_response({"token": "t0k"})
+
+    async def manifest(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer t0k":
+            challenge = f'Bearer realm="{base}/token",service="reg",scope="repository:a/b:pull"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        return web.Response(
+            body=b'{"mediaType": "x"}', content_type="application/vnd.oci.image.manifest.v1+json"
+        )
+
+    app = web.Application()
+    app.router.add_get("/token", token)
+    app.router.add_get("/v2/a/b/manifests/1", manifest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host = f"127.0.0.1:{runner.addresses[0][1]}"
+    base = f"http://{host}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            auth = {host: RegistryAuth(insecure=True, username="u", password="p")}
+            client = RegistryClient(session, auth)
+            ref = parse_reference(f"{host}/a/b:1")
+            assert await client.manifest(ref, "1") == (
+                "application/vnd.oci.image.manifest.v1+json",
+                b'{"mediaType": "x"}',
+            )
+            await client.manifest(ref, "1")  # the token is reused
+        assert seen == ["repository:a/b:pull reg Basic dTpw"]
+    finally:
+        await runner.cleanup()
