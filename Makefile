@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test check lint typecheck layers clean
+.PHONY: venv gen demo test check lint typecheck layers clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,10 +13,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# containerd's gRPC stubs are generated at build time from Debian's protos
+# (golang-github-containerd-containerd-dev); nothing generated is committed.
+gen: venv
+	@if [ -f noded/runtime/gen_protos.py ]; then $(PY) noded/runtime/gen_protos.py; fi
+
 demo: venv
 	$(PY) examples/demo.py
 
-test: venv
+test: venv gen
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 lint: venv

@@ -25,7 +25,7 @@ from coordinator.nodes._desired import desired_for
 from coordinator._node_schema import NodeRecord, UsageRecord, nkeys
 from coordinator.store import Store
 from tide.api.errors import NotFound, TideError, Unauthenticated, Unavailable
-from tide.api.nodes import Heartbeat, NodeRegistration
+from tide.api.nodes import Heartbeat, NodeRegistration, WorkerReport
 
 __all__ = ["NodeRoutes", "mint_node_token"]
 
@@ -164,6 +164,7 @@ class NodeRoutes:
         self._auth.require_admin(request)
         ep = request.query.get("endpoint", "")
         reports = {w.worker_id: w for rec, _ in self._view.nodes.values() for w in rec.workers}
+        busy = {c.worker_id for c, _, _ in self._view.claims.values()}
         out = []
         for a in sorted(self._view.assignments.values(), key=lambda a: a.created_at):
             if ep and a.endpoint_id != ep:
@@ -176,7 +177,7 @@ class NodeRoutes:
                     "nodeId": a.node_id,
                     "gpuType": a.gpu_type,
                     "devices": a.devices,
-                    "state": rep.state if rep else "pending",
+                    "state": _state(self._view, a.endpoint_id, a.worker_id, rep, busy),
                     "reason": rep.reason if rep else "",
                     "restarts": rep.restarts if rep else 0,
                     "startedAt": rep.started_at if rep else 0.0,
@@ -230,6 +231,16 @@ class NodeRoutes:
             {"rows": out, "totalGpuSeconds": round(sum(r["gpuSeconds"] for r in out), 1),
              "totalCost": round(sum(r["cost"] for r in out), 6), "currency": "USD"}
         )
+
+
+def _state(view: ClusterView, ep: str, worker: str, rep: WorkerReport | None, busy: set[str]) -> str:
+    """noded knows the process; the coordinator knows whether its handler takes jobs."""
+    state = rep.state if rep else "pending"
+    if state not in ("exited", "unhealthy", "stopping") and (
+        worker in view.presence.get(ep, {}) or worker in view.seen.get(ep, {})
+    ):
+        return "running" if worker in busy else "idle"
+    return state
 
 
 def _price(prices: dict[str, float], price_key: str) -> float:

@@ -11,12 +11,15 @@ Semantics, as etcd v3 defines them:
   that changed it, ``version`` the number of writes since creation.
 * ``txn`` evaluates all ``compares`` atomically; if all hold it applies
   ``success`` ops, else ``failure`` ops, in one revision.  A compare on a
-  missing key sees create_revision = mod_revision = version = 0, value b"".
+  missing key sees create_revision = mod_revision = version = 0; a *value*
+  compare on a missing key always fails (as etcd does).
 * Leases expire ``ttl`` seconds after the last grant/keepalive; expiry deletes
   every key attached to the lease (watchers see DELETE events).
 * ``watch(prefix, start_revision)`` yields batches of events in revision order
   starting at ``start_revision`` (0 = from now).  It survives a server restart
-  by itself (it resumes after the last revision it delivered).  If history
+  by itself (it resumes after the last revision it delivered).  A watch
+  "from now" fixes its start when iteration begins: to miss nothing, read
+  first, then watch from that read's revision + 1.  If history
   before ``start_revision`` was compacted it raises ``Compacted``; the caller
   re-lists and watches again from the list's revision + 1.
 
