@@ -31,7 +31,13 @@ import aiohttp
 import grpc
 import msgspec
 
-from noded.runtime._cdi import DEFAULT_CDI_DIRS, load_cdi_specs, plan_cdi_edits, resolve_device_nodes
+from noded.runtime._cdi import (
+    DEFAULT_CDI_DIRS,
+    ContainerEdits,
+    load_cdi_specs,
+    plan_cdi_edits,
+    resolve_device_nodes,
+)
 from noded.runtime._common import check_worker_id, tail_lines
 from noded.runtime._ctrd import Ctrd, rpc
 from noded.runtime._oci_spec import plan_oci_spec
@@ -131,11 +137,9 @@ class ContainerdRuntime:
 
     def _oci_spec(self, spec: WorkerSpec, image: PulledImage) -> dict[str, Any]:
         """Reads CDI specs and stats device nodes and host files: run it in a thread."""
-        edits = plan_cdi_edits(load_cdi_specs(self.config.cdi_dirs), spec.devices) if spec.devices else None
-        if edits is None:
-            from noded.runtime._cdi import ContainerEdits
-
-            edits = ContainerEdits()
+        edits = ContainerEdits()
+        if spec.devices:
+            edits = plan_cdi_edits(load_cdi_specs(self.config.cdi_dirs), spec.devices)
         return plan_oci_spec(
             spec,
             image.config,
