@@ -21,7 +21,6 @@ Thread-safe: one lock guards the state; latency is spent outside it.
 from __future__ import annotations
 
 import random
-import re
 import threading
 import time
 import uuid
@@ -29,11 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import msgspec
-
 from mig._backend import ComputeInstanceInfo, GiProfileInfo, GpuDevice, GpuInstanceInfo, MigDevice, MigMode
-from mig._catalog import Catalog, Placement, Profile, list_type_ids, load_catalog
+from mig._catalog import Catalog, Placement, Profile
 from mig._rules import Slot, min_blocking_start, remaining_capacity, why_not
+from mig._sim_spec import SimGpu, device_for, parse_gpu_spec
 from tide.api.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -47,31 +45,6 @@ __all__ = ["SimGpu", "SimulatedMigBackend", "parse_gpu_spec"]
 
 # Compute-instance profile ID of the CI that spans a GI with this many compute slices (= CI enum).
 _FULL_CI_PROFILE = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
-
-
-class SimGpu(msgspec.Struct, frozen=True, kw_only=True):
-    type_id: str  # a catalog type ("H100-80GB") or any other ("L40S-48GB": not MIG-capable)
-    mig_enabled: bool = False
-    passthrough: bool = False  # mode changes wait for a reboot (VM pass-through, vGPU host)
-
-
-def parse_gpu_spec(spec: str) -> list[SimGpu]:
-    """``"2xH100-80GB:mig,1xRTXPRO6000-96GB"`` -> GPUs; flags ``:mig`` and ``:passthrough``."""
-    gpus: list[SimGpu] = []
-    for entry in filter(None, (e.strip() for e in spec.split(","))):
-        m = re.fullmatch(r"(?:(\d+)x)?([A-Za-z0-9][A-Za-z0-9.\-]*)((?::[a-z]+)*)", entry)
-        if not m:
-            raise InvalidArgument(f"bad GPU spec entry {entry!r}: want [Nx]TYPE[:mig][:passthrough]")
-        flags = set(filter(None, m.group(3).split(":")))
-        if flags - {"mig", "passthrough"}:
-            raise InvalidArgument(f"bad GPU spec flags in {entry!r}: {sorted(flags)}")
-        type_id = m.group(2)
-        if type_id not in list_type_ids() and not re.fullmatch(r".+-\d+GB", type_id):
-            known = ", ".join(list_type_ids())
-            raise InvalidArgument(f"unknown GPU type {type_id!r}: MIG types are {known}; others NAME-<N>GB")
-        one = SimGpu(type_id=type_id, mig_enabled="mig" in flags, passthrough="passthrough" in flags)
-        gpus.extend([one] * int(m.group(1) or 1))
-    return gpus
 
 
 @dataclass
@@ -106,19 +79,6 @@ class _Gpu:
 
     def busy(self) -> bool:
         return bool(self.pids) or any(c.pids for g in self.gis.values() for c in g.cis.values())
-
-
-def _device(index: int, gpu_uuid: str, spec: SimGpu) -> tuple[GpuDevice, Catalog | None]:
-    if spec.type_id in list_type_ids():
-        cat = load_catalog(spec.type_id)
-        name, memory = cat.nvml_names[0], cat.memory_mb
-    else:
-        cat = None
-        m = re.fullmatch(r"(.+?)-(\d+)GB", spec.type_id)
-        name = f"NVIDIA {m.group(1) if m else spec.type_id}"
-        memory = int(m.group(2)) * 1024 if m else 0
-    dev = GpuDevice(index=index, uuid=gpu_uuid, name=name, memory_mb=memory, mig_capable=cat is not None)
-    return dev, cat
 
 
 def _profile_info(p: Profile) -> GiProfileInfo:
@@ -165,7 +125,7 @@ class SimulatedMigBackend:
         self._latency: dict[str, float] = {}
         self._gpus: dict[str, _Gpu] = {}
         for i, spec in enumerate(gpus):
-            dev, cat = _device(i, self._mint("GPU-"), spec)
+            dev, cat = device_for(i, self._mint("GPU-"), spec)
             on = spec.mig_enabled and cat is not None
             self._gpus[dev.uuid] = _Gpu(dev, cat, spec.passthrough, current=on, pending=on)
 

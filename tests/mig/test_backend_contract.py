@@ -52,7 +52,7 @@ class Rig:
         raise AssertionError(f"no {type_id} in the rig")
 
 
-@pytest.fixture(params=["simulator", "nvml-fake", "nvml"])
+@pytest.fixture(params=["simulator", "nvml-fake", pytest.param("nvml", marks=pytest.mark.gpu)])
 def rig(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     if request.param == "simulator":
         sim = SimulatedMigBackend.from_spec(SPEC, seed=7)
