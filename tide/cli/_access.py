@@ -18,7 +18,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sub,
         common,
         "keys",
-        "API keys for clients (scope endpoints) and operators (scope admin)",
+        "API keys for clients (scope endpoints) and operators (admin)",
         "tide keys create ci --endpoint sd\ntide keys list",
         subcommands=True,
     )
@@ -57,7 +57,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sub,
         common,
         "jobs",
-        "an endpoint's queue: queued and running jobs, then recent ones",
+        "an endpoint's queue: queued, running and recent jobs",
         "tide jobs sd --limit 20",
         _jobs,
     )
@@ -68,7 +68,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sub,
         common,
         "worker-token",
-        "RUNPOD_* environment to run a worker by hand against this coordinator",
+        "RUNPOD_* env to run a worker by hand against this coordinator",
         "env $(tide worker-token sd w-laptop) python handler.py\n"
         'eval "$(tide worker-token sd w-laptop --shell)" && python handler.py',
         _worker_token,
@@ -85,7 +85,7 @@ def _create_key(args: argparse.Namespace, ctx: Context) -> int:
 
     def human() -> None:
         where = ", ".join(key.get("endpointIds") or []) or "all endpoints"
-        ctx.say(f"created {key['scope']} key {key['name']} (id {key['id']}, {where})")
+        ctx.say(f"created key {key['name']} (id {key['id']}, scope {key['scope']}: {where})")
         ctx.say(key["key"])
         ctx.note("save this secret now: it cannot be shown again (only its hash is stored)")
 

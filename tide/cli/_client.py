@@ -115,6 +115,8 @@ def _http_error(exc: urllib.error.HTTPError) -> CliError:
         message = raw.decode(errors="replace").strip()[:300]
     status = exc.code
     hint = _HINTS.get(status, "")
+    if status in (404, 409) and "'tide " in message:
+        hint = ""  # the server's message already says what to run next
     if status >= 500:
         hint = "the coordinator failed; its log has the details"
     return CliError(message or f"HTTP {status} {exc.reason}", hint=hint, status=status)

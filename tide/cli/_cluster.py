@@ -108,6 +108,14 @@ def _gpu_summary(gpus: list[Any]) -> str:
     return ", ".join(f"{n}x {t}" for t, n in counts.items()) or "none"
 
 
+def _heartbeat(node: dict[str, Any], now: float) -> str:
+    # the coordinator's own age figure is immune to clock skew between it and us
+    age = node.get("heartbeatAgeS")
+    if isinstance(age, int | float) and not isinstance(age, bool):
+        return ago(now - age, now)
+    return ago(field(node, "lastHeartbeat"), now)
+
+
 def _nodes(args: argparse.Namespace, ctx: Context) -> int:
     nodes = fetch(ctx, "nodes", "/admin/v1/nodes")
     rows = []
@@ -121,7 +129,7 @@ def _nodes(args: argparse.Namespace, ctx: Context) -> int:
                 inv.get("datacenter", "") or "-",
                 _gpu_summary(inv.get("gpus") or []),
                 len(n.get("workers") or []),
-                ago(field(n, "lastHeartbeat"), ctx.now),
+                _heartbeat(n, ctx.now),
                 node_state(n),
             ]
         )

@@ -222,7 +222,7 @@ def _create(args: argparse.Namespace, ctx: Context) -> int:
         ctx.say(f"created endpoint {created['id']}")
         ctx.say(_describe(created, ctx.now))
         ctx.note(
-            f"send a job:  curl -H 'Authorization: Bearer $KEY' -d '{{\"input\": {{}}}}' "
+            f'send a job:  curl -H "Authorization: Bearer $KEY" -d \'{{"input": {{}}}}\' '
             f"{ctx.client.base_url}/v2/{created['id']}/run"
         )
 

@@ -12,8 +12,10 @@ import argparse
 import functools
 from typing import Any
 
+from tide.cli._client import route_missing
 from tide.cli._cluster import fetch, node_state
 from tide.cli._context import Context
+from tide.cli._errors import CliError
 from tide.cli._format import field, table
 from tide.cli._parsing import Subparsers, add_command
 
@@ -27,7 +29,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sub,
         common,
         "gpus",
-        "every card and its MIG slices: which instance holds which slice",
+        "every card and which MIG instance holds which memory slice",
         "tide gpus",
         _gpus,
     )
@@ -71,49 +73,90 @@ def _segment(labels: list[str], chars: int) -> str:
     return "[" + label.ljust(inner) + "]"
 
 
-def _owners(node: dict[str, Any]) -> dict[str, str]:
-    """Device uuid -> worker id, from the node's worker reports (when they name devices)."""
+def _owners(node: dict[str, Any], workers: list[Any]) -> dict[str, str]:
+    """Device uuid -> worker id: from the worker list, and from node reports that name devices."""
     owners: dict[str, str] = {}
-    for w in node.get("workers") or []:
+    for w in [*(node.get("workers") or []), *workers]:
         if isinstance(w, dict):
             for dev in field(w, "devices") or []:
                 owners[str(dev)] = str(field(w, "workerId", "?"))
     return owners
 
 
-def _gpu_row(host: str, gpu: dict[str, Any], owners: dict[str, str]) -> list[object]:
+def _card(node: dict[str, Any], gpu: dict[str, Any], owners: dict[str, str]) -> dict[str, Any]:
+    """One card as --json shows it: identity, slice grid, instances with their workers, the bar."""
     type_id = str(field(gpu, "typeId", "?"))
-    instances = [i for i in field(gpu, "migInstances") or [] if isinstance(i, dict)]
-    if field(gpu, "migEnabled"):
-        grid = max(
-            [_catalog_grid(type_id), *(int(i.get("start", 0)) + int(i.get("size", 1)) for i in instances)]
+    # an instance a worker uses counts as busy even if the node's inventory lags
+    instances = [
+        {
+            **i,
+            "busy": bool(i.get("busy")) or i.get("uuid") in owners,
+            "workerId": owners.get(i.get("uuid", ""), ""),
+        }
+        for i in field(gpu, "migInstances") or []
+        if isinstance(i, dict)
+    ]
+    mig = bool(field(gpu, "migEnabled"))
+    grid = max([_catalog_grid(type_id), *(int(i.get("start", 0)) + int(i.get("size", 1)) for i in instances)])
+    owner = "" if mig else owners.get(str(gpu.get("uuid", "")), "")
+    inv = node.get("inventory") or {}
+    return {
+        "nodeId": node.get("id", ""),
+        "hostname": inv.get("hostname", ""),
+        "index": gpu.get("index"),
+        "uuid": gpu.get("uuid", ""),
+        "typeId": type_id,
+        "memoryMb": field(gpu, "memoryMb", 0),
+        "migEnabled": mig,
+        "grid": grid if mig else 0,
+        "instances": instances,
+        "workerId": owner,
+        "bar": render_bar(instances, grid) if mig else render_bar([], 8, owner=owner),
+    }
+
+
+def _row(card: dict[str, Any], host: str) -> list[object]:
+    if card["migEnabled"]:
+        insts = card["instances"]
+        users = [f"{i['workerId']}:{i.get('profile', '?')}" for i in insts if i["workerId"]]
+        note = f"{sum(1 for i in insts if i['busy'])}/{len(insts)} in use" + (
+            f"  {', '.join(users)}" if users else ""
         )
-        bar = render_bar(instances, grid)
-        users = [f"{owners[i['uuid']]}:{i.get('profile', '?')}" for i in instances if i.get("uuid") in owners]
-        busy = sum(1 for i in instances if i.get("busy") or i.get("uuid") in owners)
-        note = f"{busy}/{len(instances)} in use" + (f"  {', '.join(users)}" if users else "")
     else:
-        owner = owners.get(str(gpu.get("uuid", "")), "")
-        bar = render_bar([], 8, owner=owner)
-        note = "whole GPU" + (f", {owner}" if owner else ", free")
-    memory = field(gpu, "memoryMb", 0)
-    return [host, gpu.get("index", "?"), type_id, f"{memory / 1024:.0f}G" if memory else "-", bar, note]
+        note = "whole GPU, " + (card["workerId"] or "free")
+    memory = card["memoryMb"]
+    return [
+        host,
+        card["index"],
+        card["typeId"],
+        f"{memory / 1024:.0f}G" if memory else "-",
+        card["bar"],
+        note,
+    ]
 
 
 def _gpus(args: argparse.Namespace, ctx: Context) -> int:
     nodes = fetch(ctx, "nodes", "/admin/v1/nodes")
-    rows: list[list[object]] = []
+    try:
+        workers = ctx.client.get("/admin/v1/workers")
+    except CliError as err:
+        if not route_missing(err):
+            raise
+        workers = []  # an older coordinator: draw from the inventory's busy flags alone
+    cards, rows = [], []
     for node in nodes:
-        inv = node.get("inventory") or {}
-        host = str(inv.get("hostname") or node.get("id", "?"))
+        host = str((node.get("inventory") or {}).get("hostname") or node.get("id", "?"))
         if node_state(node) != "ready":
             host += f" ({node_state(node)})"
-        owners = _owners(node)
-        rows.extend(_gpu_row(host, g, owners) for g in inv.get("gpus") or [] if isinstance(g, dict))
+        owners = _owners(node, workers)
+        for gpu in (node.get("inventory") or {}).get("gpus") or []:
+            if isinstance(gpu, dict):
+                cards.append(_card(node, gpu, owners))
+                rows.append(_row(cards[-1], host))
 
     def human() -> None:
         ctx.say(table(["HOST", "GPU", "TYPE", "MEM", "SLICES", "USE"], rows, empty="no GPUs registered"))
         if rows:
             ctx.say("* in use   . free slice")
 
-    return ctx.emit(nodes, human)
+    return ctx.emit(cards, human)

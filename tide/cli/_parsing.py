@@ -8,10 +8,28 @@ from typing import TypeAlias
 
 from tide.cli._context import Handler
 
-__all__ = ["Subparsers", "add_command"]
+__all__ = ["HelpFormatter", "Subparsers", "add_command"]
 
 # argparse has no public name for it; a string alias costs nothing at runtime
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps epilog examples as written and gives command names room (worker-token)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        # argparse measures subcommand names one indent level short of where it
+        # prints them, so the longest one ("worker-token") would wrap; measure it right.
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action._get_subactions():
+                width = (
+                    len(self._format_action_invocation(sub)) + self._current_indent + self._indent_increment
+                )
+                self._action_max_length = max(self._action_max_length, width)
 
 
 def add_command(
@@ -33,7 +51,7 @@ def add_command(
         help=summary,
         description=summary[0].upper() + summary[1:] + ".",
         epilog=("examples:\n" if len(lines) > 1 else "example:\n") + examples,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         parents=[] if subcommands else [common],
     )
     if handler is not None:

@@ -21,6 +21,7 @@ from tide.cli import _access, _cluster, _endpoints, _gpus
 from tide.cli._client import AdminClient
 from tide.cli._context import Context
 from tide.cli._errors import CliError, UsageError
+from tide.cli._parsing import HelpFormatter
 
 __all__ = ["build_parser", "main"]
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tide",
         description="Tide: serverless GPU inference on your own machines (RunPod Serverless compatible).",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     _global_flags(p, inherited=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True)
@@ -72,9 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster.register(sub, common)
     _gpus.register(sub, common)
     # Listed for --help only: main() hands `tide dev ...` to tide.dev before argparse sees it.
-    dev = sub.add_parser(
-        "dev", help="a whole cluster in one process for development ('tide dev --help')", add_help=False
-    )
+    dev = sub.add_parser("dev", help="a whole cluster in one process, for development", add_help=False)
     dev.add_argument("argv", nargs=argparse.REMAINDER)
     dev.set_defaults(func=lambda args, _ctx: _run_dev(args.argv))
     return p
