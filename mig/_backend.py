@@ -122,7 +122,11 @@ class MigBackend(Protocol):
         ...
 
     def gi_profiles(self, gpu: str) -> list[GiProfileInfo]:
-        """The GPU-instance profiles, by profile enum.  FailedPrecondition if MIG is off."""
+        """The GPU-instance profiles, by profile enum.
+
+        FailedPrecondition if MIG is off (NVML may still answer where the driver supports
+        MIG-mode-independent queries, field 199).
+        """
         ...
 
     def possible_placements(self, gpu: str, profile_id: int) -> list[Placement]:

@@ -306,19 +306,16 @@ class NvmlMigBackend:
 
     def create_compute_instance(self, gpu: str, gi_id: int) -> ComputeInstanceInfo:
         n, gi = self._n, self._gi_handle(gpu, gi_id)
+        with self._nvml(f"read GPU instance {gi_id} on {gpu}"):
+            gi_profile = int(n.nvmlGpuInstanceGetInfo(gi).profileId)
+        slices = next((p.slice_count for p in self.gi_profiles(gpu) if p.profile_id == gi_profile), 0)
         with self._nvml(f"create compute instance in GPU instance {gi_id} on {gpu}"):
-            slices = int(
-                n.nvmlDeviceGetGpuInstanceProfileInfoById(self._handle(gpu), self._gi_profile(gi)).sliceCount
-            )
             full = [p for p in self._ci_profiles(gi) if int(p.sliceCount) == slices]
             if not full:
                 raise Internal(f"GPU instance {gi_id} on {gpu} offers no {slices}-slice compute profile")
             ci = n.nvmlGpuInstanceCreateComputeInstance(gi, full[0].id)
             info = n.nvmlComputeInstanceGetInfo(ci)
         return ComputeInstanceInfo(gi_id=gi_id, ci_id=int(info.id), profile_id=int(info.profileId))
-
-    def _gi_profile(self, gi: Any) -> int:
-        return int(self._n.nvmlGpuInstanceGetInfo(gi).profileId)
 
     def destroy_compute_instance(self, gpu: str, gi_id: int, ci_id: int) -> None:
         n, gi = self._n, self._gi_handle(gpu, gi_id)

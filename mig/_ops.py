@@ -7,19 +7,39 @@ device with one UUID.  These helpers compose the backend's primitives in the ord
 
 from __future__ import annotations
 
+import contextlib
+
 from mig._backend import MigBackend
+from mig._catalog import Catalog, catalog_for_name, load_catalog
 from mig._planner import Transition
-from tide.api.errors import FailedPrecondition, NotFound
+from tide.api.errors import FailedPrecondition, NotFound, TideError
 from tide.api.nodes import MigInstance
 
 __all__ = ["apply_transition", "create_instance", "destroy_instance", "list_instances"]
 
 
+def _catalog(backend: MigBackend, gpu: str) -> Catalog | None:
+    for dev in backend.list_gpus():
+        if dev.uuid == gpu and (type_id := catalog_for_name(dev.name)) is not None:
+            return load_catalog(type_id)
+    return None
+
+
+def _name(catalog: Catalog | None, profile_id: int, driver_name: str) -> str:
+    # Driver profile names drift between releases ("3g.39gb" for "3g.40gb" on R535/R545,
+    # mig-parted#31); the profile ID does not, so name instances as the catalog does.
+    if catalog is not None and any(p.profile_id == profile_id for p in catalog.profiles):
+        return catalog.profile_by_id(profile_id).name
+    return driver_name
+
+
 def list_instances(backend: MigBackend, gpu: str) -> list[MigInstance]:
     """The card's MIG instances by placement start; ``busy`` when a process runs on one.
 
-    A GPU instance without a compute instance (a create cut short) appears with an empty UUID.
+    Profiles are named as the card's catalog names them.  A GPU instance without a compute
+    instance (a create cut short) appears with an empty UUID.
     """
+    catalog = _catalog(backend, gpu)
     devices = {d.gi_id: d for d in backend.list_mig_devices(gpu)}
     out = []
     for gi in backend.list_gpu_instances(gpu):
@@ -27,7 +47,7 @@ def list_instances(backend: MigBackend, gpu: str) -> list[MigInstance]:
         out.append(
             MigInstance(
                 uuid=dev.uuid if dev else "",
-                profile=gi.profile,
+                profile=_name(catalog, gi.profile_id, gi.profile),
                 start=gi.placement.start,
                 size=gi.placement.size,
                 gpu_instance_id=gi.gi_id,
@@ -42,6 +62,9 @@ def _profile_id(backend: MigBackend, gpu: str, profile: str) -> int:
     for p in backend.gi_profiles(gpu):
         if p.name == profile:
             return p.profile_id
+    catalog = _catalog(backend, gpu)
+    if catalog is not None and catalog.has_profile(profile):
+        return catalog.profile(profile).profile_id  # the driver names it differently
     raise NotFound(f"GPU {gpu} offers no MIG profile {profile!r}")
 
 
@@ -51,7 +74,8 @@ def create_instance(backend: MigBackend, gpu: str, profile: str, start: int) -> 
     try:
         ci = backend.create_compute_instance(gpu, gi.gi_id)
     except BaseException:
-        backend.destroy_gpu_instance(gpu, gi.gi_id)
+        with contextlib.suppress(TideError):  # keep the original error; apply_transition repairs
+            backend.destroy_gpu_instance(gpu, gi.gi_id)
         raise
     for inst in list_instances(backend, gpu):
         if inst.gpu_instance_id == gi.gi_id and inst.compute_instance_id == ci.ci_id:

@@ -67,8 +67,9 @@ def _hval(handle: Any) -> int:
 class FakeNvmlLib:
     """Attribute lookup gives the C function of that name, as ``CDLL`` does."""
 
-    def __init__(self, sim: SimulatedMigBackend) -> None:
+    def __init__(self, sim: SimulatedMigBackend, rename: dict[str, str] | None = None) -> None:
         self.sim = sim
+        self.rename = rename or {}  # profile names as a different driver release spells them
         self.calls: list[str] = []
         self._handles: dict[int, tuple[Any, ...]] = {}
         self._ids: dict[tuple[Any, ...], int] = {}
@@ -215,7 +216,11 @@ class FakeNvmlLib:
         info.id, info.sliceCount, info.instanceCount = p.profile_id, p.slice_count, p.instance_count
         info.multiprocessorCount, info.copyEngineCount = p.multiprocessor_count, p.copy_engines
         info.decoderCount, info.encoderCount, info.jpegCount = p.decoders, p.encoders, p.jpegs
-        info.ofaCount, info.memorySizeMB, info.name = p.ofas, p.memory_mb, f"MIG {p.name}".encode()
+        info.ofaCount, info.memorySizeMB, info.name = (
+            p.ofas,
+            p.memory_mb,
+            f"MIG {self.rename.get(p.name, p.name)}".encode(),
+        )
 
     def _nvmlDeviceGetGpuInstanceProfileInfoV(self, handle: Any, enum: int, out: Any) -> int:
         if enum >= N.NVML_GPU_INSTANCE_PROFILE_COUNT:
@@ -375,9 +380,11 @@ class FakeNvmlLib:
         _put(out, self._mig(handle)[1].ci_id)
 
 
-def install(monkeypatch: pytest.MonkeyPatch, sim: SimulatedMigBackend) -> FakeNvmlLib:
+def install(
+    monkeypatch: pytest.MonkeyPatch, sim: SimulatedMigBackend, rename: dict[str, str] | None = None
+) -> FakeNvmlLib:
     """Make pynvml talk to ``sim`` through a FakeNvmlLib for the rest of the test."""
-    lib = FakeNvmlLib(sim)
+    lib = FakeNvmlLib(sim, rename)
     monkeypatch.setattr(N, "nvmlLib", lib)
     monkeypatch.setattr(N, "_nvmlGetFunctionPointer_cache", {})
     return lib

@@ -9,7 +9,7 @@ import sys
 import pynvml
 import pytest
 
-from mig import NvmlMigBackend, SimulatedMigBackend, create_instance
+from mig import NvmlMigBackend, SimulatedMigBackend, create_instance, list_instances
 from tests.mig._fake_libnvml import install
 from tide.api.errors import FailedPrecondition, Internal, Unavailable
 
@@ -85,3 +85,15 @@ def test_profile_enums_are_walked_until_invalid_argument(monkeypatch: pytest.Mon
     assert lib.calls.count("nvmlDeviceGetGpuInstanceProfileInfoV") == pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT
     assert {p.name: p.profile_id for p in profiles}["2g.48gb"] == 5  # the ID, not the enum (1)
     del sim
+
+
+def test_driver_profile_names_that_drift_are_mapped_by_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    # mig-parted#31: R535/R545 call A100-80GB's 3g.40gb "3g.39gb".  Tide names instances by ID.
+    sim = SimulatedMigBackend.from_spec("A100-80GB:mig")
+    install(monkeypatch, sim, rename={"3g.40gb": "3g.39gb"})
+    backend = NvmlMigBackend()
+    gpu = backend.list_gpus()[0].uuid
+    assert "3g.39gb" in {p.name for p in backend.gi_profiles(gpu)}
+    made = create_instance(backend, gpu, "3g.40gb", 4)
+    assert made.profile == "3g.40gb"
+    assert [i.profile for i in list_instances(backend, gpu)] == ["3g.40gb"]
