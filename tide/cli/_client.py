@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tide.cli._errors import CliError
+
+if TYPE_CHECKING:
+    import urllib.error
 
 __all__ = ["AdminClient", "route_missing"]
 
@@ -65,6 +66,9 @@ class AdminClient:
     def request(
         self, method: str, path: str, *, body: object = None, query: dict[str, object] | None = None
     ) -> Any:
+        import urllib.error  # lazy: http.client and email cost ~20 ms that --help does not need
+        import urllib.request
+
         url = self.base_url + path
         params = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
         if params:
@@ -86,6 +90,8 @@ class AdminClient:
         return json.loads(raw) if raw.strip() else {}
 
     def _network_error(self, exc: OSError) -> CliError:
+        import urllib.error
+
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         if isinstance(reason, ConnectionRefusedError):
             return CliError(
