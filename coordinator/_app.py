@@ -14,8 +14,9 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -23,8 +24,16 @@ from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
 from coordinator.api import build_app
+from coordinator.jobs import (
+    ClusterView,
+    JobsContext,
+    JobService,
+    JobSettings,
+    Reaper,
+    WebhookSender,
+    WorkerService,
+)
 from coordinator.nodes import Scheduler
-from coordinator.jobs import ClusterView, JobService, JobSettings, JobsContext, Reaper, WebhookSender, WorkerService
 from coordinator.store import Compare, Put, Store
 from coordinator.store._election import Election
 from tiered_storage import LocalBlobStore
@@ -33,7 +42,7 @@ __all__ = ["Coordinator", "CoordinatorSettings"]
 
 log = logging.getLogger("tide.coordinator")
 
-LeaderLoop = Callable[[], Awaitable[None]]
+LeaderLoop = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass(slots=True)
@@ -56,7 +65,7 @@ class Coordinator:
         self.settings = settings
         self.view = ClusterView(store)
         self.committer = GroupCommitter(store)
-        self._leader_loops: list[Callable[[], Awaitable[None]]] = []
+        self._leader_loops: list[LeaderLoop] = []
         self._stopping = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
@@ -117,15 +126,11 @@ class Coordinator:
 
     async def _listen(self) -> None:
         assert self._runner is not None
-        if self.settings.sock is not None:
-            site: web.BaseSite = web.SockSite(self._runner, self.settings.sock)
-            host, port = self.settings.sock.getsockname()[:2]
-        else:
-            site = web.TCPSite(self._runner, self.settings.host, self.settings.port, reuse_address=True)
-            host, port = self.settings.host, self.settings.port
-        await site.start()
-        if port == 0 and site._server is not None:  # noqa: SLF001 - aiohttp exposes no getter
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sock = self.settings.sock or socket.create_server(
+            (self.settings.host, self.settings.port), reuse_port=False
+        )
+        await web.SockSite(self._runner, sock).start()
+        host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         log.info("coordinator listening on %s", self.url)
 

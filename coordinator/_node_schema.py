@@ -1,10 +1,10 @@
 """Stored types of the node side (under ``/tide/``)::
 
-    nodes/<node>                   NodeRecord        (inventory, reports, drain/lost flags)
-    workers/<node>/<worker>        WorkerAssignment  (a node's desired workers)
-    usage/<worker>                 UsageRecord       (metering: one per worker lifetime)
-    sched/epoch                    b"<n>"            (guards the placer's commits)
-    sched/reasons/<ep>             why workers of <ep> do not fit (empty = they do)
+nodes/<node>                   NodeRecord        (inventory, reports, drain/lost flags)
+workers/<node>/<worker>        WorkerAssignment  (a node's desired workers)
+usage/<worker>                 UsageRecord       (metering: one per worker lifetime)
+sched/epoch                    b"<n>"            (guards the placer's commits)
+sched/reasons/<ep>             why workers of <ep> do not fit (empty = they do)
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     stopped_at: float = 0.0  # 0 = still running
 
 
-class nkeys:  # noqa: N801 - a namespace of key builders
+class nkeys:
     NODES = b"/tide/nodes/"
     WORKERS = b"/tide/workers/"
     USAGE = b"/tide/usage/"

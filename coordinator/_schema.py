@@ -12,6 +12,7 @@ Key layout (all under ``/tide/``)::
     stops/<worker>/<job>           b""                  (job-stop signals; short lease)
     outbox/<job>                   WebhookDelivery      (webhooks to send)
     presence/<ep>/<worker>         Presence             (short lease, renewed by pings)
+    retired/<ep>/<worker>          Retirement           (stopPod: recycle this worker; 1 h lease)
 
 Stored types follow msgspec's schema-evolution rules: new fields get
 defaults, no field changes type.
@@ -29,6 +30,7 @@ __all__ = [
     "Claim",
     "JobRecord",
     "Presence",
+    "Retirement",
     "WebhookDelivery",
     "decode_claim",
     "decode_job",
@@ -88,6 +90,15 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     unhealthy: str = ""  # a fitness check's reason
 
 
+class Retirement(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A worker that asked to be recycled (``stopPod``): stop it, start a fresh one if wanted."""
+
+    endpoint_id: str
+    worker_id: str
+    job_id: str
+    at: float
+
+
 _job_decoder = msgspec.json.Decoder(JobRecord)
 _claim_decoder = msgspec.json.Decoder(Claim)
 
@@ -100,7 +111,7 @@ def decode_claim(raw: bytes) -> Claim:
     return _claim_decoder.decode(raw)
 
 
-class keys:  # noqa: N801 - a namespace of key builders
+class keys:
     ROOT = b"/tide/"
     ENDPOINTS = b"/tide/endpoints/"
     APIKEYS = b"/tide/apikeys/"
@@ -112,6 +123,7 @@ class keys:  # noqa: N801 - a namespace of key builders
     STOPS = b"/tide/stops/"
     OUTBOX = b"/tide/outbox/"
     PRESENCE = b"/tide/presence/"
+    RETIRED = b"/tide/retired/"
 
     @staticmethod
     def endpoint(ep: str) -> bytes:
@@ -156,3 +168,7 @@ class keys:  # noqa: N801 - a namespace of key builders
     @staticmethod
     def presence(ep: str, worker: str = "") -> bytes:
         return f"/tide/presence/{ep}/{worker}".encode()
+
+    @staticmethod
+    def retired(ep: str, worker: str = "") -> bytes:
+        return f"/tide/retired/{ep}/{worker}".encode()

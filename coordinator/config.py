@@ -50,25 +50,25 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pass
 
 
-class ServerConfig(_Strict):
+class ServerConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     listen: str = "127.0.0.1:8420"
     public_url: str = ""
 
 
-class StoreConfig(_Strict):
+class StoreConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     url: str = "etcd://127.0.0.1:2379"
 
 
-class AuthConfig(_Strict):
+class AuthConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     admin_key_sha256: list[str] = []
     admin_key_file: str = ""
 
 
-class StateConfig(_Strict):
+class StateConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     dir: str = "/var/lib/tide/coordinator"
 
 
-class JobsConfig(_Strict):
+class JobsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     claim_grace_s: float = 30.0
     retention_run_s: float = 1800.0
     retention_sync_s: float = 60.0
@@ -76,7 +76,7 @@ class JobsConfig(_Strict):
     take_wait_s: float = 20.0
 
 
-class FileConfig(_Strict):
+class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     version: Literal[1] = 1
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()

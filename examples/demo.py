@@ -41,8 +41,21 @@ def admin(url: str, method: str, path: str, body: Any = None) -> Any:
 
 
 def start_cluster(state: Path) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "tide.dev", "--port", "0", "--api-key", KEY, "--nodes", "2",
-           "--gpus", "1xH100-80GB,1xRTXPRO6000-96GB", "--state-dir", str(state)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tide.dev",
+        "--port",
+        "0",
+        "--api-key",
+        KEY,
+        "--nodes",
+        "2",
+        "--gpus",
+        "1xH100-80GB,1xRTXPRO6000-96GB",
+        "--state-dir",
+        str(state),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     deadline = time.time() + 60
@@ -61,7 +74,9 @@ def workers_line(url: str, t0: float) -> str:
     rows = admin(url, "GET", "/admin/v1/workers")
     by_ep: dict[str, list[str]] = {}
     for w in rows:
-        by_ep.setdefault(w["endpointId"], []).append(f"{w['workerId'][-4:]}@{w['nodeId']}/{w['gpuType']}:{w['state']}")
+        by_ep.setdefault(w["endpointId"], []).append(
+            f"{w['workerId'][-4:]}@{w['nodeId']}/{w['gpuType']}:{w['state']}"
+        )
     parts = [f"{ep}={len(ws)} [{', '.join(ws)}]" for ep, ws in sorted(by_ep.items())] or ["no workers"]
     return f"  t={time.time() - t0:5.1f}s  " + "  ".join(parts)
 
@@ -94,11 +109,36 @@ def main() -> int:
 def demo(url: str) -> int:
     print(f"\n== Tide is up at {url}; deploying three endpoints (all scaled to zero)")
     common = {"workersMin": 0, "idleTimeout": 3, "scalerType": "REQUEST_COUNT", "scalerValue": 1}
-    admin(url, "POST", "/admin/v1/endpoints", {"name": "echo", "image": f"dir://{HERE / 'echo'}", "workersMax": 3, **common})
-    admin(url, "POST", "/admin/v1/endpoints", {"name": "echo-stream", "image": f"dir://{HERE / 'echo'}",
-          "command": ["python", "-u", "stream_handler.py"], "workersMax": 1, **common})
-    admin(url, "POST", "/admin/v1/endpoints", {"name": "torch-mlp", "image": f"dir://{HERE / 'torch-mlp'}",
-          "gpuTypeIds": ["RTXPRO6000-96GB", "H100-80GB"], "workersMax": 1, **common})
+    admin(
+        url,
+        "POST",
+        "/admin/v1/endpoints",
+        {"name": "echo", "image": f"dir://{HERE / 'echo'}", "workersMax": 3, **common},
+    )
+    admin(
+        url,
+        "POST",
+        "/admin/v1/endpoints",
+        {
+            "name": "echo-stream",
+            "image": f"dir://{HERE / 'echo'}",
+            "command": ["python", "-u", "stream_handler.py"],
+            "workersMax": 1,
+            **common,
+        },
+    )
+    admin(
+        url,
+        "POST",
+        "/admin/v1/endpoints",
+        {
+            "name": "torch-mlp",
+            "image": f"dir://{HERE / 'torch-mlp'}",
+            "gpuTypeIds": ["RTXPRO6000-96GB", "H100-80GB"],
+            "workersMax": 1,
+            **common,
+        },
+    )
     runpod.endpoint_url_base = url + "/v2"
     t0 = time.time()
     timings: list[tuple[str, dict[str, Any]]] = []
@@ -132,7 +172,8 @@ def demo(url: str) -> int:
     print("\n== per-request times (ms)")
     print(f"  {'request':<18} {'status':<10} {'delayTime':>9} {'executionTime':>13}  worker")
     for name, st in timings:
-        print(f"  {name:<18} {st['status']:<10} {st.get('delayTime', 0):>9} {st.get('executionTime', 0):>13}  {st.get('workerId', '')}")
+        delay, execution = st.get("delayTime", 0), st.get("executionTime", 0)
+        print(f"  {name:<18} {st['status']:<10} {delay:>9} {execution:>13}  {st.get('workerId', '')}")
 
     print("\n== idle: every endpoint scales back to zero after idleTimeout (3 s)")
     watch_until(url, t0, lambda: not admin(url, "GET", "/admin/v1/workers"), 60)
@@ -140,10 +181,15 @@ def demo(url: str) -> int:
     usage = admin(url, "GET", "/admin/v1/usage")
     print("\n== usage (GPU-seconds, billed per second of worker lifetime)")
     for row in usage["rows"]:
-        print(f"  {row['endpointId']:<12} {row['gpuType']:<18} {row['gpuSeconds']:>8.1f} s  ${row['cost']:.5f}")
+        print(
+            f"  {row['endpointId']:<12} {row['gpuType']:<18} {row['gpuSeconds']:>8.1f} s  ${row['cost']:.5f}"
+        )
     print(f"  total {usage['totalGpuSeconds']:.1f} GPU-s  ${usage['totalCost']:.5f}")
     left = admin(url, "GET", "/admin/v1/workers")
-    print("\n== demo finished:", "all endpoints at zero workers" if not left else f"{len(left)} workers still up")
+    print(
+        "\n== demo finished:",
+        "all endpoints at zero workers" if not left else f"{len(left)} workers still up",
+    )
     return 0
 
 

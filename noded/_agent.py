@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from noded._client import CoordinatorClient
-from noded._host import host_facts
 from noded._runner import RestartPolicy, WorkerRunner
+from noded.inventory import GpuInventory, host_facts
 from noded.runtime import ContainerRuntime, WorkerSpec, WorkerStatus
 from tide.api.errors import TideError
 from tide.api.nodes import DesiredWorker, GpuInfo, Heartbeat, NodeInventory
@@ -32,7 +32,12 @@ __all__ = ["AgentSettings", "NodeAgent", "WorkerPlan", "plan_workers"]
 
 log = logging.getLogger("tide.noded")
 
-LABEL_OWNER, LABEL_WORKER, LABEL_ENDPOINT, LABEL_REVISION = "tide.owner", "tide.worker", "tide.endpoint", "tide.revision"
+LABEL_OWNER, LABEL_WORKER, LABEL_ENDPOINT, LABEL_REVISION = (
+    "tide.owner",
+    "tide.worker",
+    "tide.endpoint",
+    "tide.revision",
+)
 
 
 class WorkerPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,8 +57,9 @@ def plan_workers(
     """Pure.  ``runners`` maps worker ids this agent already manages to their revision."""
     want = {d.worker_id: d for d in desired}
     seen = {o.id: o for o in observed}
-    plan = WorkerPlan()
-    start, adopt, replace = [], [], []
+    start: list[DesiredWorker] = []
+    adopt: list[DesiredWorker] = []
+    replace: list[DesiredWorker] = []
     for wid, d in sorted(want.items()):
         if wid in runners:
             if runners[wid] != d.revision:
@@ -82,11 +88,15 @@ class AgentSettings:
 
 class NodeAgent:
     def __init__(
-        self, client: CoordinatorClient, runtime: ContainerRuntime, gpus: object, settings: AgentSettings
+        self,
+        client: CoordinatorClient,
+        runtime: ContainerRuntime,
+        gpus: GpuInventory,
+        settings: AgentSettings,
     ) -> None:
         self._client = client
         self.runtime = runtime
-        self._gpus = gpus  # a GpuInventory: ``async list_gpus() -> list[GpuInfo]``
+        self._gpus = gpus
         self.settings = settings
         self.runners: dict[str, WorkerRunner] = {}
         self._changed = asyncio.Event()
@@ -97,7 +107,7 @@ class NodeAgent:
         self.draining = False
 
     async def inventory(self) -> NodeInventory:
-        gpus: list[GpuInfo] = await self._gpus.list_gpus()  # type: ignore[attr-defined]
+        gpus: list[GpuInfo] = await self._gpus.list_gpus()
         facts = host_facts()
         return NodeInventory(
             hostname=self.settings.hostname,
@@ -167,7 +177,10 @@ class NodeAgent:
             return
         log.info(
             "plan: start %d, adopt %d, replace %d, stop %d",
-            len(plan.start), len(plan.adopt), len(plan.replace), len(plan.stop),
+            len(plan.start),
+            len(plan.adopt),
+            len(plan.replace),
+            len(plan.stop),
         )
         by_id = {o.id: o for o in observed}
         for wid in plan.stop:

@@ -42,25 +42,29 @@ def _gpus(cfg: FileConfig) -> Any:
     import noded.inventory as inventory
 
     if cfg.gpus.source == "simulated":
-        return inventory.SimulatedGpus.from_spec(cfg.gpus.simulated, seed=0)  # type: ignore[attr-defined]
-    return inventory.NvmlGpus()  # type: ignore[attr-defined]
+        return inventory.SimulatedGpus.from_spec(cfg.gpus.simulated, seed=0)
+    return inventory.NvmlGpus()
 
 
 def _runtime(cfg: FileConfig) -> Any:
     if cfg.runtime.kind == "containerd":
-        from noded.runtime import ContainerdRuntime
+        from noded.runtime._containerd import ContainerdConfig, ContainerdRuntime
 
-        return ContainerdRuntime(state_dir=cfg.runtime.state_dir, address=cfg.runtime.containerd_socket)
+        log_dir = str(Path(cfg.runtime.state_dir) / "logs")
+        return ContainerdRuntime(ContainerdConfig(log_dir=log_dir, socket=cfg.runtime.containerd_socket))
     from noded.runtime import ProcessRuntime
 
     return ProcessRuntime(Path(cfg.runtime.state_dir) / "workers")
 
 
-async def _serve(cfg: FileConfig) -> int:
+def _join_key(cfg: FileConfig) -> str:
     try:
-        join_key = Path(cfg.coordinator.join_key_file).read_text().strip()
+        return Path(cfg.coordinator.join_key_file).read_text().strip()
     except OSError as exc:
         raise InvalidArgument(f"cannot read coordinator.join-key-file: {exc}") from None
+
+
+async def _serve(cfg: FileConfig, join_key: str) -> int:
     runtime = _runtime(cfg)
     client = CoordinatorClient(cfg.coordinator.url, join_key)
     host, _, port = cfg.node.listen.rpartition(":")
@@ -97,7 +101,9 @@ async def _serve(cfg: FileConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         cfg = load_config(args.config)
         if args.check_config:
@@ -106,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import uvloop
 
-            return uvloop.run(_serve(cfg))
+            return uvloop.run(_serve(cfg, _join_key(cfg)))
         except ImportError:
-            return asyncio.run(_serve(cfg))
+            return asyncio.run(_serve(cfg, _join_key(cfg)))
     except TideError as exc:
         print(f"tide-noded: {exc.message}", file=sys.stderr)
         return 2

@@ -46,44 +46,31 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--port", type=int, default=8420, help="coordinator port (default 8420; 0 = any free port)")
+    p.add_argument(
+        "--port", type=int, default=8420, help="coordinator port (default 8420; 0 = any free port)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--api-key", default="", help="fixed admin key (default: generate one and print it)")
-    p.add_argument("--gpus", default="2xH100-80GB", help="simulated GPUs per node, e.g. 2xH100-80GB,1xRTXPRO6000-96GB")
+    p.add_argument(
+        "--gpus", default="2xH100-80GB", help="simulated GPUs per node, e.g. 2xH100-80GB,1xRTXPRO6000-96GB"
+    )
     p.add_argument("--nodes", type=int, default=1, help="node agents to run (default 1)")
     p.add_argument("--state-dir", default="", help="where workers, logs and blobs live (default: a temp dir)")
     p.add_argument("--etcd", default="", help="etcd URL (etcd://host:port); default: in-process store")
     p.add_argument("--runtime", choices=["process", "containerd"], default="process", help="worker runtime")
-    p.add_argument("--claim-grace", type=float, default=30.0, help="seconds before a silent worker's job is requeued")
-    p.add_argument("--lost-after", type=float, default=15.0, help="seconds without heartbeat before a node is lost")
+    p.add_argument(
+        "--claim-grace", type=float, default=30.0, help="seconds before a silent worker's job is requeued"
+    )
+    p.add_argument(
+        "--lost-after", type=float, default=15.0, help="seconds without heartbeat before a node is lost"
+    )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default WARNING)")
     return p
 
 
-class _SimpleSimulatedGpus:
-    """Fallback simulated inventory (whole GPUs only) when noded.inventory is absent."""
-
-    def __init__(self, spec: str, node: str) -> None:
-        from tide.api.nodes import GpuInfo
-
-        self._gpus: list[GpuInfo] = []
-        for part in filter(None, (s.strip() for s in spec.split(","))):
-            count, _, type_id = part.partition("x") if "x" in part[:3] else ("1", "", part)
-            for _ in range(int(count)):
-                i = len(self._gpus)
-                uuid = "GPU-" + hashlib.sha256(f"{node}/{i}".encode()).hexdigest()[:32]
-                mem = int("".join(c for c in type_id.split("-")[-1] if c.isdigit()) or 0) * 1024
-                self._gpus.append(GpuInfo(index=i, uuid=uuid, type_id=type_id, name=type_id, memory_mb=mem))
-
-    async def list_gpus(self) -> list[Any]:
-        return list(self._gpus)
-
-
 def _simulated_gpus(spec: str, node: str, seed: int) -> Any:
-    try:
-        from noded.inventory import SimulatedGpus  # type: ignore[attr-defined]
-    except ImportError:
-        return _SimpleSimulatedGpus(spec, node)
+    from noded.inventory import SimulatedGpus
+
     return SimulatedGpus.from_spec(spec, seed=seed)
 
 
@@ -140,9 +127,9 @@ class DevCluster:
     def _runtime(self, name: str) -> Any:
         root = self.state_dir / "nodes" / name
         if self.args.runtime == "containerd":
-            from noded.runtime import ContainerdRuntime
+            from noded.runtime._containerd import ContainerdConfig, ContainerdRuntime
 
-            return ContainerdRuntime(state_dir=str(root))
+            return ContainerdRuntime(ContainerdConfig(log_dir=str(root / "logs"), owner=f"tide-dev-{name}"))
         from noded.runtime import ProcessRuntime
 
         return ProcessRuntime(root / "workers")
@@ -184,7 +171,9 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         import uvloop

@@ -71,7 +71,9 @@ class AdminRoutes:
             [Compare(key=key, target="create", op="==", value=0)], [Put(key=key, value=encode(endpoint))]
         )
         if not res.succeeded:
-            raise AlreadyExists(f"endpoint {spec.name!r} already exists; update it with 'tide endpoint update'")
+            raise AlreadyExists(
+                f"endpoint {spec.name!r} already exists; update it with 'tide endpoint update'"
+            )
         self._note_put(key, encode(endpoint), res.revision)
         return json_response(endpoint_json(endpoint), 201)
 
@@ -104,7 +106,9 @@ class AdminRoutes:
         if kv is None:
             raise NotFound(f"endpoint {ep!r} not found")
         current = msgspec.json.decode(kv.value, type=Endpoint)
-        changes = {f: v for f in EndpointUpdate.__struct_fields__ if (v := getattr(update, f)) is not msgspec.UNSET}
+        changes = {
+            f: v for f in EndpointUpdate.__struct_fields__ if (v := getattr(update, f)) is not msgspec.UNSET
+        }
         spec = msgspec.structs.replace(current.spec, **changes)
         spec = msgspec.convert(msgspec.to_builtins(spec), EndpointSpec)  # re-validate constraints
         _check_spec(spec)
@@ -132,7 +136,13 @@ class AdminRoutes:
         self._auth.require_admin(request)
         ep, worker = request.match_info["ep"], request.match_info["worker"]
         self._get(ep)
-        return json_response({"endpointId": ep, "workerId": worker, "token": mint_worker_token(self._auth.cluster_secret, ep, worker)})
+        return json_response(
+            {
+                "endpointId": ep,
+                "workerId": worker,
+                "token": mint_worker_token(self._auth.cluster_secret, ep, worker),
+            }
+        )
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         """The queue view: queued and running jobs, oldest first."""
@@ -145,7 +155,13 @@ class AdminRoutes:
         active = sorted((r for r in rows if r.status in ("IN_QUEUE", "IN_PROGRESS")), key=lambda r: r.seq)
         recent = sorted((r for r in rows if r not in active), key=lambda r: -r.finished_at)
         out = [
-            {"id": r.id, "status": r.status, "createdAt": r.created_at, "workerId": r.worker_id, "retries": r.retries}
+            {
+                "id": r.id,
+                "status": r.status,
+                "createdAt": r.created_at,
+                "workerId": r.worker_id,
+                "retries": r.retries,
+            }
             for r in [*active, *recent][:limit]
         ]
         return json_response({"endpointId": ep, "health": self._jobs.health(ep), "jobs": out})

@@ -42,7 +42,9 @@ def build_app(
     auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
     app[APP_KEY_AUTH] = auth
     metrics = Metrics(view, commit_seconds)
-    PublicRoutes(jobs=jobs, auth=auth, settings=settings.jobs, metrics=metrics, endpoints=view.endpoints).add_to(app)
+    PublicRoutes(
+        jobs=jobs, auth=auth, settings=settings.jobs, metrics=metrics, endpoints=view.endpoints
+    ).add_to(app)
     WorkerRoutes(workers=workers, auth=auth, settings=settings.jobs, metrics=metrics).add_to(app)
     AdminRoutes(store=store, view=view, auth=auth, jobs=jobs).add_to(app)
     NodeRoutes(store=store, view=view, auth=auth, public_url=public_url).add_to(app)

@@ -79,7 +79,9 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit here is {limit} bytes")
+        raise PayloadTooLarge(
+            f"request body is {request.content_length} bytes; the limit here is {limit} bytes"
+        )
     body = await request.read()
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit here is {limit} bytes")
@@ -144,7 +146,9 @@ class Auth:
             return None
         key = self._view.apikeys.get(digest)
         if key is None or key.revoked:
-            raise Unauthenticated("API key is not valid (unknown or revoked); create one with 'tide keys create'")
+            raise Unauthenticated(
+                "API key is not valid (unknown or revoked); create one with 'tide keys create'"
+            )
         return key
 
     def require_admin(self, request: web.Request) -> None:

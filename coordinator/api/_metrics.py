@@ -38,7 +38,11 @@ class Metrics:
         self.jobs_submitted = Counter("tide_jobs_submitted", "Jobs accepted", ["endpoint"], registry=r)
         self.jobs_taken = Counter("tide_jobs_taken", "Jobs handed to workers", ["endpoint"], registry=r)
         self.runsync_seconds = Histogram(
-            "tide_runsync_seconds", "runsync latency to a final state", ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r
+            "tide_runsync_seconds",
+            "runsync latency to a final state",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.store_commit_seconds = Histogram(
             "tide_store_commit_seconds", "Latency of one group commit", buckets=_LATENCY_BUCKETS, registry=r

@@ -21,7 +21,9 @@ _RESULT_LIMIT = 64 * 1024 * 1024
 
 
 class WorkerRoutes:
-    def __init__(self, *, workers: WorkerService, auth: Auth, settings: JobSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, *, workers: WorkerService, auth: Auth, settings: JobSettings, metrics: Metrics
+    ) -> None:
         self._workers = workers
         self._auth = auth
         self._settings = settings

@@ -1,7 +1,7 @@
 """Jobs: the at-least-once job lifecycle behind the public and worker APIs."""
 
 from coordinator.jobs._client_ops import JobService
-from coordinator.jobs._context import JobSettings, JobsContext
+from coordinator.jobs._context import JobsContext, JobSettings
 from coordinator.jobs._reaper import Reaper, WebhookSender, plan_reap
 from coordinator.jobs._view import ClusterView, Signal
 from coordinator.jobs._worker_ops import WorkerService

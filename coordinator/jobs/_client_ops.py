@@ -44,7 +44,9 @@ class JobService:
             webhook=req.webhook or "",
             s3_config=msgspec.to_builtins(req.s3_config) if req.s3_config else None,
             low_priority=bool(policy and policy.low_priority),
-            execution_timeout_ms=(policy.execution_timeout if policy and policy.execution_timeout else timeout_ms),
+            execution_timeout_ms=(
+                policy.execution_timeout if policy and policy.execution_timeout else timeout_ms
+            ),
             ttl_ms=(policy.ttl if policy and policy.ttl else 86_400_000),
             sync=sync,
             seq=new_seq(now),
@@ -137,7 +139,9 @@ class JobService:
         )
         lease = await self._ctx.lease_of(requeued)
         queue_key = keys.queue(ep, record.low_priority, record.seq)
-        await self._ctx.write_job(rev, requeued, extra=[Put(key=queue_key, value=job_id.encode(), lease=lease)])
+        await self._ctx.write_job(
+            rev, requeued, extra=[Put(key=queue_key, value=job_id.encode(), lease=lease)]
+        )
         return {"id": job_id, "status": "IN_QUEUE"}
 
     async def purge_queue(self, ep: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from typing import Any
 
 import msgspec
 
-from tiered_storage import BlobStore
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import JobRecord, WebhookDelivery, decode_job, encode, keys
@@ -18,6 +17,7 @@ from coordinator.jobs._view import ClusterView
 from coordinator.store import Compare, Delete, Get, Op, Put, Store
 from tide.api.errors import Conflict, NotFound
 from tide.api.jobs import FINAL_STATES, JobState
+from tiered_storage import BlobStore
 
 __all__ = ["JobSettings", "JobsContext", "new_job_id", "new_seq"]
 

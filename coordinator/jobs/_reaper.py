@@ -22,7 +22,7 @@ from coordinator.jobs._context import JobsContext
 from coordinator.store import Compare, Delete, Put
 from tide.api.errors import Conflict, NotFound, TideError
 
-__all__ = ["Reaper", "ReapAction", "WebhookSender", "plan_reap"]
+__all__ = ["ReapAction", "Reaper", "WebhookSender", "plan_reap"]
 
 log = logging.getLogger("tide.coordinator.reaper")
 
@@ -97,7 +97,12 @@ class Reaper:
             )
             await ctx.finish(record, rev, "FAILED", error=error)
             return
-        log.info("job %s lost with worker %s; requeued (attempt %d)", record.id, record.worker_id, record.retries + 2)
+        log.info(
+            "job %s lost with worker %s; requeued (attempt %d)",
+            record.id,
+            record.worker_id,
+            record.retries + 2,
+        )
         requeued = msgspec.structs.replace(
             record, status="IN_QUEUE", retries=record.retries + 1, worker_id="", started_at=0.0
         )
@@ -109,7 +114,11 @@ class Reaper:
             requeued,
             extra=[
                 Delete(key=keys.claim(record.id)),
-                Put(key=keys.queue(record.endpoint_id, record.low_priority, record.seq), value=record.id.encode(), lease=lease),
+                Put(
+                    key=keys.queue(record.endpoint_id, record.low_priority, record.seq),
+                    value=record.id.encode(),
+                    lease=lease,
+                ),
                 Put(key=keys.stop(record.worker_id, record.id), value=b"", lease=stop_lease),
             ],
         )
@@ -162,7 +171,9 @@ class WebhookSender:
                     log.warning("webhook for job %s failed %d times; giving up", job_id, attempts)
                 await ctx.store.txn(cmp, [Delete(key=key)])
             else:
-                nxt = msgspec.structs.replace(delivery, attempts=attempts, next_at=ctx.clock() + self._retry_delay)
+                nxt = msgspec.structs.replace(
+                    delivery, attempts=attempts, next_at=ctx.clock() + self._retry_delay
+                )
                 await ctx.store.txn(cmp, [Put(key=key, value=encode(nxt))])
         except (TideError, Conflict) as exc:
             log.warning("webhook for job %s: %s", job_id, exc)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from coordinator._node_schema import NodeRecord, WorkerAssignment, nkeys
 from coordinator._schema import (
     Claim,
     JobRecord,
@@ -31,7 +32,6 @@ from coordinator._schema import (
     decode_job,
     keys,
 )
-from coordinator._node_schema import NodeRecord, WorkerAssignment, nkeys
 from coordinator.store import Compacted, KeyValue, Store, WatchEvent
 from tide.api.endpoints import ApiKey, Endpoint
 
@@ -45,7 +45,18 @@ _apikey_decoder = msgspec.json.Decoder(ApiKey)
 _delivery_decoder = msgspec.json.Decoder(WebhookDelivery)
 _node_decoder = msgspec.json.Decoder(NodeRecord)
 _assignment_decoder = msgspec.json.Decoder(WorkerAssignment)
-_MIRRORED = (nkeys.NODES, nkeys.WORKERS, nkeys.REASONS, keys.QUEUE, keys.CLAIMS, keys.OUTBOX, keys.STOPS, keys.PRESENCE, keys.ENDPOINTS, keys.APIKEYS)
+_MIRRORED = (
+    nkeys.NODES,
+    nkeys.WORKERS,
+    nkeys.REASONS,
+    keys.QUEUE,
+    keys.CLAIMS,
+    keys.OUTBOX,
+    keys.STOPS,
+    keys.PRESENCE,
+    keys.ENDPOINTS,
+    keys.APIKEYS,
+)
 
 
 class Signal:

@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from coordinator._schema import Claim, JobRecord, Presence, encode, keys
-from coordinator.jobs._context import JobsContext
+from coordinator._schema import Claim, JobRecord, Presence, Retirement, encode, keys
+from coordinator.jobs._context import JobsContext, new_seq
 from coordinator.jobs._view import QueuedJob
 from coordinator.store import Compare, Delete, Op, Put
 from tide.api.errors import Conflict, InvalidArgument
@@ -31,6 +31,7 @@ log = logging.getLogger("tide.coordinator.worker")
 class WorkerService:
     def __init__(self, ctx: JobsContext) -> None:
         self._ctx = ctx
+        self._stops_sent: dict[tuple[str, str], tuple[int, float]] = {}  # (worker, job) -> (times, last)
 
     # -- take ------------------------------------------------------------
     async def take(self, ep: str, worker: str, n: int, wait_s: float) -> list[dict[str, Any]]:
@@ -93,7 +94,10 @@ class WorkerService:
             await ctx.write_job(
                 rev,
                 started,
-                extra=[Delete(key=cand.key), Put(key=keys.claim(record.id), value=encode(claim), lease=lease)],
+                extra=[
+                    Delete(key=cand.key),
+                    Put(key=keys.claim(record.id), value=encode(claim), lease=lease),
+                ],
                 compares=[Compare(key=cand.key, target="create", op=">", value=0)],
             )
         except Conflict:
@@ -108,7 +112,9 @@ class WorkerService:
         return job
 
     # -- done ------------------------------------------------------------
-    async def done(self, ep: str, worker: str, job_id: str, body: bytes, *, is_stream: bool) -> dict[str, Any]:
+    async def done(
+        self, ep: str, worker: str, job_id: str, body: bytes, *, is_stream: bool
+    ) -> dict[str, Any]:
         ctx = self._ctx
         self.touch(ep, worker)
         for _ in range(8):
@@ -116,18 +122,21 @@ class WorkerService:
             if record.status in FINAL_STATES:
                 return {"ignored": f"job {job_id} is already {record.status}"}
             if record.status == "IN_PROGRESS" and record.worker_id != worker:
-                raise Conflict(f"job {job_id} was reassigned to worker {record.worker_id}; result not accepted")
+                raise Conflict(
+                    f"job {job_id} was reassigned to worker {record.worker_id}; result not accepted"
+                )
             try:
                 result = msgspec.json.decode(body) if body.strip() else {}
             except msgspec.DecodeError:
-                await self._complete(record, rev, {"error": "the worker sent a result that is not JSON"})
+                failure = {"error": "the worker sent a result that is not JSON"}
+                await self._complete(record, rev, worker, failure)
                 raise InvalidArgument("job-done body must be JSON; the job was marked FAILED") from None
             if not isinstance(result, dict):
                 result = {"output": result}
             try:
                 if result.get("status") == "IN_PROGRESS":
                     return await self._progress(record, rev, result)
-                return await self._complete(record, rev, result)
+                return await self._complete(record, rev, worker, result)
             except Conflict:
                 continue
         raise Conflict(f"job {job_id} kept changing; retry")
@@ -139,14 +148,16 @@ class WorkerService:
         await self._ctx.write_job(rev, updated)
         return {"accepted": True}
 
-    async def _complete(self, record: JobRecord, rev: int, result: dict[str, Any]) -> dict[str, Any]:
+    async def _complete(
+        self, record: JobRecord, rev: int, worker: str, result: dict[str, Any]
+    ) -> dict[str, Any]:
         ctx = self._ctx
         now = ctx.clock()
         error = result.get("error")
         status = "FAILED" if error else "COMPLETED"
         fields: dict[str, Any] = {"status": status, "finished_at": now, "error": error or None}
         fields["started_at"] = record.started_at or now
-        fields["worker_id"] = record.worker_id or ""
+        fields["worker_id"] = record.worker_id or worker  # a requeued job answered by its first worker
         if "output" in result:
             raw = encode(result["output"])
             if len(raw) > ctx.settings.inline_limit:
@@ -163,12 +174,19 @@ class WorkerService:
             extra.append(ctx.outbox_put(final))
         await ctx.write_job(rev, final, extra=extra)
         if result.get("stopPod"):
-            await self.retire(record.endpoint_id, record.worker_id)
+            await self.retire(record.endpoint_id, worker, record.id)
         return {"accepted": True}
 
-    async def retire(self, ep: str, worker: str) -> None:
-        """``stopPod``: the worker asked to be recycled after this job."""
-        log.info("worker %s of %s asked to be recycled (stopPod)", worker, ep)
+    async def retire(self, ep: str, worker: str, job_id: str) -> None:
+        """``stopPod``: the worker asked to be recycled after this job.  Recorded
+        under ``retired/`` for the scheduler (stop it; start a fresh one if the
+        scaler still wants one)."""
+        log.info("worker %s of %s asked to be recycled (stopPod after job %s)", worker, ep, job_id)
+        ctx = self._ctx
+        now = ctx.clock()
+        record = Retirement(endpoint_id=ep, worker_id=worker, job_id=job_id, at=now)
+        lease = await ctx.leases.lease_until(now + 3600)
+        await ctx.committer.commit([], [Put(key=keys.retired(ep, worker), value=encode(record), lease=lease)])
 
     # -- stream ----------------------------------------------------------
     async def stream_put(self, ep: str, worker: str, job_id: str, body: bytes) -> dict[str, Any]:
@@ -183,7 +201,7 @@ class WorkerService:
         if not isinstance(chunk, dict) or "output" not in chunk:
             chunk = {"output": chunk}
         lease = await ctx.lease_of(record)
-        seq = f"{int(ctx.clock() * 1_000_000):017d}{id(chunk) % 1000:03d}"
+        seq = new_seq(ctx.clock())  # time, then a per-process counter: chunks keep their order
         await ctx.committer.commit(
             [], [Put(key=keys.stream(job_id, seq), value=encode({"output": chunk["output"]}), lease=lease)]
         )
@@ -208,7 +226,9 @@ class WorkerService:
             renewed = msgspec.structs.replace(claim, deadline=now + ctx.settings.claim_grace_s)
             ops.append(Put(key=keys.claim(job_id), value=encode(renewed), lease=lease))
             compares.append(Compare(key=keys.claim(job_id), target="mod", op="==", value=claim_rev))
-        presence = Presence(endpoint_id=ep, worker_id=worker, last_seen=now, jobs=job_ids, unhealthy=unhealthy)
+        presence = Presence(
+            endpoint_id=ep, worker_id=worker, last_seen=now, jobs=job_ids, unhealthy=unhealthy
+        )
         lease = await ctx.leases.lease_until(now + 3 * ctx.settings.ping_interval_s)
         ops.append(Put(key=keys.presence(ep, worker), value=encode(presence), lease=lease))
         result = await ctx.committer.commit(compares, ops)
@@ -216,15 +236,53 @@ class WorkerService:
             await ctx.committer.commit([], [ops[-1]])
 
     async def stop_signals(self, worker: str, wait_s: float) -> list[str]:
-        """Job ids this worker must stop (cancelled or timed out); long-polls."""
+        """Job ids this worker must stop (cancelled or timed out); long-polls.
+
+        Each stop is delivered ``_STOP_DELIVERIES`` times, ``_STOP_REDELIVER_S``
+        apart, then forgotten: the runpod SDK drops a stop for a job it has
+        taken but not started yet (still in its local queue), so one delivery
+        can be lost (observed with 1.12.0)."""
         view = self._ctx.view
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        while not view.stops.get(worker):
-            remaining = deadline - loop.time()
+        while True:
+            now = loop.time()
+            pending = view.stops.get(worker, set())
+            for gone in [k for k in self._stops_sent if k[0] == worker and k[1] not in pending]:
+                del self._stops_sent[gone]  # expired, or deleted by another replica
+            due, spent, next_at = plan_stop_delivery(pending, self._stops_sent, worker, now)
+            if due:
+                for job in due:
+                    times, _ = self._stops_sent.get((worker, job), (0, 0.0))
+                    self._stops_sent[worker, job] = (times + 1, now)
+                if spent:
+                    await self._ctx.committer.commit([], [Delete(key=keys.stop(worker, j)) for j in spent])
+                    for job in spent:
+                        self._stops_sent.pop((worker, job), None)
+                return due
+            remaining = deadline - now
             if remaining <= 0 or view.closing:
                 return []
-            await view.stop_signal(worker).wait(remaining)
-        jobs = sorted(view.stops.get(worker, ()))
-        await self._ctx.committer.commit([], [Delete(key=keys.stop(worker, j)) for j in jobs])
-        return jobs
+            await view.stop_signal(worker).wait(min(remaining, next_at - now))
+
+
+_STOP_DELIVERIES = 3
+_STOP_REDELIVER_S = 1.0
+
+
+def plan_stop_delivery(
+    pending: set[str], sent: dict[tuple[str, str], tuple[int, float]], worker: str, now: float
+) -> tuple[list[str], list[str], float]:
+    """(stops due now, stops delivered for the last time now, when the next one is due)."""
+    due: list[str] = []
+    spent: list[str] = []
+    next_at = float("inf")
+    for job in sorted(pending):
+        times, last = sent.get((worker, job), (0, 0.0))
+        if times == 0 or last + _STOP_REDELIVER_S <= now:
+            due.append(job)
+            if times + 1 >= _STOP_DELIVERIES:
+                spent.append(job)
+        else:
+            next_at = min(next_at, last + _STOP_REDELIVER_S)
+    return due, spent, next_at

@@ -41,7 +41,10 @@ def desired_for(
         if ep is None:
             continue
         spec = ep[0].spec
-        env = {**spec.env, **worker_env(public_url, a.endpoint_id, a.worker_id, token(a.endpoint_id, a.worker_id))}
+        env = {
+            **spec.env,
+            **worker_env(public_url, a.endpoint_id, a.worker_id, token(a.endpoint_id, a.worker_id)),
+        }
         workers.append(
             DesiredWorker(
                 worker_id=a.worker_id,
@@ -57,5 +60,8 @@ def desired_for(
             )
         )
     return DesiredWorkers(
-        revision=view.node_revisions[node], workers=workers, drain=draining, action="drain" if draining else "run"
+        revision=view.node_revisions[node],
+        workers=workers,
+        drain=draining,
+        action="drain" if draining else "run",
     )

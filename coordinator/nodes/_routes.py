@@ -18,11 +18,11 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from coordinator._node_schema import NodeRecord, UsageRecord, nkeys
 from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._http import Auth, decode_body, json_response, mint_worker_token, query_int
 from coordinator.jobs import ClusterView
 from coordinator.nodes._desired import desired_for
-from coordinator._node_schema import NodeRecord, UsageRecord, nkeys
 from coordinator.store import Store
 from tide.api.errors import NotFound, TideError, Unauthenticated, Unavailable
 from tide.api.nodes import Heartbeat, NodeRegistration, WorkerReport
@@ -196,13 +196,16 @@ class NodeRoutes:
         url = f"{node.address}/v1/workers/{worker}/logs?tail={tail}"
         headers = {"Authorization": mint_node_token(self._auth.cluster_secret, node.id)}
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, s.get(
-                url, headers=headers
-            ) as resp:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
+                s.get(url, headers=headers) as resp,
+            ):
                 body = await resp.json(content_type=None)
                 return json_response(body, resp.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(f"node {node.id} did not answer for logs ({exc}); is tide-noded running there?") from None
+            raise Unavailable(
+                f"node {node.id} did not answer for logs ({exc}); is tide-noded running there?"
+            ) from None
 
     async def usage(self, request: web.Request) -> web.Response:
         self._auth.require_admin(request)
@@ -219,17 +222,27 @@ class NodeRoutes:
             end = u.stopped_at or now
             start = max(u.started_at, since)
             if end > start:
-                rows[(u.endpoint_id, u.price_key)] = rows.get((u.endpoint_id, u.price_key), 0.0) + (end - start) * u.gpus
+                rows[(u.endpoint_id, u.price_key)] = (
+                    rows.get((u.endpoint_id, u.price_key), 0.0) + (end - start) * u.gpus
+                )
         out: list[dict[str, Any]] = []
         for (endpoint_id, price_key), seconds in sorted(rows.items()):
             rate = _price(prices, price_key)
             out.append(
-                {"endpointId": endpoint_id, "gpuType": price_key, "gpuSeconds": round(seconds, 1),
-                 "cost": round(seconds / 3600 * rate, 6)}
+                {
+                    "endpointId": endpoint_id,
+                    "gpuType": price_key,
+                    "gpuSeconds": round(seconds, 1),
+                    "cost": round(seconds / 3600 * rate, 6),
+                }
             )
         return json_response(
-            {"rows": out, "totalGpuSeconds": round(sum(r["gpuSeconds"] for r in out), 1),
-             "totalCost": round(sum(r["cost"] for r in out), 6), "currency": "USD"}
+            {
+                "rows": out,
+                "totalGpuSeconds": round(sum(r["gpuSeconds"] for r in out), 1),
+                "totalCost": round(sum(r["cost"] for r in out), 6),
+                "currency": "USD",
+            }
         )
 
 

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 
+from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator._schema import encode, keys
 from coordinator.jobs import ClusterView
-from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator.scheduling import (
     ClusterSnapshot,
     CurrentWorker,
@@ -51,7 +51,12 @@ def _new_ids() -> Iterator[str]:
 
 class Scheduler:
     def __init__(
-        self, store: Store, view: ClusterView, *, lost_after_s: float = 15.0, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        view: ClusterView,
+        *,
+        lost_after_s: float = 15.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._view = view
@@ -73,7 +78,9 @@ class Scheduler:
         await self._mark_lost(now)
         stop, targets = self._autoscale(now)
         view = self._view
-        current = [CurrentWorker(worker_id=a.worker_id, endpoint_id=a.endpoint_id) for a in self._assignments()]
+        current = [
+            CurrentWorker(worker_id=a.worker_id, endpoint_id=a.endpoint_id) for a in self._assignments()
+        ]
         plan = plan_reconcile(current=current, desired=targets, new_ids=_new_ids(), stop=stop)
         if plan.empty:
             await self._save_reasons({})
@@ -105,7 +112,11 @@ class Scheduler:
         for ep, (endpoint, _) in view.endpoints.items():
             mine = [a for a in by_ep.get(ep, []) if a.worker_id not in stop]
             decision = compute_desired_workers(
-                endpoint.spec, self._stats(ep, now), self._worker_views(ep, mine), self._scaler.get(ep, ScalerState()), now
+                endpoint.spec,
+                self._stats(ep, now),
+                self._worker_views(ep, mine),
+                self._scaler.get(ep, ScalerState()),
+                now,
             )
             self._scaler[ep] = decision.state
             stop.update(decision.stop)
@@ -137,7 +148,12 @@ class Scheduler:
             if state not in ("exited", "unhealthy", "stopping") and a.worker_id in present:
                 state = "running" if busy.get(a.worker_id) else "idle"
             out.append(
-                WorkerView(worker_id=a.worker_id, state=state, busy=busy.get(a.worker_id, 0), restarts=rep.restarts if rep else 0)
+                WorkerView(
+                    worker_id=a.worker_id,
+                    state=state,
+                    busy=busy.get(a.worker_id, 0),
+                    restarts=rep.restarts if rep else 0,
+                )
             )
         return out
 
@@ -186,7 +202,9 @@ class Scheduler:
             rev = res.revision if chunk[-1].key == nkeys.EPOCH else rev
         log.info(
             "scheduled: +%d workers, -%d workers, %d waiting",
-            len(placement.assignments), len(removed), sum(len(v) for v in placement.unplaced.values()),
+            len(placement.assignments),
+            len(removed),
+            sum(len(v) for v in placement.unplaced.values()),
         )
 
     @staticmethod
@@ -214,7 +232,11 @@ class Scheduler:
         for node_id, (rec, rev) in list(self._view.nodes.items()):
             if rec.lost or now - rec.last_heartbeat < self._lost_after:
                 continue
-            log.warning("node %s lost (no heartbeat for %.0fs); replacing its workers", node_id, now - rec.last_heartbeat)
+            log.warning(
+                "node %s lost (no heartbeat for %.0fs); replacing its workers",
+                node_id,
+                now - rec.last_heartbeat,
+            )
             lost = msgspec.structs.replace(rec, lost=True)
             ops: list[Op] = [Put(key=nkeys.node(node_id), value=encode(lost))]
             ops += self._expire_claims_of(node_id, now)
@@ -228,4 +250,3 @@ class Scheduler:
                 expired = msgspec.structs.replace(claim, deadline=now)
                 ops.append(Put(key=keys.claim(job_id), value=encode(expired), lease=lease))
         return ops
-

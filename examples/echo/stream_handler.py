@@ -6,7 +6,11 @@ import runpod
 
 
 async def handler(job):
-    text = str(job["input"].get("text", "hello from tide")) if isinstance(job["input"], dict) else str(job["input"])
+    text = (
+        str(job["input"].get("text", "hello from tide"))
+        if isinstance(job["input"], dict)
+        else str(job["input"])
+    )
     for word in text.split():
         await asyncio.sleep(0.05)
         yield {"word": word}

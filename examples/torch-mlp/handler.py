@@ -6,6 +6,7 @@ Input: {"x": [[...16 floats...], ...]}; output: {"y": [[...4 floats...], ...],
 "load_s": seconds the weights took to load in this process}.
 """
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ WEIGHTS = Path(os.environ.get("TIDE_EXAMPLE_WEIGHTS", "/tmp/tide-examples/torch-
 def _generate(path: Path) -> None:
     g = torch.Generator().manual_seed(7)
     tensors = {}
-    for i, (a, b) in enumerate(zip(DIMS, DIMS[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(DIMS)):
         tensors[f"l{i}.weight"] = torch.randn(b, a, generator=g) / a**0.5
         tensors[f"l{i}.bias"] = torch.zeros(b)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +37,7 @@ def _load() -> tuple[torch.nn.Sequential, float]:
     t0 = time.perf_counter()
     state = load_file(str(WEIGHTS))
     layers = []
-    for i, (a, b) in enumerate(zip(DIMS, DIMS[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(DIMS)):
         linear = torch.nn.Linear(a, b)
         linear.weight.data, linear.bias.data = state[f"l{i}.weight"], state[f"l{i}.bias"]
         layers += [linear, torch.nn.ReLU()] if i < len(DIMS) - 2 else [linear]
