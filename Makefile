@@ -16,7 +16,7 @@ venv: $(VENV)/.installed
 # containerd's gRPC stubs are generated at build time from Debian's protos
 # (golang-github-containerd-containerd-dev); nothing generated is committed.
 gen: venv
-	@if [ -f noded/runtime/gen_protos.py ]; then $(PY) noded/runtime/gen_protos.py; fi
+	$(PY) -m noded.runtime.gen_protos
 
 demo: venv
 	$(PY) examples/demo.py

@@ -63,6 +63,7 @@ class NodeRoutes:
         r.add_get("/admin/v1/workers", self.list_workers)
         r.add_get("/admin/v1/workers/{worker}/logs", self.logs)
         r.add_get("/admin/v1/usage", self.usage)
+        r.add_get("/admin/v1/status", self.status)
 
     def _node_auth(self, request: web.Request) -> str:
         node = request.match_info["node"]
@@ -206,6 +207,35 @@ class NodeRoutes:
             raise Unavailable(
                 f"node {node.id} did not answer for logs ({exc}); is tide-noded running there?"
             ) from None
+
+    async def status(self, request: web.Request) -> web.Response:
+        """Cluster summary: endpoints, queues, workers, capacity by GPU type and region."""
+        self._auth.require_admin(request)
+        view = self._view
+        queued = sum(sum(view.queue(ep).counts()) for ep in view.endpoints)
+        in_use = {d for a in view.assignments.values() for d in a.devices}
+        capacity: dict[tuple[str, str], list[int]] = {}
+        for rec, _ in view.nodes.values():
+            if rec.lost:
+                continue
+            for gpu in rec.inventory.gpus:
+                cell = capacity.setdefault((gpu.type_id, rec.inventory.region), [0, 0])
+                cell[0] += 1
+                busy = gpu.uuid in in_use or any(m.uuid in in_use for m in gpu.mig_instances)
+                cell[1] += 0 if busy or rec.draining else 1
+        return json_response(
+            {
+                "endpoints": len(view.endpoints),
+                "queued": queued,
+                "running": len(view.claims),
+                "nodes": {"total": len(view.nodes), "lost": sum(1 for r, _ in view.nodes.values() if r.lost)},
+                "workers": {"total": len(view.assignments)},
+                "capacity": [
+                    {"gpuType": t, "region": r, "total": c[0], "free": c[1]}
+                    for (t, r), c in sorted(capacity.items())
+                ],
+            }
+        )
 
     async def usage(self, request: web.Request) -> web.Response:
         self._auth.require_admin(request)
