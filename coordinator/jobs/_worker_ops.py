@@ -32,6 +32,7 @@ class WorkerService:
     def __init__(self, ctx: JobsContext) -> None:
         self._ctx = ctx
         self._stops_sent: dict[tuple[str, str], tuple[int, float]] = {}  # (worker, job) -> (times, last)
+        self._retired: dict[str, float] = {}  # worker -> when it sent stopPod (this replica)
 
     # -- take ------------------------------------------------------------
     async def take(self, ep: str, worker: str, n: int, wait_s: float) -> list[dict[str, Any]]:
@@ -40,7 +41,7 @@ class WorkerService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         queue = self._ctx.view.queue(ep)
-        while True:
+        while worker not in self._retired:  # a recycled worker gets no more jobs
             candidates = queue.pop(n, ep)
             if candidates:
                 taken = await self._claim(ep, worker, candidates)
@@ -51,6 +52,7 @@ class WorkerService:
             if remaining <= 0 or self._ctx.view.closing:
                 return []
             await queue.signal.wait(remaining)
+        return []
 
     async def _claim(self, ep: str, worker: str, candidates: list[QueuedJob]) -> list[dict[str, Any]]:
         ctx = self._ctx
@@ -184,6 +186,11 @@ class WorkerService:
         log.info("worker %s of %s asked to be recycled (stopPod after job %s)", worker, ep, job_id)
         ctx = self._ctx
         now = ctx.clock()
+        for old in [w for w, at in self._retired.items() if at < now - 3600]:
+            del self._retired[old]
+        self._retired[worker] = now
+        ctx.view.queue(ep).signal.fire()  # its pending polls answer now, so the SDK can exit
+        ctx.view.stop_signal(worker).fire()
         record = Retirement(endpoint_id=ep, worker_id=worker, job_id=job_id, at=now)
         lease = await ctx.leases.lease_until(now + 3600)
         await ctx.committer.commit([], [Put(key=keys.retired(ep, worker), value=encode(record), lease=lease)])
@@ -261,7 +268,7 @@ class WorkerService:
                         self._stops_sent.pop((worker, job), None)
                 return due
             remaining = deadline - now
-            if remaining <= 0 or view.closing:
+            if remaining <= 0 or view.closing or worker in self._retired:
                 return []
             await view.stop_signal(worker).wait(min(remaining, next_at - now))
 
