@@ -589,7 +589,8 @@ def test_node_commands_render_the_documented_shapes(run_at: Callable[[str, str],
         before = int(time.time())
         code, out, _ = run("usage", "--since", "1h", "--endpoint", "sd")
         after = int(time.time())
-        assert code == 0 and "2.00" in out and "1.50 USD" in out and "TOTAL" in out
+        assert code == 0 and "1.50 USD" in out and "TOTAL" in out
+        assert out.splitlines()[1].split() == ["sd", "H100-80GB:3g.40gb", "2h", "1.50", "USD"]
         query = next(p for m, p in stub.seen if p.startswith("/admin/v1/usage"))
         since = int(query.split("since=")[1])
         assert before - 3600 - 1 <= since <= after - 3600 and "endpoint=sd" in query
@@ -599,6 +600,19 @@ def test_node_commands_render_the_documented_shapes(run_at: Callable[[str, str],
         assert any(line.split() == ["H100-80GB", "EU", "1", "2"] for line in out.splitlines())
         code, out, _ = run("status", "--json")
         assert json.loads(out)["queued"] == 3
+
+
+def test_endpoint_get_shows_why_not_placed(run_at: Callable[[str, str], Run]) -> None:
+    endpoint = {
+        "id": "big", "name": "big", "image": "i", "gpuTypeIds": ["B200-180GB"], "gpuCount": 8,
+        "health": {"jobs": {"inQueue": 4}, "workers": {"initializing": 1}},
+        "placement": {"reason": "no host has 8 free B200-180GB (largest: 4 on gpu-03)"},
+    }  # fmt: skip
+    with _Stub({("GET", "/admin/v1/endpoints/big"): (200, endpoint)}) as stub:
+        code, out, _ = run_at(stub.url, ADMIN_KEY)("endpoint", "get", "big")
+    assert code == 0
+    assert "not placed:  no host has 8 free B200-180GB (largest: 4 on gpu-03)" in out
+    assert "8x B200-180GB" in out and "4 queued" in out and "1 initializing" in out
 
 
 # -- dev hand-off and pure helpers -------------------------------------------

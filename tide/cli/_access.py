@@ -14,6 +14,11 @@ __all__ = ["register", "worker_env"]
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    _register_keys(sub, common)
+    _register_jobs_and_token(sub, common)
+
+
+def _register_keys(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     keys = add_command(
         sub,
         common,
@@ -53,6 +58,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     revoke.add_argument("id", metavar="ID")
 
+
+def _register_jobs_and_token(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     jobs = add_command(
         sub,
         common,

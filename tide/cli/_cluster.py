@@ -13,7 +13,7 @@ from typing import Any
 from tide.cli._client import route_missing
 from tide.cli._context import Context, seg
 from tide.cli._errors import CliError, UsageError
-from tide.cli._format import ago, field, kv_block, table
+from tide.cli._format import ago, duration, field, kv_block, table
 from tide.cli._parsing import Subparsers, add_command
 
 __all__ = ["fetch", "node_state", "parse_since", "register"]
@@ -36,6 +36,11 @@ def fetch(ctx: Context, what: str, path: str, **query: object) -> Any:
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    _register_nodes(sub, common)
+    _register_workers_and_usage(sub, common)
+
+
+def _register_nodes(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     add_command(
         sub, common, "nodes", "GPU hosts: inventory, heartbeat, draining or lost", "tide nodes", _nodes
     )
@@ -54,6 +59,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     ):
         p = add_command(nsub, common, action, summary, f"tide node {action} gpu-07", _node_action)
         p.add_argument("host", metavar="HOST", help="node id or hostname")
+
+
+def _register_workers_and_usage(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     workers = add_command(
         sub,
         common,
@@ -191,27 +199,27 @@ def _usage(args: argparse.Namespace, ctx: Context) -> int:
     cur = res.get("currency", "")
 
     def human() -> None:
-        rows = [
+        rows: list[list[object]] = [
             [
                 field(r, "endpointId"),
                 field(r, "gpuType"),
-                f"{field(r, 'gpuSeconds', 0) / 3600:.2f}",
-                f"{r.get('cost', 0):.2f} {cur}".strip(),
+                duration(field(r, "gpuSeconds", 0)),
+                _money(r.get("cost"), cur),
             ]
             for r in res.get("rows") or []
         ]
         if rows:
-            rows.append(
-                [
-                    "TOTAL",
-                    "",
-                    f"{field(res, 'totalGpuSeconds', 0) / 3600:.2f}",
-                    f"{field(res, 'totalCost', 0):.2f} {cur}".strip(),
-                ]
-            )
-        ctx.say(table(["ENDPOINT", "GPU", "GPU-HOURS", "COST"], rows, empty="no usage in this period"))
+            total = field(res, "totalGpuSeconds", 0)
+            rows.append(["TOTAL", "", duration(total), _money(field(res, "totalCost"), cur)])
+        ctx.say(table(["ENDPOINT", "GPU", "GPU-TIME", "COST"], rows, empty="no usage in this period"))
 
     return ctx.emit(res, human)
+
+
+def _money(value: object, currency: str) -> str:
+    amount = float(value) if isinstance(value, int | float) else 0.0
+    text = "<0.01" if 0 < amount < 0.005 else f"{amount:.2f}"
+    return f"{text} {currency}".strip()
 
 
 def _status(args: argparse.Namespace, ctx: Context) -> int:

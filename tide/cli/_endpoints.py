@@ -70,6 +70,10 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     update.add_argument("name", metavar="NAME")
     _spec_flags(update)
+    _register_reads(epsub, common)
+
+
+def _register_reads(epsub: Subparsers, common: argparse.ArgumentParser) -> None:
     add_command(
         epsub, common, "list", "all endpoints with queue and worker counts", "tide endpoint list", _list
     )
