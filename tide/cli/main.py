@@ -1,7 +1,8 @@
 """The ``tide`` command: a thin client of the coordinator's admin API.
 
 Exit codes: 0 ok, 1 the coordinator said no (or could not be reached), 2 the
-command line is wrong.  ``--json`` on any command prints the raw JSON answer.
+command line is wrong.  ``--json`` on any command prints the raw JSON answer on
+stdout, and an error as ``{"error", "hint", "status"}`` on stderr.
 This is the only module of the CLI that reads the environment.
 """
 
