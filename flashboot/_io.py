@@ -40,6 +40,21 @@ _DIRECT_REFUSED = (errno.EINVAL, errno.EOPNOTSUPP)
 Opener = Callable[[str, int], int]
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide reader pool per width: starting threads on every restore costs milliseconds."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="flashboot-read"
+            )
+        return pool
+
+
 class ReadResult(msgspec.Struct, frozen=True, kw_only=True):
     nbytes: int
     seconds: float
@@ -135,23 +150,23 @@ class ChunkReader:
         if chunk_bytes % 4096:
             raise InvalidArgument("chunk_bytes must be a multiple of 4096")
         started = time.perf_counter()
-        ranges = iter_chunks(len(dst), chunk_bytes)
-        with ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="flashboot-read") as pool:
-            pending: dict[Future[None], tuple[int, int]] = {
-                pool.submit(self._read_chunk, dst[a:b], file_offset + a): (a, b) for a, b in ranges
-            }
+        pool = _pool(self._threads)
+        pending: dict[Future[None], tuple[int, int]] = {
+            pool.submit(self._read_chunk, dst[a:b], file_offset + a): (a, b)
+            for a, b in iter_chunks(len(dst), chunk_bytes)
+        }
+        try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_EXCEPTION)
                 for fut in done:
                     a, b = pending.pop(fut)
-                    try:
-                        fut.result()
-                    except BaseException:
-                        for other in pending:
-                            other.cancel()
-                        raise
+                    fut.result()
                     if on_chunk is not None:
                         on_chunk(a, b)
+        finally:
+            for fut in pending:
+                fut.cancel()
+            wait(pending)  # no read may still write into dst once we return
         return ReadResult(
             nbytes=len(dst), seconds=time.perf_counter() - started, direct=not self.used_buffered
         )
@@ -174,11 +189,12 @@ def _write_all(fd: int, data: memoryview) -> None:
         done += os.write(fd, data[done : done + step])
 
 
-def write_file_atomic(path: str, parts: Sequence[memoryview | bytes], *, drop_cache: bool = True) -> int:
-    """Write ``parts`` back to back to ``path`` via a temp file, fsync and rename; returns bytes written.
+def write_file_atomic(path: str, parts: Sequence[memoryview | bytes], *, durable: bool = True) -> int:
+    """Write ``parts`` back to back to ``path`` via a temp file and a rename; returns bytes written.
 
-    Readers see either no file or the whole file.  With ``drop_cache`` the written pages are
-    evicted afterwards: an image is read back with O_DIRECT, so caching it only costs RAM.
+    Readers see either no file or the whole file.  ``durable`` (images) also fsyncs the file and its
+    directory and evicts the written pages, since an image is read back with O_DIRECT and caching
+    it only costs RAM.  Small metadata (index, registrations) skips both: it is rebuilt on repair.
     """
     tmp = f"{path}.tmp-{secrets.token_hex(4)}"
     total = 0
@@ -189,17 +205,14 @@ def write_file_atomic(path: str, parts: Sequence[memoryview | bytes], *, drop_ca
                 view = part if isinstance(part, memoryview) else memoryview(part)
                 _write_all(fd, view.cast("B"))
                 total += view.nbytes
-            os.fsync(fd)
-            if drop_cache:
+            if durable:
+                os.fsync(fd)
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if durable:
+            _fsync_dir(os.path.dirname(os.path.abspath(path)))
     except OSError as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -207,3 +220,11 @@ def write_file_atomic(path: str, parts: Sequence[memoryview | bytes], *, drop_ca
             raise ResourceExhausted(f"{path}: no space left to write the image") from exc
         raise Unavailable(f"{path}: write failed: {exc}") from exc
     return total
+
+
+def _fsync_dir(path: str) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

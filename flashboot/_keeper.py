@@ -103,7 +103,7 @@ class Keeper:
         """Create the directories, publish the config for workers, repair the index.  Idempotent."""
         self._store.create_dirs()
         config_path = os.path.join(self.config.state_dir, "config.json")
-        write_file_atomic(config_path, [msgspec.json.encode(self._store.config)], drop_cache=False)
+        write_file_atomic(config_path, [msgspec.json.encode(self._store.config)], durable=False)
         self._store.reconcile(now=self._clock())
         self.enforce()
 

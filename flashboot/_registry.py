@@ -50,7 +50,7 @@ class WorkerRegistration:
 
     def update(self, holdings: tuple[T0Holding, ...]) -> None:
         body = msgspec.json.encode(WorkerFile(pid=os.getpid(), holdings=holdings))
-        write_file_atomic(self.json_path, [body], drop_cache=False)
+        write_file_atomic(self.json_path, [body], durable=False)
 
     def close(self) -> None:
         if self._fd is None:

@@ -51,6 +51,7 @@ class Loaded:
     in_t1: bool = True  # False: bytes live only in this process (private buffer)
     resident: bool = True
     header: bytes = b""  # the image header, to publish these bytes to T1/T2 later
+    keepalive: object = None  # the T1 fill mapping: unmapping it would cost time on the restore path
 
 
 @dataclass
@@ -257,8 +258,8 @@ def _from_t2(
         store.touch(fp)
     if not cuda:
         if seg is not None:  # T0 on CPU: map the published T1 copy-on-write, share its pages
-            buf.close()
             loaded = _from_t1(store, model_id, fp, pin, device, rec, "t2")
+            loaded.keepalive = buf
         else:
             flat = _cpu_view(buf, pin)
             loaded = Loaded(
@@ -315,10 +316,9 @@ def _from_source(
     store.save_header(index.fingerprint, header)
     if seg is not None:
         seg.commit(index, header, model_id=model_id, stamp=stamp)
-        buf.close()
-        return Restored(
-            loaded=_from_t1(store, model_id, index.fingerprint, pin, device, rec, "source"), tier="source"
-        )
+        loaded = _from_t1(store, model_id, index.fingerprint, pin, device, rec, "source")
+        loaded.keepalive = buf
+        return Restored(loaded=loaded, tier="source")
     loaded = _private_t0(index, buf, pin, model_id, device, rec)
     loaded.header = header
     with rec.stage("t1->t2", "t1", index.image_bytes), memoryview(buf) as view:
@@ -418,6 +418,7 @@ def release(loaded: Loaded) -> None:
         unregister_host(loaded.host)
         loaded.registered = False
     loaded.host = None
+    loaded.keepalive = None
     if loaded.pin is not None:
         loaded.pin.close()
         loaded.pin = None

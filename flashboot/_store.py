@@ -174,7 +174,7 @@ class HostStore:
             return StoreIndex()
 
     def write_index(self, index: StoreIndex) -> None:
-        write_file_atomic(self._p("index.json"), [msgspec.json.encode(index)], drop_cache=False)
+        write_file_atomic(self._p("index.json"), [msgspec.json.encode(index)], durable=False)
 
     def record(self, index: ImageIndex, *, model_id: str | None, stamp: str = "") -> None:
         """Record (or refresh) a model and, with ``model_id``, point that alias at it."""
@@ -222,7 +222,7 @@ class HostStore:
     def save_header(self, fp: str, header: bytes) -> None:
         path = self._p("headers", f"{fp}.hdr")
         if not os.path.exists(path):
-            write_file_atomic(path, [header], drop_cache=False)
+            write_file_atomic(path, [header], durable=False)
 
     def header(self, fp: str) -> bytes:
         for path in (self._p("headers", f"{fp}.hdr"), self.t2_path(fp)):
@@ -338,6 +338,7 @@ class HostStore:
         for _ in range(2):
             with self.locked():
                 if self.ram_used() + nbytes <= self.config.ram_budget:
+                    os.makedirs(self.config.shm_dir, exist_ok=True)  # /dev/shm is empty after a reboot
                     tmp = os.path.join(self.config.shm_dir, f"{key}.t1.tmp")
                     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
                     try:
