@@ -25,7 +25,7 @@ from noded._client import CoordinatorClient
 from noded._runner import RestartPolicy, WorkerRunner
 from noded.inventory import GpuInventory, host_facts
 from noded.runtime import ContainerRuntime, WorkerSpec, WorkerStatus
-from tide.api.errors import TideError
+from tide.api.errors import NotFound, TideError
 from tide.api.nodes import DesiredWorker, GpuInfo, Heartbeat, NodeInventory
 
 __all__ = ["AgentSettings", "NodeAgent", "WorkerPlan", "plan_workers"]
@@ -54,7 +54,17 @@ class WorkerPlan(msgspec.Struct, frozen=True, kw_only=True):
 def plan_workers(
     desired: Sequence[DesiredWorker], observed: Sequence[WorkerStatus], runners: dict[str, int]
 ) -> WorkerPlan:
-    """Pure.  ``runners`` maps worker ids this agent already manages to their revision."""
+    """What to do so this host runs exactly ``desired``.  Pure.
+
+    ``runners`` maps the worker ids this agent already manages to their
+    revision; ``observed`` is what the runtime has (including workers an
+    earlier noded started).  A desired worker is left to its runner at the same
+    revision, adopted when it runs here at the same revision without a runner,
+    replaced when its revision changed, else started.  Everything else the
+    runtime or the runners hold is stopped (exited and never-started leftovers
+    too, so their state is deleted); a desired worker is never stopped.
+    Applying the plan and planning again yields an empty plan.
+    """
     want = {d.worker_id: d for d in desired}
     seen = {o.id: o for o in observed}
     start: list[DesiredWorker] = []
@@ -69,9 +79,8 @@ def plan_workers(
             (adopt if same else replace).append(d)
         else:
             start.append(d)
-    stop = sorted((set(runners) | {o.id for o in observed if o.state != "exited"}) - set(want))
-    plan = WorkerPlan(start=start, adopt=adopt, stop=stop, replace=replace)
-    return plan
+    stop = sorted((set(runners) | set(seen)) - set(want))
+    return WorkerPlan(start=start, adopt=adopt, stop=stop, replace=replace)
 
 
 @dataclass(slots=True)
@@ -104,6 +113,8 @@ class NodeAgent:
         self._main: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
+        self._kills: dict[str, asyncio.Task[None]] = {}  # worker id -> its stop under way
+        self._kill_devices: dict[str, list[str]] = {}  # worker id -> the GPUs it is giving back
         self.draining = False
 
     async def inventory(self) -> NodeInventory:
@@ -171,7 +182,8 @@ class NodeAgent:
             self._ready.set()
 
     async def _apply(self, desired: list[DesiredWorker]) -> None:
-        observed = await self.runtime.list()
+        # Workers being stopped are out of the picture: their stop is already under way.
+        observed = [o for o in await self.runtime.list() if o.id not in self._kills]
         plan = plan_workers(desired, observed, {w: r.revision for w, r in self.runners.items()})
         if plan.empty:
             return
@@ -184,26 +196,44 @@ class NodeAgent:
         )
         by_id = {o.id: o for o in observed}
         for wid in plan.stop:
-            await self._kill(wid)
+            self._kill(wid)
         for d in plan.replace:
-            await self._kill(d.worker_id)
-            self._run(d, None)
+            self._kill(d.worker_id)
+            self._run(d, None)  # starts once the old revision is stopped
         for d in plan.adopt:
             self._run(d, by_id.get(d.worker_id))
         for d in plan.start:
             self._run(d, None)
         self._changed.set()
 
-    async def _kill(self, worker_id: str) -> None:
+    def _kill(self, worker_id: str) -> asyncio.Task[None]:
+        """Stop a worker in the background: a slow stop (up to its grace) must not hold up
+        the next desired state.  Idempotent: a kill already under way is returned."""
+        assert self._tg is not None
+        if worker_id in self._kills:
+            return self._kills[worker_id]
         runner = self.runners.pop(worker_id, None)
-        if runner is not None:
-            await runner.kill()
-        else:
-            with contextlib.suppress(TideError):
-                await self.runtime.stop(worker_id, grace=self.settings.stop_grace_s)
-                await self.runtime.delete(worker_id)
+        task = self._tg.create_task(self._stop_worker(worker_id, runner), name=f"kill-{worker_id}")
+        self._kills[worker_id] = task
+        self._kill_devices[worker_id] = list(runner.spec.devices) if runner else []
+        return task
+
+    async def _stop_worker(self, worker_id: str, runner: WorkerRunner | None) -> None:
+        try:
+            if runner is not None:
+                await runner.kill()
+            else:
+                with contextlib.suppress(NotFound):
+                    await self.runtime.stop(worker_id, grace=self.settings.stop_grace_s)
+                    await self.runtime.delete(worker_id)
+        except TideError as exc:  # the next plan sees it still there and tries again
+            log.warning("stopping worker %s: %s", worker_id, exc.message)
+        finally:
+            self._kills.pop(worker_id, None)
+            self._kill_devices.pop(worker_id, None)
 
     def _run(self, d: DesiredWorker, adopted: WorkerStatus | None) -> None:
+        """Start a runner; a new worker first waits for the stops of workers on its GPUs."""
         assert self._tg is not None
         runner = WorkerRunner(
             self.runtime,
@@ -215,7 +245,14 @@ class NodeAgent:
             stop_grace=self.settings.stop_grace_s,
         )
         self.runners[d.worker_id] = runner
-        runner.run(self._tg, adopted)
+        if adopted is not None:
+            runner.run(self._tg, adopted)
+            return
+        devices = set(d.devices)
+        waits = [
+            t for w, t in self._kills.items() if w == d.worker_id or devices & set(self._kill_devices[w])
+        ]
+        runner.run(self._tg, None, after=waits)
 
     def _spec(self, d: DesiredWorker) -> WorkerSpec:
         command = list(d.command)
@@ -241,6 +278,7 @@ class NodeAgent:
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            self._changed.clear()  # before reading: a change during the call wakes the next beat
             try:
                 beat = Heartbeat(
                     inventory=await self.inventory(),
@@ -250,7 +288,6 @@ class NodeAgent:
                 await self._client.heartbeat(beat, self.settings.address)
             except TideError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
-            self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.heartbeat_s):
                     await self._changed.wait()

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import msgspec
 
 from noded.runtime import ContainerRuntime, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
@@ -23,17 +25,32 @@ __all__ = ["RestartPolicy", "WorkerRunner"]
 log = logging.getLogger("tide.noded.runner")
 
 
-class RestartPolicy:
-    """Exponential backoff; a worker that keeps crashing is reported unhealthy."""
+class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When to restart an exited worker, and when to call it unhealthy.
 
-    def __init__(self, *, base: float = 1.0, cap: float = 30.0, unhealthy_after: int = 5, window: float = 300.0):
-        self.base, self.cap, self.unhealthy_after, self.window = base, cap, unhealthy_after, window
+    Exponential backoff over the exits of the last ``window`` seconds: the
+    first exit in a window waits ``base``, each further one twice as long, up
+    to ``cap``.  A worker that ran quietly for a whole window starts again at
+    ``base`` (Nomad's restart interval): one crash a day must not wait 30 s.
+    ``unhealthy_after`` exits inside the window make it unhealthy, which the
+    autoscaler treats as broken (replaced rather than counted as capacity).
+    """
+
+    base: float = 1.0
+    cap: float = 30.0
+    unhealthy_after: int = 5
+    window: float = 300.0
+
+    def recent(self, exits: Sequence[float], now: float) -> int:
+        """How many of ``exits`` (unix times) fall inside the window ending at ``now``."""
+        return sum(1 for t in exits if now - t < self.window)
 
     def delay(self, restarts: int) -> float:
-        return float(min(self.cap, self.base * 2 ** max(0, restarts - 1)))
+        """Seconds to wait before restart number ``restarts`` (1 = the first) of a window."""
+        return float(min(self.cap, self.base * 2 ** min(max(0, restarts - 1), 62)))
 
-    def unhealthy(self, recent_exits: list[float], now: float) -> bool:
-        return len([t for t in recent_exits if now - t < self.window]) >= self.unhealthy_after
+    def unhealthy(self, recent_exits: Sequence[float], now: float) -> bool:
+        return self.recent(recent_exits, now) >= self.unhealthy_after
 
 
 class WorkerRunner:
@@ -59,10 +76,15 @@ class WorkerRunner:
         self.reason = ""
         self.exit_code: int | None = None
         self.restarts = 0
-        self.started_at = 0.0
+        self.started_at = 0.0  # when the runtime started the process (its own clock)
+        self.planned_at = time.time()  # when noded's plan created this runner (cold-start stages)
+        self.start_returned_at = 0.0  # when the runtime's start() last returned
         self._exits: list[float] = []
         self._task: asyncio.Task[None] | None = None
         self._killing = False
+        # Held while create/start run: kill() waits for it, so a worker being
+        # started is never left running behind a kill that cancelled its start.
+        self._starting = asyncio.Lock()
 
     @property
     def worker_id(self) -> str:
@@ -80,14 +102,24 @@ class WorkerRunner:
             revision=self.revision,
         )
 
-    def run(self, tg: asyncio.TaskGroup, adopted: WorkerStatus | None = None) -> None:
-        self._task = tg.create_task(self._run(adopted), name=f"worker-{self.worker_id}")
+    def run(
+        self,
+        tg: asyncio.TaskGroup,
+        adopted: WorkerStatus | None = None,
+        *,
+        after: Sequence[asyncio.Future[None]] = (),
+    ) -> None:
+        """Run in ``tg``: adopt ``adopted`` if it runs, else start fresh once ``after`` are done
+        (the stops of workers that held this worker's GPUs or its id)."""
+        self._task = tg.create_task(self._run(adopted, after), name=f"worker-{self.worker_id}")
 
     def _set(self, state: WorkerState, reason: str = "") -> None:
         self.state, self.reason = state, reason
         self._on_change()
 
-    async def _run(self, adopted: WorkerStatus | None) -> None:
+    async def _run(self, adopted: WorkerStatus | None, after: Sequence[asyncio.Future[None]]) -> None:
+        if after:  # wait, never cancel: asyncio.wait leaves the awaited stops alone if we are cancelled
+            await asyncio.wait(after)
         if adopted is not None and adopted.state == "running":
             log.info("adopted running worker %s", self.worker_id)
             self.started_at = adopted.started_at
@@ -95,7 +127,11 @@ class WorkerRunner:
         else:
             await self._start_fresh()
         while not self._killing:
-            status = await self.runtime.wait(self.worker_id)
+            try:
+                status = await self.runtime.wait(self.worker_id)
+            except TideError as exc:  # its state vanished under us: treat it as an exit, restart
+                log.warning("worker %s: cannot wait for it (%s); restarting it", self.worker_id, exc.message)
+                status = WorkerStatus(id=self.worker_id, state="exited")
             if self._killing:
                 return
             await self._after_exit(status)
@@ -105,41 +141,45 @@ class WorkerRunner:
         failures = 0
         while not self._killing:
             try:
-                with contextlib.suppress(NotFound):
-                    await self.runtime.delete(self.worker_id)
-                await self.runtime.create(self.spec)
-                status = await self.runtime.start(self.worker_id)
+                async with self._starting:
+                    if self._killing:
+                        return
+                    with contextlib.suppress(NotFound):
+                        await self.runtime.delete(self.worker_id)
+                    await self.runtime.create(self.spec)
+                    status = await self.runtime.start(self.worker_id)
             except (TideError, OSError) as exc:
                 failures += 1
                 message = exc.message if isinstance(exc, TideError) else str(exc)
                 self._set("unhealthy", f"could not start: {message}")
                 await asyncio.sleep(self._policy.delay(failures))
                 continue
-            self.started_at = status.started_at or time.time()
+            self.start_returned_at = time.time()
+            self.started_at = status.started_at or self.start_returned_at
             self._set("initializing")
             return
 
     async def _after_exit(self, status: WorkerStatus) -> None:
         now = time.time()
         self.exit_code = status.exit_code
-        self._exits.append(now)
-        self._exits = self._exits[-20:]
+        self._exits = [*self._exits[-19:], now]
         reason = f"exited with code {status.exit_code}"
         unhealthy = self._policy.unhealthy(self._exits, now)
         self._set("unhealthy" if unhealthy else "exited", reason + (" (crash-looping)" if unhealthy else ""))
         self.restarts += 1
-        delay = self._policy.delay(self.restarts)
+        delay = self._policy.delay(self._policy.recent(self._exits, now))
         log.warning("worker %s %s; restarting in %.1fs", self.worker_id, reason, delay)
         await asyncio.sleep(delay)
         if not self._killing:
             await self._start_fresh()
 
     async def kill(self) -> None:
-        """Stop the worker for good: SIGTERM, grace, SIGKILL, delete."""
+        """Stop the worker for good: SIGTERM, grace, SIGKILL, delete.  Idempotent."""
         self._killing = True
         self._set("stopping")
-        if self._task is not None:
-            self._task.cancel()
+        async with self._starting:  # let a create/start in flight finish, then stop what it started
+            if self._task is not None:
+                self._task.cancel()
         with contextlib.suppress(NotFound):
             await self.runtime.stop(self.worker_id, grace=self._grace)
         with contextlib.suppress(NotFound):
