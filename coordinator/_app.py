@@ -99,6 +99,7 @@ class Coordinator:
         if self._main.done():
             ready.cancel()
             self._main.result()  # raises what stopped it
+        sock = self._bind()
         self.app = build_app(
             store=self.store,
             view=self.view,
@@ -107,11 +108,13 @@ class Coordinator:
             settings=self.settings,
             cluster_secret=cluster_secret,
             commit_seconds=lambda: self.committer.commit_seconds,
-            public_url=self.settings.public_url or "",
+            # Workers and nodes are told this URL: with no public-url configured it is our own
+            # listening address (known only once bound, hence the early bind).
+            public_url=self.settings.public_url or self.url,
         )
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
-        await self._listen()
+        await self._listen(sock)
 
     async def _supervise(self) -> None:
         """Own every background task; leaves when ``stop`` is asked for."""
@@ -124,14 +127,17 @@ class Coordinator:
         except* _Stopping:
             pass
 
-    async def _listen(self) -> None:
-        assert self._runner is not None
+    def _bind(self) -> socket.socket:
         sock = self.settings.sock or socket.create_server(
             (self.settings.host, self.settings.port), reuse_port=False
         )
-        await web.SockSite(self._runner, sock).start()
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
+        return sock
+
+    async def _listen(self, sock: socket.socket) -> None:
+        assert self._runner is not None
+        await web.SockSite(self._runner, sock).start()
         log.info("coordinator listening on %s", self.url)
 
     async def _cluster_secret(self) -> bytes:

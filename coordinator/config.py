@@ -26,6 +26,9 @@ runtime settings the components take.  Example (all keys optional)::
     retention-sync-s = 60.0          # results kept after /runsync
     inline-limit = 262144            # larger payloads go to the blob store
 
+    [nodes]
+    lost-after-s = 15.0              # a host silent this long is lost: its workers are replaced
+
     [prices]                         # USD per GPU-hour, by GPU type (tide usage)
     "H100-80GB" = 2.49
 """
@@ -76,6 +79,10 @@ class JobsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True,
     take_wait_s: float = 20.0
 
 
+class NodesConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    lost_after_s: float = 15.0
+
+
 class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     version: Literal[1] = 1
     server: ServerConfig = ServerConfig()
@@ -83,6 +90,7 @@ class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True,
     auth: AuthConfig = AuthConfig()
     state: StateConfig = StateConfig()
     jobs: JobsConfig = JobsConfig()
+    nodes: NodesConfig = NodesConfig()
     prices: dict[str, float] = {}
 
 
@@ -123,4 +131,5 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         jobs=jobs,
         public_url=cfg.server.public_url,
         prices=dict(cfg.prices),
+        node_lost_after_s=cfg.nodes.lost_after_s,
     )

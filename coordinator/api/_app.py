@@ -47,7 +47,9 @@ def build_app(
     ).add_to(app)
     WorkerRoutes(workers=workers, auth=auth, settings=settings.jobs, metrics=metrics).add_to(app)
     AdminRoutes(store=store, view=view, auth=auth, jobs=jobs).add_to(app)
-    NodeRoutes(store=store, view=view, auth=auth, public_url=public_url).add_to(app)
+    # Workers ping at least three times per claim grace, so a live worker's claims never lapse.
+    ping_s = min(settings.jobs.ping_interval_s, settings.jobs.claim_grace_s / 3)
+    NodeRoutes(store=store, view=view, auth=auth, public_url=public_url, worker_ping_s=ping_s).add_to(app)
     app[APP_KEY_PRICES] = settings.prices
 
     async def healthz(_: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from tide.api.nodes import DesiredWorker, DesiredWorkers
 __all__ = ["desired_for", "worker_env"]
 
 
-def worker_env(public_url: str, ep: str, worker: str, token: str) -> dict[str, str]:
+def worker_env(public_url: str, ep: str, worker: str, token: str, *, ping_s: float = 5.0) -> dict[str, str]:
     """The variables runpod.serverless.start reads (runpod_protocol.md §1.2).
     ``$ID`` and ``$RUNPOD_POD_ID`` stay literal: the SDK substitutes them."""
     base = f"{public_url}/v2/{ep}"
@@ -25,13 +25,19 @@ def worker_env(public_url: str, ep: str, worker: str, token: str) -> dict[str, s
         "RUNPOD_POD_HOSTNAME": worker,
         "RUNPOD_ENDPOINT_ID": ep,
         "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-        "RUNPOD_PING_INTERVAL": "5000",
+        # The SDK sleeps whole seconds (int(ms) // 1000): under 1000 it would ping in a busy loop.
+        "RUNPOD_PING_INTERVAL": str(max(1, int(ping_s)) * 1000),
         "RUNPOD_LOG_LEVEL": "INFO",
     }
 
 
 def desired_for(
-    view: ClusterView, node: str, *, public_url: str, token: Callable[[str, str], str]
+    view: ClusterView,
+    node: str,
+    *,
+    public_url: str,
+    token: Callable[[str, str], str],
+    ping_s: float = 5.0,
 ) -> DesiredWorkers:
     found = view.nodes.get(node)
     draining = bool(found and found[0].draining)
@@ -43,7 +49,9 @@ def desired_for(
         spec = ep[0].spec
         env = {
             **spec.env,
-            **worker_env(public_url, a.endpoint_id, a.worker_id, token(a.endpoint_id, a.worker_id)),
+            **worker_env(
+                public_url, a.endpoint_id, a.worker_id, token(a.endpoint_id, a.worker_id), ping_s=ping_s
+            ),
         }
         workers.append(
             DesiredWorker(
