@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from coordinator._node_schema import NodeRecord, WorkerAssignment, nkeys
+from coordinator._node_schema import MigLayoutRecord, NodeRecord, WorkerAssignment, nkeys
 from coordinator._schema import (
     Claim,
     JobRecord,
@@ -45,10 +45,12 @@ _apikey_decoder = msgspec.json.Decoder(ApiKey)
 _delivery_decoder = msgspec.json.Decoder(WebhookDelivery)
 _node_decoder = msgspec.json.Decoder(NodeRecord)
 _assignment_decoder = msgspec.json.Decoder(WorkerAssignment)
+_mig_layout_decoder = msgspec.json.Decoder(MigLayoutRecord)
 _MIRRORED = (
     nkeys.NODES,
     nkeys.WORKERS,
     nkeys.REASONS,
+    nkeys.MIGLAYOUTS,
     keys.QUEUE,
     keys.CLAIMS,
     keys.OUTBOX,
@@ -57,6 +59,8 @@ _MIRRORED = (
     keys.ENDPOINTS,
     keys.APIKEYS,
 )
+
+_REMOVED_KEPT = 10_000
 
 
 class Signal:
@@ -128,6 +132,10 @@ class ClusterView:
         self.claims: dict[str, tuple[Claim, int, int]] = {}  # job id -> (claim, mod_revision, lease)
         self.outbox: dict[str, tuple[WebhookDelivery, int]] = {}  # job id -> (delivery, mod_revision)
         self.seen: dict[str, dict[str, float]] = defaultdict(dict)  # ep -> worker -> last take/ping
+        self.ready_at: dict[str, float] = {}  # worker -> first take/ping seen here (handler ready)
+        # Workers the scheduler removed (their assignment is gone): they get no more jobs and
+        # their long-polls end at once, so the SDK's graceful SIGTERM exit is not held up.
+        self.removed_workers: dict[str, int] = {}  # worker -> revision of the removal
         self.stops: dict[str, set[str]] = defaultdict(set)  # worker -> job ids
         self.presence: dict[str, dict[str, Presence]] = defaultdict(dict)
         self.endpoints: dict[str, tuple[Endpoint, int]] = {}
@@ -142,6 +150,8 @@ class ClusterView:
         self.nodes: dict[str, tuple[NodeRecord, int]] = {}
         self.assignments: dict[str, WorkerAssignment] = {}  # worker id -> assignment
         self.reasons: dict[str, str] = {}  # endpoint -> why its workers do not fit
+        # node -> GPU uuid -> (wanted MIG layout, mod_revision)
+        self.mig_layouts: dict[str, dict[str, tuple[MigLayoutRecord, int]]] = defaultdict(dict)
         self.node_revisions: dict[str, int] = defaultdict(int)  # node -> revision of its last desired change
         self._node_signals: dict[str, Signal] = defaultdict(Signal)
         self.cluster_changed = Signal()  # anything the scheduler looks at
@@ -178,6 +188,7 @@ class ClusterView:
 
     def note_seen(self, ep: str, worker: str, now: float) -> None:
         self.seen[ep][worker] = now
+        self.ready_at.setdefault(worker, now)
 
     def on_job(self, job_id: str, callback: Callable[[JobRecord | None], None]) -> Callable[[], None]:
         """Call ``callback`` on every change of ``job_id``; returns the unsubscribe."""
@@ -232,6 +243,7 @@ class ClusterView:
         self.nodes.clear()
         self.assignments.clear()
         self.reasons.clear()
+        self.mig_layouts.clear()
         self.outbox.clear()
         self.stops.clear()
         self.presence.clear()
@@ -242,7 +254,7 @@ class ClusterView:
         key = ev.kv.key
         self.revision = max(self.revision, ev.revision)
         try:
-            if key.startswith((nkeys.NODES, nkeys.WORKERS, nkeys.REASONS)):
+            if key.startswith((nkeys.NODES, nkeys.WORKERS, nkeys.REASONS, nkeys.MIGLAYOUTS)):
                 self._apply_node_side(ev)
                 self.cluster_changed.fire()
             elif key.startswith(keys.QUEUE):
@@ -281,15 +293,34 @@ class ClusterView:
             node, _, worker = key[len(nkeys.WORKERS) :].decode().partition("/")
             if put:
                 self.assignments[worker] = _assignment_decoder.decode(ev.kv.value)
-            else:
-                self.assignments.pop(worker, None)
+            elif (gone := self.assignments.pop(worker, None)) is not None:
+                self.seen[gone.endpoint_id].pop(worker, None)  # a stopped worker's liveness goes too
+                self.ready_at.pop(worker, None)
+                self._note_removed(worker, gone.endpoint_id, ev.revision)
             self._bump_node(node, ev.revision)
+        elif key.startswith(nkeys.MIGLAYOUTS):
+            self._apply_mig_layout(ev)
         else:
             ep = key[len(nkeys.REASONS) :].decode()
             if put and ev.kv.value:
                 self.reasons[ep] = ev.kv.value.decode()
             else:
                 self.reasons.pop(ep, None)
+
+    def _note_removed(self, worker: str, ep: str, revision: int) -> None:
+        self.removed_workers[worker] = revision
+        while len(self.removed_workers) > _REMOVED_KEPT:  # ids are never reused: forget the oldest
+            del self.removed_workers[next(iter(self.removed_workers))]
+        self._queues[ep].signal.fire()  # its job-take long-poll answers "nothing" now
+        self._stop_signals[worker].fire()
+
+    def _apply_mig_layout(self, ev: WatchEvent) -> None:
+        node, _, gpu = ev.kv.key[len(nkeys.MIGLAYOUTS) :].decode().partition("/")
+        if ev.type == "put":
+            self.mig_layouts[node][gpu] = (_mig_layout_decoder.decode(ev.kv.value), ev.kv.mod_revision)
+        else:
+            self.mig_layouts[node].pop(gpu, None)
+        self._bump_node(node, ev.revision)  # the layout is part of what the node is told
 
     def _bump_node(self, node: str, revision: int) -> None:
         self.node_revisions[node] = max(self.node_revisions[node], revision)
@@ -352,7 +383,13 @@ class ClusterView:
     def _apply_endpoint(self, ev: WatchEvent) -> None:
         ep = ev.kv.key[len(keys.ENDPOINTS) :].decode()
         if ev.type == "put":
-            self.endpoints[ep] = (_endpoint_decoder.decode(ev.kv.value), ev.kv.mod_revision)
+            endpoint = _endpoint_decoder.decode(ev.kv.value)
+            old = self.endpoints.get(ep)
+            self.endpoints[ep] = (endpoint, ev.kv.mod_revision)
+            if old is not None and old[0].version != endpoint.version:
+                # What its workers run changed: wake their nodes' long-polls to replace them.
+                for node in {a.node_id for a in self.assignments.values() if a.endpoint_id == ep}:
+                    self._bump_node(node, ev.revision)
         else:
             self.endpoints.pop(ep, None)
         self.endpoints_changed.fire()

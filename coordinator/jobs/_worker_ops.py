@@ -41,7 +41,11 @@ class WorkerService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         queue = self._ctx.view.queue(ep)
+        view = self._ctx.view
         while worker not in self._retired:  # a recycled worker gets no more jobs
+            if worker in view.removed_workers:
+                await _removed(deadline - loop.time())
+                return []
             candidates = queue.pop(n, ep)
             if candidates:
                 taken = await self._claim(ep, worker, candidates)
@@ -268,9 +272,20 @@ class WorkerService:
                         self._stops_sent.pop((worker, job), None)
                 return due
             remaining = deadline - now
+            if worker in view.removed_workers:
+                await _removed(remaining)
+                return []
             if remaining <= 0 or view.closing or worker in self._retired:
                 return []
             await view.stop_signal(worker).wait(min(remaining, next_at - now))
+
+
+async def _removed(remaining: float) -> None:
+    """Hold a long-poll of a worker the scheduler removed before it answers nothing: briefly.
+
+    Soon, so the SDK's graceful exit on SIGTERM is not held up by a 20 s long-poll; not at
+    once, so a worker noded has not stopped yet does not spin on its retry loop."""
+    await asyncio.sleep(max(0.0, min(1.0, remaining)))
 
 
 _STOP_DELIVERIES = 3

@@ -46,11 +46,14 @@ def mint_node_token(cluster_secret: bytes, node: str) -> str:
 
 
 class NodeRoutes:
-    def __init__(self, *, store: Store, view: ClusterView, auth: Auth, public_url: str) -> None:
+    def __init__(
+        self, *, store: Store, view: ClusterView, auth: Auth, public_url: str, worker_ping_s: float = 5.0
+    ) -> None:
         self._store = store
         self._view = view
         self._auth = auth
         self._public_url = public_url
+        self._ping_s = worker_ping_s
 
     def add_to(self, app: web.Application) -> None:
         r = app.router
@@ -132,6 +135,7 @@ class NodeRoutes:
             node,
             public_url=self._public_url,
             token=lambda ep, w: mint_worker_token(self._auth.cluster_secret, ep, w),
+            ping_s=self._ping_s,
         )
         return json_response(answer)
 
@@ -182,6 +186,7 @@ class NodeRoutes:
                     "reason": rep.reason if rep else "",
                     "restarts": rep.restarts if rep else 0,
                     "startedAt": rep.started_at if rep else 0.0,
+                    "readyAt": self._view.ready_at.get(a.worker_id, 0.0),
                 }
             )
         return json_response(out)
