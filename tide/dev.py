@@ -137,18 +137,21 @@ class DevCluster:
     async def stop(self, *, stop_workers: bool = True) -> None:
         for agent in self._agents:
             await agent.stop()
-        if stop_workers:
-            for agent in self._agents:
-                for status in await agent.runtime.list():
-                    with contextlib.suppress(Exception):
-                        await agent.runtime.stop(status.id, grace=5.0)
-                        await agent.runtime.delete(status.id)
+        if stop_workers:  # all at once: one slow worker must not hold up the others' stops
+            stops = [_stop_worker(a.runtime, s.id) for a in self._agents for s in await a.runtime.list()]
+            await asyncio.gather(*stops)
         for server in self._servers:
             await server.stop()
         if self._coordinator is not None:
             await self._coordinator.stop()
         if self._store is not None:
             await self._store.close()
+
+
+async def _stop_worker(runtime: Any, worker_id: str) -> None:
+    with contextlib.suppress(Exception):  # best effort at shutdown; the rest still stop
+        await runtime.stop(worker_id, grace=5.0)
+        await runtime.delete(worker_id)
 
 
 async def _serve(args: argparse.Namespace) -> int:
