@@ -35,7 +35,7 @@ import msgspec
 
 from tide.api.errors import FailedPrecondition, InvalidArgument, NotFound
 
-from ._image import ImageIndex, parse_header, read_index
+from ._image import ImageIndex, parse_header
 from ._io import write_file_atomic
 from ._locks import SharedLock, exclusive, try_exclusive
 from ._plan import EvictionPlan, ModelState, plan_evictions
@@ -375,27 +375,37 @@ class HostStore:
         self.write_index(StoreIndex(models=models, aliases=aliases))
 
     def reconcile(self, *, now: float, stale_after: float = 600.0) -> None:
-        """Repair the index against the files: adopt images, forget vanished copies, drop stale temps."""
+        """Repair the index against the files: adopt images and T1 copies, forget vanished ones,
+        delete stale temps and T1 copies nobody can describe (no header anywhere)."""
         with self.locked():
             self._drop_stale_temps(now=now, stale_after=stale_after)
             idx = self.read_index()
             models = dict(idx.models)
-            with os.scandir(self._p("images")) as it:
-                for entry in it:
-                    fp = entry.name.removesuffix(".safetensors")
-                    if entry.name.endswith(".safetensors") and fp not in models:
-                        try:
-                            image = read_index(entry.path)
-                        except (InvalidArgument, NotFound):
-                            continue  # not ours or truncated: leave it for an operator
-                        models[fp] = ModelRecord(
-                            fingerprint=fp,
-                            data_bytes=image.data_bytes,
-                            image_bytes=image.image_bytes,
-                            last_used=entry.stat().st_mtime,
-                        )
+            for fp, path in self._tier_files():
+                if fp in models:
+                    continue
+                try:
+                    image = self.image_index(fp)
+                except (InvalidArgument, NotFound):
+                    if path.endswith(".t1"):  # an orphan from an earlier state dir: only costs RAM
+                        self.drop_copy(fp, path)
+                    continue  # a foreign or truncated image: leave it for an operator
+                rec = ModelRecord(
+                    fingerprint=fp,
+                    data_bytes=image.data_bytes,
+                    image_bytes=image.image_bytes,
+                    last_used=os.stat(path).st_mtime,
+                )
+                models[fp] = rec
             self.write_index(msgspec.structs.replace(idx, models=models))
             self.forget_empty()
+
+    def _tier_files(self) -> list[tuple[str, str]]:
+        out = []
+        for root, suffix in ((self._p("images"), ".safetensors"), (self.config.shm_dir, ".t1")):
+            with contextlib.suppress(FileNotFoundError), os.scandir(root) as it:
+                out += [(e.name.removesuffix(suffix), e.path) for e in it if e.name.endswith(suffix)]
+        return out
 
     def _drop_stale_temps(self, *, now: float, stale_after: float) -> None:
         with contextlib.suppress(FileNotFoundError), os.scandir(self.config.shm_dir) as it:

@@ -137,3 +137,15 @@ def test_sample_model_round_trips_through_keeper_tiers(keeper: Keeper) -> None:
     with safe_open(store.t2_path(a.fingerprint), framework="np") as f:
         for name, value in sd.items():
             assert f.get_tensor(name).tobytes() == value.tobytes()
+
+
+def test_restart_adopts_described_t1_and_drops_orphans(tmp_path: Path, shm_dir: str) -> None:
+    make_keeper(tmp_path / "state", shm_dir)
+    store = HostStore.open(str(tmp_path / "state"))
+    a = put_t1(store, "a", _model(1))
+    (tmp_path / "state" / "index.json").unlink()
+    orphan = Path(shm_dir) / ("f" * 32 + ".t1")
+    orphan.write_bytes(b"\0" * 4096)  # left by an earlier keeper whose state dir is gone
+    held = make_keeper(tmp_path / "state", shm_dir).holdings()
+    assert held.t1 == (a.fingerprint,) and not orphan.exists()
+    assert held.ram_used == a.data_bytes
