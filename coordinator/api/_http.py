@@ -95,7 +95,7 @@ def decode_body(body: bytes, type_: type[T], *, what: str) -> T:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         raise InvalidArgument(f"invalid {what}: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
         raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
 
 

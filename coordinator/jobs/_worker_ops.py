@@ -133,7 +133,7 @@ class WorkerService:
                 )
             try:
                 result = msgspec.json.decode(body) if body.strip() else {}
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 failure = {"error": "the worker sent a result that is not JSON"}
                 await self._complete(record, rev, worker, failure)
                 raise InvalidArgument("job-done body must be JSON; the job was marked FAILED") from None
@@ -207,7 +207,7 @@ class WorkerService:
             return {"ignored": f"job {job_id} is {record.status}"}
         try:
             chunk = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raise InvalidArgument("job-stream body must be JSON") from None
         if not isinstance(chunk, dict) or "output" not in chunk:
             chunk = {"output": chunk}
