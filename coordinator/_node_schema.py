@@ -5,6 +5,7 @@ workers/<node>/<worker>        WorkerAssignment  (a node's desired workers)
 usage/<worker>                 UsageRecord       (metering: one per worker lifetime)
 sched/epoch                    b"<n>"            (guards the placer's commits)
 sched/reasons/<ep>             why workers of <ep> do not fit (empty = they do)
+miglayouts/<node>/<gpu uuid>   MigLayoutRecord   (the MIG profiles noded must make that card hold)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import msgspec
 
 from tide.api.nodes import NodeInventory, WorkerReport
 
-__all__ = ["NodeRecord", "UsageRecord", "WorkerAssignment", "nkeys"]
+__all__ = ["MigLayoutRecord", "NodeRecord", "UsageRecord", "WorkerAssignment", "nkeys"]
 
 
 class NodeRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,12 +49,24 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     stopped_at: float = 0.0  # 0 = still running
 
 
+class MigLayoutRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A card's wanted MIG layout.  No record = noded leaves the card's instances alone."""
+
+    node_id: str
+    gpu_uuid: str
+    profiles: list[str]  # a multiset; noded chooses placements that keep busy instances
+    written_at: float  # hysteresis: the scheduler re-cuts a card at most once per interval
+    source: str = "scheduler"  # or "admin" (tide mig apply)
+    reason: str = ""  # what it was cut for, e.g. "endpoint ep-1 needs 2g.20gb"
+
+
 class nkeys:
     NODES = b"/tide/nodes/"
     WORKERS = b"/tide/workers/"
     USAGE = b"/tide/usage/"
     EPOCH = b"/tide/sched/epoch"
     REASONS = b"/tide/sched/reasons/"
+    MIGLAYOUTS = b"/tide/miglayouts/"
 
     @staticmethod
     def node(node: str) -> bytes:
@@ -70,3 +83,7 @@ class nkeys:
     @staticmethod
     def reason(ep: str) -> bytes:
         return b"/tide/sched/reasons/" + ep.encode()
+
+    @staticmethod
+    def mig_layout(node: str, gpu: str) -> bytes:
+        return f"/tide/miglayouts/{node}/{gpu}".encode()

@@ -23,6 +23,7 @@ import msgspec
 from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator._schema import encode, keys
 from coordinator.jobs import ClusterView
+from coordinator.nodes._mig import MigPass
 from coordinator.scheduling import (
     ClusterSnapshot,
     CurrentWorker,
@@ -56,11 +57,13 @@ class Scheduler:
         view: ClusterView,
         *,
         lost_after_s: float = 15.0,
+        mig_recut_interval_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._view = view
         self._lost_after = lost_after_s
+        self.mig_recut_interval_s = mig_recut_interval_s  # hysteresis: one re-cut per card per interval
         self._clock = clock
         self._scaler: dict[str, ScalerState] = {}
         self.last_plan: PlacementPlan | None = None
@@ -90,10 +93,11 @@ class Scheduler:
             PlacementRequest(endpoint_id=ep, spec=view.endpoints[ep][0].spec, worker_ids=ids)
             for ep, ids in sorted(plan.add.items())
         ]
-        placement = plan_placement(self._snapshot(removed), requests)
+        mig = MigPass(view, now=now, min_interval_s=self.mig_recut_interval_s)
+        placement = plan_placement(self._snapshot(removed, mig), requests, slice_fitter=mig.fitter)
         self.last_plan = placement
-        await self._apply(now, removed, placement)
-        await self._save_reasons(placement.reasons)
+        await self._apply(now, removed, placement, mig)
+        await self._save_reasons({**mig.reasons(placement), **placement.reasons})
 
     def _assignments(self) -> list[WorkerAssignment]:
         return sorted(self._view.assignments.values(), key=lambda a: (a.created_at, a.worker_id))
@@ -157,12 +161,14 @@ class Scheduler:
             )
         return out
 
-    def _snapshot(self, removed: set[str]) -> ClusterSnapshot:
+    def _snapshot(self, removed: set[str], mig: MigPass) -> ClusterSnapshot:
         view = self._view
         in_use: dict[str, list[str]] = {}
         for a in view.assignments.values():
             if a.worker_id not in removed:
                 in_use.setdefault(a.node_id, []).extend(a.devices)
+        for node_id, (rec, _) in view.nodes.items():
+            in_use.setdefault(node_id, []).extend(mig.withheld(rec.inventory.gpus))
         nodes = [
             NodeSnapshot(
                 node_id=node_id,
@@ -176,8 +182,8 @@ class Scheduler:
         ]
         return ClusterSnapshot(nodes=nodes, revision=view.revision)
 
-    async def _apply(self, now: float, removed: set[str], placement: PlacementPlan) -> None:
-        ops: list[Op] = []
+    async def _apply(self, now: float, removed: set[str], placement: PlacementPlan, mig: MigPass) -> None:
+        ops: list[Op] = list(mig.ops(placement))  # re-cuts: their workers wait for the new slice
         for worker in sorted(removed):
             a = self._view.assignments.get(worker)
             if a is None:
@@ -201,9 +207,10 @@ class Scheduler:
                 return
             rev = res.revision if chunk[-1].key == nkeys.EPOCH else rev
         log.info(
-            "scheduled: +%d workers, -%d workers, %d waiting",
+            "scheduled: +%d workers, -%d workers, %d re-cuts, %d waiting",
             len(placement.assignments),
             len(removed),
+            len(placement.recuts),
             sum(len(v) for v in placement.unplaced.values()),
         )
 

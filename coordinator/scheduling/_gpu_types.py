@@ -20,6 +20,8 @@ from typing import Literal
 
 import msgspec
 
+from tide.api.gpu_types import GPU_TYPE_ALIASES, canonical_gpu_type
+
 __all__ = [
     "ANY_GPU",
     "GPU_TYPE_ALIASES",
@@ -29,28 +31,6 @@ __all__ = [
     "profile_memory_gb",
 ]
 
-# RunPod ``gpuTypeIds`` names (NVML product names) -> Tide canonical type ids.
-GPU_TYPE_ALIASES: dict[str, str] = {
-    "NVIDIA H100 80GB HBM3": "H100-80GB",
-    "NVIDIA H100 NVL": "H100-NVL-94GB",
-    "NVIDIA H200": "H200-141GB",
-    "NVIDIA B200": "B200-180GB",
-    "NVIDIA A100 80GB PCIe": "A100-80GB",
-    "NVIDIA A100-SXM4-80GB": "A100-80GB",
-    "NVIDIA A100-SXM4-40GB": "A100-40GB",
-    "NVIDIA RTX PRO 6000 Blackwell Server Edition": "RTXPRO6000-96GB",
-    "NVIDIA RTX PRO 6000 Blackwell Workstation Edition": "RTXPRO6000-96GB",
-    "NVIDIA L40S": "L40S-48GB",
-    "NVIDIA L40": "L40-48GB",
-    "NVIDIA L4": "L4-24GB",
-    "NVIDIA A40": "A40-48GB",
-    "NVIDIA RTX A6000": "RTXA6000-48GB",
-    "NVIDIA RTX 6000 Ada Generation": "RTX6000ADA-48GB",
-    "NVIDIA GeForce RTX 4090": "RTX4090-24GB",
-}
-_ALIASES_FOLDED = {k.casefold(): v for k, v in GPU_TYPE_ALIASES.items()} | {
-    v.casefold(): v for v in GPU_TYPE_ALIASES.values()
-}
 _MIG_CLASS = re.compile(r"^mig-(\d+)gb$", re.IGNORECASE)
 _PROFILE_MEMORY = re.compile(r"^\d+g\.(\d+)gb", re.IGNORECASE)
 
@@ -63,12 +43,6 @@ class GpuNeed(msgspec.Struct, frozen=True, kw_only=True):
     type_id: str = ""  # canonical type for "gpu" and "mig"
     profile: str = ""  # MIG profile for "mig"
     min_memory_gb: int = 0  # for "mig-class"
-
-
-def canonical_gpu_type(name: str) -> str:
-    """Tide's canonical id for a type name or alias (case-insensitive); unknown names unchanged."""
-    stripped = name.strip()
-    return _ALIASES_FOLDED.get(stripped.casefold(), stripped)
 
 
 def profile_memory_gb(profile: str) -> int:

@@ -20,20 +20,11 @@ from mig import (
     list_type_ids,
 )
 from tide.api.errors import Unavailable
+from tide.api.gpu_types import GPU_TYPE_ALIASES
 from tide.api.nodes import GpuInfo
 
 __all__ = ["MigBackendGpus", "NvmlGpus", "SimulatedGpus", "gpu_type_id"]
 
-# Whole-GPU types without a MIG catalog, named as the coordinator's type aliases name them.
-_WHOLE_GPU_TYPES = {
-    "NVIDIA L40S": "L40S-48GB",
-    "NVIDIA L40": "L40-48GB",
-    "NVIDIA L4": "L4-24GB",
-    "NVIDIA A40": "A40-48GB",
-    "NVIDIA RTX A6000": "RTXA6000-48GB",
-    "NVIDIA RTX 6000 Ada Generation": "RTX6000ADA-48GB",
-    "NVIDIA GeForce RTX 4090": "RTX4090-24GB",
-}
 _NOISE = {"nvidia", "geforce", "generation"}
 
 
@@ -44,8 +35,8 @@ def gpu_type_id(name: str, memory_mb: int) -> str:
     """
     if (type_id := catalog_for_name(name)) is not None:
         return type_id
-    if name in _WHOLE_GPU_TYPES:
-        return _WHOLE_GPU_TYPES[name]
+    if name in GPU_TYPE_ALIASES:  # the table the coordinator's placer reads too
+        return GPU_TYPE_ALIASES[name]
     words = [w for w in re.split(r"[\s\-_]+", name) if w and w.lower() not in _NOISE]
     return f"{''.join(words).upper()}-{round(memory_mb / 1024)}GB"
 

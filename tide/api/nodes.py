@@ -59,6 +59,9 @@ class NodeInventory(msgspec.Struct, frozen=True, kw_only=True):
     images: list[str] = []  # images (or dir:// paths) already on this host
     flashboot_models: list[str] = []  # model fingerprints held in RAM or NVMe tiers
     version: str = ""
+    # GPU uuid -> why noded does not (yet) hold the MIG layout it was told to (busy slice in the
+    # way, Ampere mode change with processes running, driver error); absent = applied.
+    mig_errors: dict[str, str] = {}
 
 
 class NodeRegistration(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,229 @@
+"""On-demand MIG partitioning, the pure half: which card to re-cut, into what, and when.
+
+The placer (coordinator/scheduling) hands out free MIG instances first; when none fits it asks a
+:class:`MigSliceFitter` whether an idle MIG-enabled card could be re-cut.  The fitter answers
+with mig/'s planner: a new layout holding every instance in use (assigned to a worker, or busy
+with a process noded saw) exactly where it is, the wanted profile, and as many of the idle
+instances as still fit in place.  Only idle instances that are in the way are destroyed.
+
+The wanted layout of a card is stored as a :class:`MigLayoutRecord` (a profile multiset) that
+noded applies; until noded reports it, the card is *pending*: its free instances are withheld
+(a re-cut may destroy them) and it is offered only for the slices the pending layout is about
+to create.  Hysteresis: a card is re-cut at most once per ``min_interval_s``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from collections.abc import Collection, Mapping
+from typing import Literal
+
+from coordinator._node_schema import MigLayoutRecord, nkeys
+from coordinator._schema import encode
+from coordinator.jobs import ClusterView
+from coordinator.scheduling import GpuNeed, PlacementPlan
+from coordinator.store import Put
+from mig import Catalog, Layout, Slot, load_catalog, plan_layout
+from tide.api.errors import NotFound
+from tide.api.gpu_types import canonical_gpu_type
+from tide.api.nodes import GpuInfo, MigInstance
+
+__all__ = [
+    "CardState",
+    "MigPass",
+    "MigSliceFitter",
+    "card_state",
+    "catalog_of",
+    "plan_recut",
+    "profiles_for",
+    "slice_share",
+]
+
+CardState = Literal["unmanaged", "settled", "pending", "failed"]
+_PLAIN = re.compile(r"^\d+g\.(\d+)gb$")  # no media-engine or graphics variant
+
+
+@functools.cache
+def catalog_of(type_id: str) -> Catalog | None:
+    """The MIG catalog of a GPU type (any alias), or None for a type that has none."""
+    try:
+        return load_catalog(canonical_gpu_type(type_id))
+    except NotFound:
+        return None
+
+
+def slice_share(type_id: str, profile: str) -> float | None:
+    """The share of a card a slice takes: the larger of its memory units and its compute slices
+    over the card's (what it keeps others from using).  None if the catalog does not know it."""
+    catalog = catalog_of(type_id)
+    if catalog is None or not catalog.has_profile(profile):
+        return None
+    p = catalog.profile(profile)
+    return max(p.size / catalog.grid, p.compute_slices / catalog.compute_slices)
+
+
+def profiles_for(catalog: Catalog, need: GpuNeed) -> list[str]:
+    """The profiles that satisfy ``need`` on this card type, best first.
+
+    A named profile is itself; a memory class (``mig-24gb``) is every plain profile (no
+    ``+me``/``-me``/``+gfx`` variant) whose name states at least that much memory, least memory
+    first, then fewest compute slices: the smallest slice that fits wastes least.
+    """
+    if need.kind == "mig":
+        same_type = canonical_gpu_type(need.type_id) == catalog.type_id
+        return [need.profile] if same_type and catalog.has_profile(need.profile) else []
+    if need.kind != "mig-class":
+        return []
+    plain = [(int(m.group(1)), p) for p in catalog.profiles if (m := _PLAIN.match(p.name))]
+    fitting = [(gb, p) for gb, p in plain if gb >= need.min_memory_gb]
+    return [p.name for _, p in sorted(fitting, key=lambda t: (t[0], t[1].compute_slices, t[1].name))]
+
+
+def _slot(inst: MigInstance) -> Slot:
+    return Slot(profile=inst.profile, start=inst.start)
+
+
+def plan_recut(catalog: Catalog, gpu: GpuInfo, in_use: Collection[str], profile: str) -> Layout | None:
+    """A layout for ``gpu`` that adds ``profile``, or None if no re-cut can fit it.
+
+    Every instance that is busy or whose uuid is in ``in_use`` stays where it is; idle instances
+    stay in place too unless they are in the way (largest kept first).  Pure; a handful of
+    mig.plan_layout calls (each well under a millisecond).
+    """
+    held = [i for i in gpu.mig_instances if i.busy or i.uuid in in_use]
+    idle = sorted(
+        (i for i in gpu.mig_instances if not (i.busy or i.uuid in in_use)),
+        key=lambda i: (-i.size, i.start),
+    )
+    held_slots = [_slot(i) for i in held]
+    wanted = [i.profile for i in held] + [profile]
+    kept = set(held_slots)
+    layout = plan_layout(catalog, gpu.mig_instances, wanted, busy=held_slots)
+    if not isinstance(layout, Layout) or not kept <= set(layout.slots):
+        return None
+    for inst in idle:
+        trial = plan_layout(catalog, gpu.mig_instances, [*wanted, inst.profile], busy=held_slots)
+        if isinstance(trial, Layout) and kept | {_slot(inst)} <= set(trial.slots):
+            wanted.append(inst.profile)
+            kept.add(_slot(inst))
+            layout = trial
+    return layout
+
+
+def card_state(gpu: GpuInfo, record: MigLayoutRecord | None, error: str, *, stale: bool = False) -> CardState:
+    """Where a card stands against its stored layout.
+
+    ``unmanaged``: no stored layout (noded leaves the card alone); ``settled``: the card holds
+    it; ``pending``: noded has yet to apply it; ``failed``: noded reports why it cannot, or it is
+    ``stale`` (pending for too long: an old noded, a wedged driver).
+    """
+    if record is None:
+        return "unmanaged"
+    if gpu.mig_enabled and Counter(record.profiles) == Counter(i.profile for i in gpu.mig_instances):
+        return "settled"
+    return "failed" if error or stale else "pending"
+
+
+class MigSliceFitter:
+    """The placer's SliceFitter over mig/ (see the module docstring).  Built per scheduling pass.
+
+    ``layouts`` and ``errors`` are keyed by GPU uuid: the stored layouts and what noded reports
+    in ``inventory.mig_errors``.  ``proposals`` records, per card, the profiles of the layout
+    the last successful :meth:`fit` chose (the placer reserves a card after one), so the caller
+    can store exactly that layout.  Pure apart from that memo.
+    """
+
+    def __init__(
+        self,
+        *,
+        layouts: Mapping[str, MigLayoutRecord],
+        errors: Mapping[str, str],
+        now: float,
+        min_interval_s: float,
+        pending_timeout_s: float = 120.0,
+    ) -> None:
+        self._layouts = layouts
+        self._errors = errors
+        self._now = now
+        self._interval = min_interval_s
+        self._timeout = pending_timeout_s
+        self.proposals: dict[str, list[str]] = {}
+
+    def state(self, gpu: GpuInfo) -> CardState:
+        record = self._layouts.get(gpu.uuid)
+        stale = record is not None and self._now - record.written_at > self._timeout
+        return card_state(gpu, record, self._errors.get(gpu.uuid, ""), stale=stale)
+
+    def fit(self, *, gpu: GpuInfo, in_use: frozenset[str], need: GpuNeed) -> str | None:
+        catalog = catalog_of(gpu.type_id)
+        if catalog is None or not gpu.mig_enabled:
+            return None
+        candidates = profiles_for(catalog, need)
+        record = self._layouts.get(gpu.uuid)
+        if self.state(gpu) == "pending" and record is not None:
+            # The card is being cut already: it serves only what that cut creates.
+            coming = Counter(record.profiles) - Counter(i.profile for i in gpu.mig_instances)
+            for profile in candidates:
+                if coming[profile] > 0:
+                    self.proposals[gpu.uuid] = list(record.profiles)
+                    return profile
+            return None
+        if record is not None and self._now - record.written_at < self._interval:
+            return None  # hysteresis: this card was cut a moment ago
+        for profile in candidates:
+            layout = plan_recut(catalog, gpu, in_use, profile)
+            if layout is not None:
+                self.proposals[gpu.uuid] = [s.profile for s in layout.slots]
+                return profile
+        return None
+
+
+class MigPass:
+    """The MIG side of one scheduling pass: the fitter, what to withhold, what to write.
+
+    Built from the view at the start of a pass; :meth:`withheld` feeds the placer's snapshot,
+    :attr:`fitter` the placer, and :meth:`ops` turns the plan's re-cuts into layout writes for
+    the plan's own guarded transaction.
+    """
+
+    def __init__(self, view: ClusterView, *, now: float, min_interval_s: float) -> None:
+        self.now = now
+        self.layouts = {gpu: rec for cards in view.mig_layouts.values() for gpu, (rec, _) in cards.items()}
+        errors = {gpu: why for rec, _ in view.nodes.values() for gpu, why in rec.inventory.mig_errors.items()}
+        self.fitter = MigSliceFitter(
+            layouts=self.layouts, errors=errors, now=now, min_interval_s=min_interval_s
+        )
+
+    def withheld(self, gpus: list[GpuInfo]) -> list[str]:
+        """Instances no worker may get now: every instance of a card whose re-cut is pending
+        (it may be destroyed; a worker on it would block the cut)."""
+        return [i.uuid for g in gpus if self.fitter.state(g) == "pending" for i in g.mig_instances]
+
+    def ops(self, plan: PlacementPlan) -> list[Put]:
+        """One layout write per re-cut card whose wanted layout changes (a re-proposed pending
+        layout writes nothing, so it keeps its time for the hysteresis)."""
+        out: list[Put] = []
+        for recut in plan.recuts:
+            profiles = self.fitter.proposals.get(recut.gpu_uuid)
+            old = self.layouts.get(recut.gpu_uuid)
+            if profiles is None or (old is not None and Counter(old.profiles) == Counter(profiles)):
+                continue
+            record = MigLayoutRecord(
+                node_id=recut.node_id,
+                gpu_uuid=recut.gpu_uuid,
+                profiles=sorted(profiles),
+                written_at=self.now,
+                reason=f"endpoint {recut.endpoint_id} needs a {recut.profile}",
+            )
+            out.append(Put(key=nkeys.mig_layout(recut.node_id, recut.gpu_uuid), value=encode(record)))
+        return out
+
+    @staticmethod
+    def reasons(plan: PlacementPlan) -> dict[str, str]:
+        """Why workers waiting for a re-cut are not placed yet, per endpoint."""
+        return {
+            r.endpoint_id: f"waiting for GPU {r.gpu_uuid} on {r.node_id} to be re-cut for a {r.profile} slice"
+            for r in plan.recuts
+        }
