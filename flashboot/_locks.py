@@ -17,9 +17,9 @@ from tide.api.errors import Unavailable
 __all__ = ["SharedLock", "exclusive", "try_exclusive"]
 
 
-def _open_lock_file(path: str) -> int:
+def _open_lock_file(path: str, *, create: bool = True) -> int:
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        return os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
     except OSError as exc:
         raise Unavailable(f"{path}: cannot open lock file: {exc}") from exc
 
@@ -33,10 +33,10 @@ def _same_file(fd: int, path: str) -> bool:
     return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
 
 
-def _lock(path: str, mode: int) -> int:
+def _lock(path: str, mode: int, *, create: bool = True) -> int:
     """Open and flock ``path``; retries when a remover unlinked the file between our open and lock."""
     while True:
-        fd = _open_lock_file(path)
+        fd = _open_lock_file(path, create=create)
         try:
             fcntl.flock(fd, mode)
         except BlockingIOError:
@@ -84,13 +84,19 @@ def exclusive(path: str) -> Iterator[None]:
 def try_exclusive(path: str, *, unlink: bool = False) -> Iterator[bool]:
     """Try an exclusive flock without blocking; yields whether it was taken.
 
-    With ``unlink`` the lock file is removed while still held, so nobody can lock the old inode
-    afterwards (``_lock`` notices the swap and retries on the new file).
+    A missing lock file counts as free and is not created: nobody holds it, and whoever locks it
+    next checks the state it guards only after locking.  With ``unlink`` the lock file is removed
+    while still held, so nobody can lock the old inode afterwards (``_lock`` notices and retries).
     """
     try:
-        fd = _lock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = _lock(path, fcntl.LOCK_EX | fcntl.LOCK_NB, create=False)
     except BlockingIOError:
         yield False
+        return
+    except Unavailable as exc:
+        if not isinstance(exc.__cause__, FileNotFoundError):
+            raise
+        yield True
         return
     try:
         yield True

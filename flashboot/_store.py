@@ -197,12 +197,16 @@ class HostStore:
             self.write_index(msgspec.structs.replace(idx, models=models, aliases=aliases))
 
     def touch(self, fp: str) -> None:
-        with self.locked():
-            idx = self.read_index()
-            rec = idx.models.get(fp)
-            if rec is not None:
-                rec = msgspec.structs.replace(rec, last_used=self.clock())
-                self.write_index(msgspec.structs.replace(idx, models={**idx.models, fp: rec}))
+        """Mark a model used now (LRU).  Sets the pin file's mtime: cheaper than rewriting the index."""
+        now = self.clock()
+        os.close(os.open(self.pin_path(fp), os.O_RDWR | os.O_CREAT, 0o666))
+        os.utime(self.pin_path(fp), (now, now))
+
+    def last_used(self, rec: ModelRecord) -> float:
+        try:
+            return max(rec.last_used, os.stat(self.pin_path(rec.fingerprint)).st_mtime)
+        except FileNotFoundError:
+            return rec.last_used
 
     def lookup(self, model_id: str, stamp: str) -> str | None:
         """The fingerprint held for ``model_id`` in T1 or T2, or None (unknown, stale stamp, or gone)."""
@@ -279,7 +283,7 @@ class HostStore:
                         in_t1=in_t1,
                         in_t2=in_t2,
                         pinned=self.is_pinned(fp),
-                        last_used=rec.last_used,
+                        last_used=self.last_used(rec),
                     )
                 )
         return out
