@@ -103,6 +103,9 @@ class WorkerService:
                 extra=[
                     Delete(key=cand.key),
                     Put(key=keys.claim(record.id), value=encode(claim), lease=lease),
+                    # A stop left by the requeue of this worker's earlier attempt is for that
+                    # attempt: a worker restarted under the same id must not stop this one.
+                    Delete(key=keys.stop(worker, record.id)),
                 ],
                 compares=[Compare(key=cand.key, target="create", op=">", value=0)],
             )

@@ -149,7 +149,11 @@ class Scheduler:
         for a in mine:
             rep = reports.get(a.worker_id)
             state = rep.state if rep else "pending"
-            if state not in ("exited", "unhealthy", "stopping") and a.worker_id in present:
+            if state == "exited":
+                # noded restarts a desired worker that exited (with backoff; crash loops turn
+                # "unhealthy"): count it as starting, or every crash would also start a replacement.
+                state = "initializing"
+            elif state not in ("unhealthy", "stopping") and a.worker_id in present:
                 state = "running" if busy.get(a.worker_id) else "idle"
             out.append(
                 WorkerView(
