@@ -85,6 +85,7 @@ class AdminRoutes:
     def _describe(self, endpoint: Endpoint) -> dict[str, Any]:
         out = endpoint_json(endpoint)
         out["health"] = self._jobs.health(endpoint.id)
+        out["placement"] = self._view.reasons.get(endpoint.id, "")  # why its workers wait, if they do
         return out
 
     async def get_endpoint(self, request: web.Request) -> web.Response:

@@ -164,7 +164,7 @@ class JobService:
         normal, low = view.queue(ep).counts()
         counters = view.counters[ep]
         in_progress = len(view.claims_of(ep))
-        return {
+        out: dict[str, Any] = {
             "jobs": {
                 "completed": counters["COMPLETED"],
                 "failed": counters["FAILED"],
@@ -174,6 +174,9 @@ class JobService:
             },
             "workers": self._worker_counts(ep),
         }
+        if reason := view.reasons.get(ep, ""):  # Tide's addition: why queued jobs wait for a worker
+            out["reason"] = reason
+        return out
 
     def _worker_counts(self, ep: str) -> dict[str, int]:
         counts = dict.fromkeys(("idle", "initializing", "ready", "running", "throttled", "unhealthy"), 0)
