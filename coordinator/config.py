@@ -1,10 +1,14 @@
 """tide-coordinator's configuration: a versioned, strict TOML file.
 
-Unknown keys are errors that name their path; every default is written here
-and only here.  ``main`` decodes the file once and converts it into the
-runtime settings the components take.  Example (all keys optional)::
+Unknown keys are errors that name their path (``unknown key `$.jobs.claim-grace```);
+every default is written here and only here (docs/config.md is generated from
+these Structs, and a test checks that every key appears below).  ``main`` decodes
+the file once and converts it into the runtime settings the components take.
+``version`` is optional and defaults to the current one; an older file is
+upgraded step by step through ``_MIGRATIONS``, a newer one is refused.
+Example (all keys optional)::
 
-    version = 1
+    version = 1                      # the file format; this build reads 1
 
     [server]
     listen = "127.0.0.1:8420"        # host:port of the public, worker, admin and node APIs
@@ -25,6 +29,7 @@ runtime settings the components take.  Example (all keys optional)::
     retention-run-s = 1800.0         # results kept after /run
     retention-sync-s = 60.0          # results kept after /runsync
     inline-limit = 262144            # larger payloads go to the blob store
+    take-wait-s = 20.0               # a worker's job-take long-poll waits at most this long
 
     [nodes]
     lost-after-s = 15.0              # a host silent this long is lost: its workers are replaced
@@ -36,9 +41,11 @@ runtime settings the components take.  Example (all keys optional)::
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -46,7 +53,11 @@ from coordinator._app import CoordinatorSettings
 from coordinator.jobs import JobSettings
 from tide.api.errors import InvalidArgument
 
-__all__ = ["FileConfig", "load_config", "to_settings"]
+__all__ = ["CONFIG_VERSION", "FileConfig", "load_config", "to_settings"]
+
+CONFIG_VERSION = 1
+# version n -> a function that upgrades a decoded version-n file to version n + 1
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -95,7 +106,7 @@ class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True,
 
 
 def load_config(path: str | None) -> FileConfig:
-    """Decode and validate; InvalidArgument names the file and the bad key."""
+    """Decode, upgrade and validate; InvalidArgument names the file and the bad key."""
     if path is None:
         return FileConfig()
     try:
@@ -103,18 +114,55 @@ def load_config(path: str | None) -> FileConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidArgument(f"{path}: {exc}") from None
     try:
-        return msgspec.convert(raw, FileConfig)
+        return msgspec.convert(_migrate(raw, path), FileConfig)
     except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"{path}: {exc}") from None
+        raise InvalidArgument(f"{path}: {_describe(exc)}") from None
+
+
+def _migrate(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    version = raw.get("version", CONFIG_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidArgument(f"{path}: `$.version` must be an integer, got {version!r}")
+    if version > CONFIG_VERSION:
+        raise InvalidArgument(
+            f"{path}: config version {version} is newer than this tide-coordinator reads "
+            f"({CONFIG_VERSION}); upgrade Tide or write a version {CONFIG_VERSION} file"
+        )
+    while version < CONFIG_VERSION:
+        step = _MIGRATIONS.get(version)
+        if step is None:
+            raise InvalidArgument(
+                f"{path}: config version {version} is not supported (this tide-coordinator reads "
+                f"version {CONFIG_VERSION})"
+            )
+        version += 1
+        raw = {**step(raw), "version": version}
+    return raw
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """msgspec's message with the full key path first: unknown key `$.jobs.claim-grace`."""
+    m = _AT.match(str(exc))
+    msg, at = (m["msg"], m["path"] or "$") if m else (str(exc), "$")
+    if unknown := _UNKNOWN.match(msg):
+        return f"unknown key `{at}.{unknown['key']}`"
+    return f"`{at}`: {msg[:1].lower()}{msg[1:]}"
 
 
 def to_settings(cfg: FileConfig) -> CoordinatorSettings:
     host, _, port = cfg.server.listen.rpartition(":")
     if not host or not port.isdigit():
-        raise InvalidArgument(f"server.listen must be host:port, got {cfg.server.listen!r}")
+        raise InvalidArgument(f"`$.server.listen` must be host:port, got {cfg.server.listen!r}")
     hashes = list(cfg.auth.admin_key_sha256)
     if cfg.auth.admin_key_file:
-        secret = Path(cfg.auth.admin_key_file).read_text().strip()
+        try:
+            secret = Path(cfg.auth.admin_key_file).read_text().strip()
+        except OSError as exc:
+            raise InvalidArgument(f"`$.auth.admin-key-file`: cannot read it: {exc}") from None
         hashes.append(hashlib.sha256(secret.encode()).hexdigest())
     jobs = JobSettings(
         claim_grace_s=cfg.jobs.claim_grace_s,
