@@ -26,6 +26,7 @@ __all__ = [
     "CdiSpec",
     "ContainerEdits",
     "LinuxDevice",
+    "known_devices",
     "load_cdi_specs",
     "plan_cdi_edits",
     "resolve_device_nodes",
@@ -145,6 +146,11 @@ def plan_cdi_edits(specs: list[CdiSpec], devices: list[str]) -> ContainerEdits:
         mounts += edits.mounts
         hooks += edits.hooks
     return ContainerEdits(env=env, device_nodes=_dedupe(nodes), mounts=mounts, hooks=hooks)
+
+
+def known_devices(specs: list[CdiSpec], devices: list[str]) -> list[str]:
+    """Pure: the ``devices`` some spec names, in order (simulated GPUs have none)."""
+    return [d for d in devices if _find(specs, d.rpartition("=")[0], d.rpartition("=")[2]) is not None]
 
 
 def _find(specs: list[CdiSpec], kind: str, name: str) -> tuple[CdiSpec, CdiDevice] | None:

@@ -34,6 +34,7 @@ import msgspec
 from noded.runtime._cdi import (
     DEFAULT_CDI_DIRS,
     ContainerEdits,
+    known_devices,
     load_cdi_specs,
     plan_cdi_edits,
     resolve_device_nodes,
@@ -41,7 +42,7 @@ from noded.runtime._cdi import (
 from noded.runtime._common import check_worker_id, tail_lines
 from noded.runtime._ctrd import Ctrd, rpc
 from noded.runtime._oci_spec import plan_oci_spec
-from noded.runtime._protocol import WorkerSpec, WorkerStatus
+from noded.runtime._protocol import Mount, WorkerSpec, WorkerStatus
 from noded.runtime._pull import PulledImage, ensure_image
 from noded.runtime._registry import RegistryAuth, RegistryClient, parse_reference
 from tide.api.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -66,12 +67,20 @@ class ContainerdConfig(msgspec.Struct, frozen=True, kw_only=True):
     snapshotter: str = "overlayfs"
     runtime: str = "io.containerd.runc.v2"
     runc_root: str = ""  # runc's state dir; "" = the shim's default
+    # cgroupfs: each worker's cgroup is <cgroup_parent>/<id>.  systemd: the worker is the
+    # transient scope "tide-<id>.scope" in the slice <cgroup_parent> (e.g. "tide.slice").
     systemd_cgroup: bool = False
     cgroup_parent: str = "/tide"
     network: Literal["host", "none"] = "host"
     cdi_dirs: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CDI_DIRS))
-    registries: dict[str, RegistryAuth] = {}  # by registry host
+    registries: dict[str, RegistryAuth] = {}  # by registry host ("127.0.0.1:5000", "ghcr.io")
     shm_bytes: int = 1 << 30
+    # Host paths bound into every worker, after the spec's own mounts are planned (e.g. in
+    # tide dev, the host's Python for images that carry none).  Not part of the stored spec.
+    binds: list[Mount] = []
+    # tide dev: the GPUs are simulated, so devices no CDI spec names get only the visibility
+    # env and no device nodes.  Never set on a real GPU host: there a missing spec is an error.
+    simulated_gpus: bool = False
 
 
 _TASK_STATES: dict[int, Literal["created", "running", "exited"]] = {1: "created", 2: "running", 3: "exited"}
@@ -137,18 +146,23 @@ class ContainerdRuntime:
 
     def _oci_spec(self, spec: WorkerSpec, image: PulledImage) -> dict[str, Any]:
         """Reads CDI specs and stats device nodes and host files: run it in a thread."""
+        cfg = self.config
         edits = ContainerEdits()
         if spec.devices:
-            edits = plan_cdi_edits(load_cdi_specs(self.config.cdi_dirs), spec.devices)
+            specs = load_cdi_specs(cfg.cdi_dirs)
+            wanted = known_devices(specs, spec.devices) if cfg.simulated_gpus else spec.devices
+            edits = plan_cdi_edits(specs, wanted)
+        if cfg.binds:
+            spec = msgspec.structs.replace(spec, mounts=[*spec.mounts, *cfg.binds])
         return plan_oci_spec(
             spec,
             image.config,
             edits=edits,
             devices=resolve_device_nodes(edits.device_nodes),
-            cgroups_path=f"{self.config.cgroup_parent.rstrip('/')}/{spec.id}",
-            network=self.config.network,
+            cgroups_path=cgroups_path(cfg, spec.id),
+            network=cfg.network,
             host_files=[p for p in ("/etc/hosts", "/etc/resolv.conf") if os.path.isfile(p)],
-            shm_bytes=self.config.shm_bytes,
+            shm_bytes=cfg.shm_bytes,
         )
 
     async def _create_container(
@@ -352,6 +366,17 @@ class ContainerdRuntime:
         if self._channel is not None:
             await self._channel.close()
         self._ctrd = self._channel = self._http = self._registry = None
+
+
+def cgroups_path(config: ContainerdConfig, worker_id: str) -> str:
+    """Pure: the OCI ``linux.cgroupsPath`` for the configured cgroup driver.
+
+    runc's systemd driver wants "slice:prefix:name" (and refuses a path); cgroupfs a path.
+    """
+    if config.systemd_cgroup:
+        parent = config.cgroup_parent.strip("/")
+        return f"{parent if parent.endswith('.slice') else 'system.slice'}:tide:{worker_id}"
+    return f"{config.cgroup_parent.rstrip('/')}/{worker_id}"
 
 
 def _stored_spec(container: Any) -> WorkerSpec | None:

@@ -5,13 +5,16 @@ noded pulls client side, as ctr and nerdctl do.  Auth follows the registry's
 ``WWW-Authenticate`` challenge: ``Basic`` with configured credentials, or
 ``Bearer`` through the token endpoint it names (with credentials when
 configured, anonymously otherwise), or a configured static bearer token.
-Plain HTTP only for hosts configured ``insecure``.
+Plain HTTP only for hosts configured ``insecure`` and for loopback hosts
+(127.0.0.0/8, ::1, localhost: the traffic never leaves the machine; Docker
+treats 127.0.0.0/8 the same way).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -22,7 +25,14 @@ import msgspec
 
 from tide.api.errors import InvalidArgument, NotFound, TideError, Unauthenticated, Unavailable
 
-__all__ = ["ImageRef", "RegistryAuth", "RegistryClient", "parse_reference", "select_manifest"]
+__all__ = [
+    "ImageRef",
+    "RegistryAuth",
+    "RegistryClient",
+    "is_loopback",
+    "parse_reference",
+    "select_manifest",
+]
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -82,6 +92,18 @@ def parse_reference(ref: str) -> ImageRef:
     return ImageRef(host=host, repo=path, reference=digest or tag)
 
 
+def is_loopback(host: str) -> bool:
+    """Pure: does the registry host ("127.0.0.1:5000", "[::1]:5000", "localhost") name this machine?"""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def select_manifest(index: Mapping[str, Any], *, os: str, arch: str) -> dict[str, Any]:
     """Pure: the descriptor for os/arch in an image index (NotFound if it has none)."""
     for desc in index.get("manifests", []):
@@ -101,7 +123,8 @@ class RegistryClient:
         self._headers: dict[tuple[str, str], str] = {}  # (host, repo) -> Authorization
 
     def _url(self, ref: ImageRef, path: str) -> str:
-        scheme = "http" if self._auth.get(ref.host, RegistryAuth()).insecure else "https"
+        plain = self._auth.get(ref.host, RegistryAuth()).insecure or is_loopback(ref.host)
+        scheme = "http" if plain else "https"
         return f"{scheme}://{ref.host}/v2/{ref.repo}/{path}"
 
     async def manifest(self, ref: ImageRef, reference: str) -> tuple[str, bytes]:
