@@ -24,7 +24,7 @@ import msgspec
 from noded._client import CoordinatorClient
 from noded._runner import RestartPolicy, WorkerRunner
 from noded.inventory import GpuInventory, host_facts
-from noded.runtime import ContainerRuntime, WorkerSpec, WorkerStatus
+from noded.runtime import ContainerRuntime, ResourceLimits, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
 from tide.api.nodes import DesiredWorker, GpuInfo, Heartbeat, NodeInventory
 
@@ -255,6 +255,7 @@ class NodeAgent:
         runner.run(self._tg, None, after=waits)
 
     def _spec(self, d: DesiredWorker) -> WorkerSpec:
+        # An OCI image with no command runs its own Entrypoint/Cmd (the runtime applies them).
         command = list(d.command)
         if d.image.startswith("dir://"):
             if not command:
@@ -268,6 +269,7 @@ class NodeAgent:
             args=list(d.args),
             env=dict(d.env),
             devices=list(d.devices),
+            limits=ResourceLimits(cpus=d.cpus, memory_bytes=d.memory_bytes),
             labels={
                 LABEL_OWNER: "tide",
                 LABEL_WORKER: d.worker_id,

@@ -65,6 +65,8 @@ def desired_for(
                 gpu_type=a.gpu_type,
                 devices=a.devices,
                 flashboot=spec.flashboot,
+                cpus=spec.cpus,
+                memory_bytes=spec.memory_mb << 20,
             )
         )
     return DesiredWorkers(

@@ -23,10 +23,10 @@ __all__ = [
 ]
 
 GpuCount = Annotated[int, Meta(ge=1, le=8, description="whole GPUs per worker, 1-8")]
-EndpointName = Annotated[
-    str, Meta(min_length=1, max_length=191, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-]
+EndpointName = Annotated[str, Meta(min_length=1, max_length=191, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 ScalerType = Literal["QUEUE_DELAY", "REQUEST_COUNT"]
+Cpus = Annotated[float, Meta(ge=0, le=1024, description="CPU cores per worker (0 = unlimited)")]
+MemoryMb = Annotated[int, Meta(ge=0, le=16 << 20, description="memory per worker in MiB (0 = unlimited)")]
 
 
 class EndpointSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -52,6 +52,9 @@ class EndpointSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", fo
     network_volume_id: str = ""
     max_job_retries: Annotated[int, Meta(ge=0, le=100)] = 3  # Tide: requeues before FAILED
     concurrency_per_worker: Annotated[int, Meta(ge=1, le=1024)] = 1  # autoscaler's target
+    # Tide: per-worker cgroup limits (containerd runtime); 0 = unlimited.
+    cpus: Cpus = 0.0
+    memory_mb: MemoryMb = 0
 
 
 class EndpointUpdate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -69,11 +72,15 @@ class EndpointUpdate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
     scaler_type: ScalerType | msgspec.UnsetType = msgspec.UNSET
     scaler_value: Annotated[int, Meta(ge=1, le=3600)] | msgspec.UnsetType = msgspec.UNSET
     flashboot: bool | msgspec.UnsetType = msgspec.UNSET
-    execution_timeout_ms: Annotated[int, Meta(ge=5_000, le=7 * 86_400_000)] | msgspec.UnsetType = msgspec.UNSET
+    execution_timeout_ms: Annotated[int, Meta(ge=5_000, le=7 * 86_400_000)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
     data_center_ids: list[str] | msgspec.UnsetType = msgspec.UNSET
     network_volume_id: str | msgspec.UnsetType = msgspec.UNSET
     max_job_retries: Annotated[int, Meta(ge=0, le=100)] | msgspec.UnsetType = msgspec.UNSET
     concurrency_per_worker: Annotated[int, Meta(ge=1, le=1024)] | msgspec.UnsetType = msgspec.UNSET
+    cpus: Cpus | msgspec.UnsetType = msgspec.UNSET
+    memory_mb: MemoryMb | msgspec.UnsetType = msgspec.UNSET
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
