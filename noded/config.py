@@ -18,10 +18,19 @@ key)::
     join-key-file = "/etc/tide/node-join.key"   # an API key with scope node (or admin)
 
     [runtime]
-    kind = "process"                 # or "containerd"
+    kind = "process"                 # or "containerd" (production; docs/hosts.md)
     state-dir = "/var/lib/tide/noded"
     containerd-socket = "/run/containerd/containerd.sock"
     stop-grace-s = 30.0
+    cdi-dirs = ["/etc/cdi", "/var/run/cdi"]     # GPU CDI specs (containerd)
+    systemd-cgroup = false           # true when containerd uses SystemdCgroup
+    cgroup-parent = ""               # "" = "/tide" (cgroupfs) or "system.slice" (systemd)
+
+    [runtime.registries."registry.example.com"]   # one table per registry host
+    username = "robot"
+    password-file = "/etc/tide/registry.password"
+    token-file = ""                  # a static bearer token instead
+    insecure = false                 # plain HTTP (loopback registries always are)
 
     [gpus]
     source = "nvml"                  # or "simulated"
@@ -36,14 +45,18 @@ from __future__ import annotations
 
 import socket
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from tide.api.errors import InvalidArgument
 
-__all__ = ["FileConfig", "load_config"]
+if TYPE_CHECKING:
+    from noded.runtime import RegistryAuth
+
+__all__ = ["FileConfig", "RegistrySection", "load_config", "load_registries", "registry_auth"]
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -63,11 +76,25 @@ class CoordinatorSection(_Strict):
     join_key_file: str = "/etc/tide/node-join.key"
 
 
+class RegistrySection(_Strict):
+    """How the containerd runtime reaches one registry host.  Secrets live in files, not here."""
+
+    username: str = ""
+    password_file: str = ""
+    token_file: str = ""  # a static bearer token; wins over username/password
+    insecure: bool = False  # plain HTTP (loopback registries always are)
+
+
 class RuntimeSection(_Strict):
     kind: Literal["process", "containerd"] = "process"
     state_dir: str = "/var/lib/tide/noded"
     containerd_socket: str = "/run/containerd/containerd.sock"
     stop_grace_s: float = 30.0
+    # Where nvidia-ctk cdi generate (or nvidia-cdi-refresh) writes the GPU specs.
+    cdi_dirs: list[str] = msgspec.field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
+    systemd_cgroup: bool = False  # runc's systemd cgroup driver (set it when containerd's is)
+    cgroup_parent: str = ""  # "" = "/tide" (cgroupfs) or "system.slice" (systemd)
+    registries: dict[str, RegistrySection] = {}  # by host: "ghcr.io", "10.0.0.5:5000"
 
 
 class GpusSection(_Strict):
@@ -107,3 +134,37 @@ def load_config(path: str | None) -> FileConfig:
     if cfg.gpus.source == "simulated" and not cfg.gpus.simulated:
         raise InvalidArgument(f"{path}: gpus.simulated must name the GPUs, e.g. \"2xH100-80GB\"")
     return cfg
+
+
+class _RegistriesFile(_Strict):
+    registries: dict[str, RegistrySection] = {}
+
+
+def load_registries(path: str) -> dict[str, RegistrySection]:
+    """A file holding only ``[registries."HOST"]`` tables (``tide dev --registry-config``)."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+        return msgspec.convert(raw, _RegistriesFile).registries
+    except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise InvalidArgument(f"{path}: {exc}") from None
+
+
+def registry_auth(registries: Mapping[str, RegistrySection]) -> dict[str, RegistryAuth]:
+    """The runtime's view: secrets read from their files (InvalidArgument names a bad one)."""
+    from noded.runtime import RegistryAuth  # loads aiohttp: only when containerd is used
+
+    def secret(path: str) -> str:
+        try:
+            return Path(path).read_text().strip() if path else ""
+        except OSError as exc:
+            raise InvalidArgument(f"registry secret file: {exc}") from None
+
+    return {
+        host: RegistryAuth(
+            username=r.username,
+            password=secret(r.password_file),
+            token=secret(r.token_file),
+            insecure=r.insecure,
+        )
+        for host, r in registries.items()
+    }

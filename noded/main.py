@@ -15,7 +15,7 @@ from typing import Any
 from noded._agent import AgentSettings, NodeAgent
 from noded._client import CoordinatorClient
 from noded._server import NodeServer
-from noded.config import FileConfig, load_config
+from noded.config import FileConfig, load_config, registry_auth
 from tide.api.errors import InvalidArgument, TideError
 from tide.sdnotify import notify, watchdog_interval
 
@@ -47,11 +47,20 @@ def _gpus(cfg: FileConfig) -> Any:
 
 
 def _runtime(cfg: FileConfig) -> Any:
-    if cfg.runtime.kind == "containerd":
-        from noded.runtime._containerd import ContainerdConfig, ContainerdRuntime
+    rt = cfg.runtime
+    if rt.kind == "containerd":
+        from noded.runtime import ContainerdConfig, ContainerdRuntime
 
-        log_dir = str(Path(cfg.runtime.state_dir) / "logs")
-        return ContainerdRuntime(ContainerdConfig(log_dir=log_dir, socket=cfg.runtime.containerd_socket))
+        parent = rt.cgroup_parent or ("system.slice" if rt.systemd_cgroup else "/tide")
+        config = ContainerdConfig(
+            log_dir=str(Path(rt.state_dir) / "logs"),
+            socket=rt.containerd_socket,
+            cdi_dirs=list(rt.cdi_dirs),
+            systemd_cgroup=rt.systemd_cgroup,
+            cgroup_parent=parent,
+            registries=registry_auth(rt.registries),
+        )
+        return ContainerdRuntime(config)
     from noded.runtime import ProcessRuntime
 
     return ProcessRuntime(Path(cfg.runtime.state_dir) / "workers")

@@ -1,9 +1,10 @@
 """``tide dev``: a whole Tide cluster in one process, for laptops, demos and tests.
 
 It runs the coordinator (in-process store, or ``--etcd``) and N node agents
-with simulated GPUs and the process runtime: the same code paths as
-production, wired together in one event loop (the only place where both
-daemons meet).  Ctrl-C stops the agents and the coordinator, then the workers.
+with simulated GPUs and the process runtime (or real containers with
+``--runtime containerd``): the same code paths as production, wired together
+in one event loop (the only place where both daemons meet).  Ctrl-C stops the
+agents and the coordinator, then the workers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _EPILOG = """examples:
   tide dev                                   # coordinator on :8420, one node with simulated GPUs
   tide dev --nodes 2 --gpus 2xH100-80GB,1xRTXPRO6000-96GB --api-key secret
   tide dev --etcd etcd://127.0.0.1:2379     # keep state in a real etcd
+  sudo tide dev --runtime containerd --insecure-registry registry.lan:5000   # workers as containers
 
 then, in another shell:
   export TIDE_URL=http://127.0.0.1:8420 TIDE_API_KEY=<the printed key>
@@ -58,6 +60,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default="", help="where workers, logs and blobs live (default: a temp dir)")
     p.add_argument("--etcd", default="", help="etcd URL (etcd://host:port); default: in-process store")
     p.add_argument("--runtime", choices=["process", "containerd"], default="process", help="worker runtime")
+    c = p.add_argument_group("with --runtime containerd (workers are containers; needs root)")
+    c.add_argument(
+        "--containerd-socket",
+        default="/run/containerd/containerd.sock",
+        help="containerd's gRPC socket (default /run/containerd/containerd.sock)",
+    )
+    c.add_argument(
+        "--containerd-bind",
+        action="append",
+        default=[],
+        metavar="SRC[:DST]",
+        help="bind a host path read-only into every worker (repeatable); e.g. the host's Python "
+        "and venv for images that carry none",
+    )
+    c.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="pull from this registry over plain HTTP (repeatable; loopback registries always are)",
+    )
+    c.add_argument(
+        "--registry-config",
+        default="",
+        metavar="FILE",
+        help='registry credentials: a TOML file of [registries."HOST"] tables with the keys of '
+        "noded.toml's registry tables (username, password-file, token-file, insecure)",
+    )
+    c.add_argument(
+        "--cdi-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="CDI specs for the simulated GPUs (repeatable); GPUs no spec names get no device nodes",
+    )
     p.add_argument(
         "--claim-grace", type=float, default=30.0, help="seconds before a silent worker's job is requeued"
     )
@@ -127,9 +164,7 @@ class DevCluster:
     def _runtime(self, name: str) -> Any:
         root = self.state_dir / "nodes" / name
         if self.args.runtime == "containerd":
-            from noded.runtime._containerd import ContainerdConfig, ContainerdRuntime
-
-            return ContainerdRuntime(ContainerdConfig(log_dir=str(root / "logs"), owner=f"tide-dev-{name}"))
+            return _containerd_runtime(self.args, root, owner=f"tide-dev-{name}")
         from noded.runtime import ProcessRuntime
 
         return ProcessRuntime(root / "workers")
@@ -142,6 +177,8 @@ class DevCluster:
             await asyncio.gather(*stops)
         for server in self._servers:
             await server.stop()
+        for agent in self._agents:
+            await agent.runtime.close()  # workers keep running; this closes connections only
         if self._coordinator is not None:
             await self._coordinator.stop()
         if self._store is not None:
@@ -152,6 +189,32 @@ async def _stop_worker(runtime: Any, worker_id: str) -> None:
     with contextlib.suppress(Exception):  # best effort at shutdown; the rest still stop
         await runtime.stop(worker_id, grace=5.0)
         await runtime.delete(worker_id)
+
+
+def _containerd_runtime(args: argparse.Namespace, root: Path, *, owner: str) -> Any:
+    """A ContainerdRuntime for one dev node: its own owner label and log dir, simulated GPUs."""
+    import msgspec
+
+    from noded.config import load_registries, registry_auth
+    from noded.runtime import ContainerdConfig, ContainerdRuntime, Mount, RegistryAuth
+
+    registries = registry_auth(load_registries(args.registry_config)) if args.registry_config else {}
+    for host in args.insecure_registry:
+        registries[host] = msgspec.structs.replace(registries.get(host, RegistryAuth()), insecure=True)
+    binds = []
+    for bind in args.containerd_bind:
+        src, _, dst = bind.partition(":")
+        binds.append(Mount(source=os.path.abspath(src), target=dst or os.path.abspath(src), read_only=True))
+    config = ContainerdConfig(
+        log_dir=str(root / "logs"),
+        socket=args.containerd_socket,
+        owner=owner,
+        registries=registries,
+        binds=binds,
+        cdi_dirs=[os.path.abspath(d) for d in args.cdi_dir],
+        simulated_gpus=True,
+    )
+    return ContainerdRuntime(config)
 
 
 async def _serve(args: argparse.Namespace) -> int:
