@@ -9,6 +9,7 @@ import contextlib
 import logging
 import signal
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ def _gpus(cfg: FileConfig) -> Any:
     import noded.inventory as inventory
 
     if cfg.gpus.source == "simulated":
-        return inventory.SimulatedGpus.from_spec(cfg.gpus.simulated, seed=0)
+        # Seeded by hostname: stable across restarts (assignments name GPUs by UUID), distinct per host.
+        seed = zlib.crc32(cfg.hostname().encode())
+        return inventory.SimulatedGpus.from_spec(cfg.gpus.simulated, seed=seed)
     return inventory.NvmlGpus()
 
 
