@@ -1,0 +1,362 @@
+"""``tide dev --runtime containerd`` end to end: real containerd + runc, a real registry, the
+unmodified examples/echo handler in an OCI image, the real ``runpod`` SDK as client.
+
+The module starts containerd and docker-registry (tests/fixtures), pushes an image whose
+entrypoint runs the handler with the host's Python (bind-mounted read-only through
+``--containerd-bind``: the image itself carries no interpreter, which keeps it tiny), and
+runs a ``tide dev`` cluster (the in-process ``DevCluster``, built from the real command
+line) on its own event loop in a thread.  One endpoint with two workers, each with a CPU
+and a memory limit and one simulated GPU whose CDI spec maps to a fake device node.
+The tests run in order on that cluster: serve, limits, devices, a killed container,
+then a noded restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import os
+import signal
+import sys
+import tarfile
+import threading
+import uuid
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from noded.runtime import WorkerStatus, gen_protos
+from tests.fixtures.containerd import ContainerdServer, containerd_missing
+from tests.fixtures.coordinator import REPO_ROOT, Admin, http_json, wait_until
+from tests.fixtures.oci_image import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    Blob,
+    build_test_image,
+    host_python_mounts,
+    push_image,
+)
+from tests.fixtures.oci_image import TestImage as OciImage  # "Test*" names would be collected
+from tests.fixtures.registry import RegistryServer, registry_missing
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(90)]
+
+T = TypeVar("T")
+NODE = "node-1"
+CPUS, MEMORY_MB = 0.5, 256
+# runc's own /dev: what every worker sees besides the nodes of the GPUs it was given.
+STANDARD_DEV = {"null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue"}
+STANDARD_DEV |= {"fd", "stdin", "stdout", "stderr", "core", "console"}
+
+
+# -- the image ------------------------------------------------------------------------------
+
+
+def _layer(files: dict[str, bytes]) -> tuple[str, Blob]:
+    """(diff id, gzip layer blob) of regular files, reproducible."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    zipped = io.BytesIO()
+    with gzip.GzipFile(fileobj=zipped, mode="wb", mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest(), Blob(OCI_LAYER_GZIP, zipped.getvalue())
+
+
+def echo_image() -> OciImage:
+    """The fixtures' skeleton image plus /app/handler.py (examples/echo, unmodified), with an
+    entrypoint that runs it: the endpoint gives no command, so the image's own is used."""
+    base = build_test_image()
+    base_config = json.loads(base.config.data)
+    diff_id, handler = _layer({"app/handler.py": (REPO_ROOT / "examples/echo/handler.py").read_bytes()})
+    arch = base_config["architecture"]
+    config = {
+        "architecture": arch,
+        "os": "linux",
+        "config": {
+            "Entrypoint": [sys.executable, "-u"],
+            "Cmd": ["/app/handler.py"],
+            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+            "WorkingDir": "/app",
+        },
+        "rootfs": {"type": "layers", "diff_ids": [*base_config["rootfs"]["diff_ids"], diff_id]},
+    }
+    layers = [*base.layers, handler]
+    config_blob = Blob(OCI_CONFIG, json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_blob.descriptor(),
+        "layers": [b.descriptor() for b in layers],
+    }
+    manifest_blob = Blob(OCI_MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [manifest_blob.descriptor()]}
+    return OciImage(layers, config_blob, manifest_blob, Blob(OCI_INDEX, json.dumps(index).encode()))
+
+
+def write_fake_cdi(cdi_dir: Path, gpu_uuids: list[str]) -> dict[str, str]:
+    """A CDI spec shaped like nvidia-ctk's (uuid names) for the simulated GPUs; every device
+    node is really /dev/null.  Returns uuid -> the node's name in the worker's /dev."""
+    nodes = {u: f"nvidia{i}" for i, u in enumerate(gpu_uuids)}
+    spec = {
+        "cdiVersion": "0.5.0",
+        "kind": "nvidia.com/gpu",
+        "devices": [
+            {"name": u, "containerEdits": {"deviceNodes": [{"path": f"/dev/{n}", "hostPath": "/dev/null"}]}}
+            for u, n in nodes.items()
+        ],
+        "containerEdits": {"deviceNodes": [{"path": "/dev/nvidiactl", "hostPath": "/dev/null"}]},
+    }
+    cdi_dir.mkdir(parents=True, exist_ok=True)
+    (cdi_dir / "nvidia.json").write_text(json.dumps(spec))
+    return nodes
+
+
+# -- the cluster ----------------------------------------------------------------------------
+
+
+class Dev:
+    """A DevCluster on its own event loop in a thread; ``call`` runs a coroutine there."""
+
+    def __init__(self, argv: list[str]) -> None:
+        from tide.dev import _parser
+
+        self.args = _parser().parse_args(argv)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="tide-dev", daemon=True)
+        self._thread.start()
+        self.cluster: Any = None
+        self.agent: Any = None
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> None:
+        from tide.dev import DevCluster
+
+        async def start() -> None:
+            self.cluster = DevCluster(self.args)
+            await self.cluster.start()
+            self.agent = await self.cluster.add_node(NODE, 0)
+
+        self.call(start())
+
+    @property
+    def admin(self) -> Admin:
+        return Admin(self.cluster.url, self.cluster.api_key)
+
+    def workers(self) -> list[WorkerStatus]:
+        """What containerd runs for this node (its runtime's view: owner label tide-dev-node-1)."""
+        return list(self.call(self.agent.runtime.list()))
+
+    def running(self, n: int) -> list[WorkerStatus]:
+        def check() -> list[WorkerStatus] | None:
+            found = [w for w in self.workers() if w.state == "running"]
+            return found if len(found) == n else None
+
+        return list(wait_until(check, timeout=30, interval=0.1, what=f"{n} running containers"))
+
+    def restart_node(self) -> None:
+        """noded restarts: the agent stops (its workers keep running), a new agent and runtime
+        object for the same host start and adopt what containerd runs."""
+
+        async def restart() -> None:
+            await self.agent.stop()
+            await self.agent.runtime.close()
+            self.agent = await self.cluster.add_node(NODE, 0)
+
+        self.call(restart())
+
+    def stop(self) -> None:
+        try:
+            if self.cluster is not None:
+                self.call(self.cluster.stop(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+
+class Env:
+    def __init__(self, dev: Dev, endpoint: str, devices: dict[str, str]) -> None:
+        self.dev = dev
+        self.endpoint = endpoint
+        self.devices = devices  # GPU uuid -> its fake node's name
+
+    def sdk(self) -> Any:
+        import runpod
+
+        runpod.endpoint_url_base = self.dev.cluster.url + "/v2"
+        return runpod.Endpoint(self.endpoint, api_key=self.dev.cluster.api_key)
+
+    def status(self, job: str) -> dict[str, Any]:
+        url = f"{self.dev.cluster.url}/v2/{self.endpoint}/status/{job}"
+        code, body = http_json("GET", url, key=self.dev.cluster.api_key)
+        assert code == 200, body
+        return dict(body)
+
+
+def _skip_reason() -> str | None:
+    reason = containerd_missing() or registry_missing()
+    if reason:
+        return reason
+    try:
+        gen_protos.generate(Path(gen_protos.PROTO_ROOT))  # a no-op when the stubs are current
+    except gen_protos.ProtoGenError as e:
+        return str(e)
+    return None
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("ctrd-cluster")
+    server, registry = ContainerdServer(), RegistryServer()
+    dev: Dev | None = None
+    try:
+        server.start()
+        registry.start()
+        push_image(echo_image(), registry.url, "tide/echo", "1")
+        argv = ["--port", "0", "--nodes", "0", "--gpus", "3xH100-80GB", "--claim-grace", "3"]
+        argv += ["--state-dir", str(root / "state"), "--runtime", "containerd"]
+        argv += ["--containerd-socket", server.socket, "--cdi-dir", str(root / "cdi")]
+        for src, _ in host_python_mounts():
+            argv += ["--containerd-bind", src]
+        dev = Dev(argv)
+        dev.start()
+        nodes = dev.admin.call("GET", "/admin/v1/nodes")
+        gpus = [g["uuid"] for n in nodes for g in n["inventory"]["gpus"]]
+        devices = write_fake_cdi(root / "cdi", gpus)
+        ep = f"echo-{uuid.uuid4().hex[:6]}"
+        # No command: the image's entrypoint runs the handler.  Loopback registry: plain HTTP.
+        dev.admin.call(
+            "POST",
+            "/admin/v1/endpoints",
+            {
+                "name": ep,
+                "image": f"{registry.host}/tide/echo:1",
+                "workersMin": 2,
+                "workersMax": 2,
+                "cpus": CPUS,
+                "memoryMb": MEMORY_MB,
+            },
+        )
+        yield Env(dev, ep, devices)
+    finally:
+        if dev is not None:
+            dev.stop()
+        registry.stop()
+        server.stop()
+
+
+# -- reading a container from the host ----------------------------------------------------
+
+
+def _cgroup_dir(pid: int, controller: str) -> Path:
+    """The directory of ``pid``'s cgroup for ``controller`` (v1), or its unified one (v2)."""
+    paths: dict[str, str] = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            paths[c] = path
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split() for line in f]
+    for _, target, fstype, opts, *_ in mounts:
+        if fstype == "cgroup" and controller in opts.split(","):
+            return Path(target + paths[controller])
+    unified = next(m[1] for m in mounts if m[2] == "cgroup2")
+    return Path(unified + paths[""])
+
+
+def cgroup_limits(pid: int) -> tuple[str, str]:
+    """(memory limit in bytes, "quota period" of the CPU) from the kernel, v1 or v2."""
+    mem, cpu = _cgroup_dir(pid, "memory"), _cgroup_dir(pid, "cpu")
+    if (mem / "memory.max").exists():
+        return (mem / "memory.max").read_text().strip(), (cpu / "cpu.max").read_text().strip()
+    quota = (cpu / "cpu.cfs_quota_us").read_text().strip()
+    period = (cpu / "cpu.cfs_period_us").read_text().strip()
+    return (mem / "memory.limit_in_bytes").read_text().strip(), f"{quota} {period}"
+
+
+def environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(kv.decode().partition("=")[::2] for kv in raw if kv)
+
+
+# -- the tests (in order, on one cluster) -------------------------------------------------
+
+
+def test_endpoint_from_a_registry_image_serves_runpod_sdk_requests(env: Env) -> None:
+    workers = env.dev.running(2)
+    assert {w.labels["tide.endpoint"] for w in workers} == {env.endpoint}
+    sdk = env.sdk()
+    assert sdk.run_sync({"prompt": "hi", "n": 1}, timeout=45) == {"echo": {"prompt": "hi", "n": 1}}
+    # The image's entrypoint ran (the endpoint has no command) with the endpoint's env.
+    for w in workers:
+        argv = Path(f"/proc/{w.pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        assert argv == [sys.executable.encode(), b"-u", b"/app/handler.py"]
+        assert environ(w.pid)["RUNPOD_ENDPOINT_ID"] == env.endpoint
+
+
+def test_cpu_and_memory_limits_are_in_the_workers_cgroups(env: Env) -> None:
+    for w in env.dev.running(2):
+        memory, cpu = cgroup_limits(w.pid)
+        assert int(memory) == MEMORY_MB << 20
+        assert cpu == f"{int(CPUS * 100_000)} 100000"
+
+
+def test_a_worker_sees_only_the_devices_it_was_given(env: Env) -> None:
+    seen: list[str] = []
+    for w in env.dev.running(2):
+        gpu = environ(w.pid)["NVIDIA_VISIBLE_DEVICES"]
+        assert gpu in env.devices
+        seen.append(gpu)
+        dev = set(os.listdir(f"/proc/{w.pid}/root/dev"))  # the container's own /dev
+        assert dev - STANDARD_DEV == {env.devices[gpu], "nvidiactl"}, sorted(dev)
+    assert len(set(seen)) == 2  # one GPU each; the third is nobody's
+    host_devices = set(os.listdir("/dev")) - STANDARD_DEV - {"nvidiactl"}
+    assert host_devices, "the host has devices of its own to hide"
+
+
+def test_a_killed_container_is_replaced_and_its_job_completes(env: Env) -> None:
+    before = {w.id: w.pid for w in env.dev.running(2)}
+    sdk = env.sdk()
+    job = sdk.run({"sleep": 2})
+
+    def in_progress() -> dict[str, Any] | None:
+        status = env.status(job.job_id)
+        return status if status["status"] == "IN_PROGRESS" else None
+
+    victim = wait_until(in_progress, timeout=30, what="the job to start")["workerId"]
+    os.kill(before[victim], signal.SIGKILL)  # the container's init, from the host
+
+    def replaced() -> list[WorkerStatus] | None:
+        now = [w for w in env.dev.workers() if w.state == "running"]
+        fresh = {w.id: w.pid for w in now}
+        return now if len(now) == 2 and before.get(victim) not in fresh.values() else None
+
+    wait_until(replaced, timeout=30, interval=0.1, what="the killed worker to be replaced")
+    assert job.output(timeout=45) == {"echo": {"sleep": 2}}
+    assert sdk.run_sync({"after": "kill"}, timeout=45) == {"echo": {"after": "kill"}}
+
+
+def test_a_restarted_noded_adopts_the_running_containers(env: Env) -> None:
+    before = {w.id: w.pid for w in env.dev.running(2)}
+    env.dev.restart_node()
+    after = {w.id: w.pid for w in env.dev.workers() if w.state == "running"}
+    assert after == before  # adopted: the same tasks, no duplicates, nothing restarted
+    assert set(env.dev.agent.runners) == set(before)
+    assert env.sdk().run_sync({"after": "restart"}, timeout=45) == {"echo": {"after": "restart"}}
+    assert {w.id: w.pid for w in env.dev.workers()} == before
