@@ -8,6 +8,13 @@ directories into its container; ``flashboot.load`` does the rest.  There is no s
 restart at any time without breaking a restore, and T1 copies outlive both workers and noded
 (they go only with a reboot, an eviction or ``forget``).
 
+Protocol, as a worker runs it (``flashboot.load``): read ``config.json``; look the model id up in
+``index.json``; take the model's shared pin flock, then look for ``<fp>.t1`` (map it) or
+``images/<fp>.safetensors`` (take the fill flock, reserve T1 room under ``state.lock``, read the image
+into ``<fp>.t1.tmp`` with O_DIRECT, rename it to ``<fp>.t1``); on a miss, pack the source into a T1
+segment the same way.  The pin is held while the process maps the model.  Eviction (keeper or a
+worker making room) takes ``state.lock`` and succeeds only where the exclusive pin flock is free.
+
 Budgets: T1 holds at most ``ram_budget_bytes`` and T2 at most ``disk_budget_bytes``; the least
 recently used unpinned models go first, T1 copies being demoted to T2 (image written) while the disk
 allows.  A model is pinned while any live process maps it, so a restore in flight is never evicted.
@@ -31,6 +38,7 @@ from ._image import ImageIndex, compute_chunk_hashes, iter_chunks, read_index
 from ._io import ChunkReader, write_file_atomic
 from ._plan import EvictionPlan
 from ._registry import live_t0
+from ._repair import reconcile
 from ._store import HostStore, StoreConfig
 
 __all__ = ["ENV_DIR", "Holdings", "Keeper", "KeeperConfig", "ModelHolding", "Tier"]
@@ -104,7 +112,7 @@ class Keeper:
         self._store.create_dirs()
         config_path = os.path.join(self.config.state_dir, "config.json")
         write_file_atomic(config_path, [msgspec.json.encode(self._store.config)], durable=False)
-        self._store.reconcile(now=self._clock())
+        reconcile(self._store, now=self._clock())
         self.enforce()
 
     def env(self) -> dict[str, str]:

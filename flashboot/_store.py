@@ -141,20 +141,21 @@ class HostStore:
         os.makedirs(self.config.shm_dir, exist_ok=True)
 
     # ---- paths ----------------------------------------------------------------------------------
-    def _p(self, *parts: str) -> str:
+    def path(self, *parts: str) -> str:
+        """A path under the state directory."""
         return os.path.join(self.state_dir, *parts)
 
     def t1_path(self, fp: str) -> str:
         return os.path.join(self.config.shm_dir, f"{fp}.t1")
 
     def t2_path(self, fp: str) -> str:
-        return self._p("images", f"{fp}.safetensors")
+        return self.path("images", f"{fp}.safetensors")
 
     def pin_path(self, fp: str) -> str:
-        return self._p("pins", f"{fp}.pin")
+        return self.path("pins", f"{fp}.pin")
 
     def fill_path(self, key: str) -> str:
-        return self._p("pins", f"{key}.fill")
+        return self.path("pins", f"{key}.fill")
 
     @staticmethod
     def source_key(model_id: str) -> str:
@@ -163,18 +164,18 @@ class HostStore:
     # ---- index ----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        with exclusive(self._p("state.lock")):
+        with exclusive(self.path("state.lock")):
             yield
 
     def read_index(self) -> StoreIndex:
         try:
-            with open(self._p("index.json"), "rb") as f:
+            with open(self.path("index.json"), "rb") as f:
                 return self._index_codec.decode(f.read())
         except FileNotFoundError:
             return StoreIndex()
 
     def write_index(self, index: StoreIndex) -> None:
-        write_file_atomic(self._p("index.json"), [msgspec.json.encode(index)], durable=False)
+        write_file_atomic(self.path("index.json"), [msgspec.json.encode(index)], durable=False)
 
     def record(self, index: ImageIndex, *, model_id: str | None, stamp: str = "") -> None:
         """Record (or refresh) a model and, with ``model_id``, point that alias at it."""
@@ -224,12 +225,12 @@ class HostStore:
 
     # ---- headers, pins, maps --------------------------------------------------------------------
     def save_header(self, fp: str, header: bytes) -> None:
-        path = self._p("headers", f"{fp}.hdr")
+        path = self.path("headers", f"{fp}.hdr")
         if not os.path.exists(path):
             write_file_atomic(path, [header], durable=False)
 
     def header(self, fp: str) -> bytes:
-        for path in (self._p("headers", f"{fp}.hdr"), self.t2_path(fp)):
+        for path in (self.path("headers", f"{fp}.hdr"), self.t2_path(fp)):
             with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
                 size = int.from_bytes(f.read(8), "little")
                 return size.to_bytes(8, "little") + f.read(size)
@@ -266,7 +267,7 @@ class HostStore:
         return _dir_bytes(self.config.shm_dir, (".t1", ".t1.tmp"))
 
     def disk_used(self) -> int:
-        return _dir_bytes(self._p("images"))
+        return _dir_bytes(self.path("images"))
 
     def snapshot(self) -> list[ModelState]:
         """What the host holds, for the planner (the caller holds the state lock)."""
@@ -375,51 +376,5 @@ class HostStore:
         aliases = {m: a for m, a in idx.aliases.items() if a.fingerprint in models}
         for fp in set(idx.models) - set(models):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._p("headers", f"{fp}.hdr"))
+                os.unlink(self.path("headers", f"{fp}.hdr"))
         self.write_index(StoreIndex(models=models, aliases=aliases))
-
-    def reconcile(self, *, now: float, stale_after: float = 600.0) -> None:
-        """Repair the index against the files: adopt images and T1 copies, forget vanished ones,
-        delete stale temps and T1 copies nobody can describe (no header anywhere)."""
-        with self.locked():
-            self._drop_stale_temps(now=now, stale_after=stale_after)
-            idx = self.read_index()
-            models = dict(idx.models)
-            for fp, path in self._tier_files():
-                if fp in models:
-                    continue
-                try:
-                    image = self.image_index(fp)
-                except (InvalidArgument, NotFound):
-                    if path.endswith(".t1"):  # an orphan from an earlier state dir: only costs RAM
-                        self.drop_copy(fp, path)
-                    continue  # a foreign or truncated image: leave it for an operator
-                rec = ModelRecord(
-                    fingerprint=fp,
-                    data_bytes=image.data_bytes,
-                    image_bytes=image.image_bytes,
-                    last_used=os.stat(path).st_mtime,
-                )
-                models[fp] = rec
-            self.write_index(msgspec.structs.replace(idx, models=models))
-            self.forget_empty()
-
-    def _tier_files(self) -> list[tuple[str, str]]:
-        out = []
-        for root, suffix in ((self._p("images"), ".safetensors"), (self.config.shm_dir, ".t1")):
-            with contextlib.suppress(FileNotFoundError), os.scandir(root) as it:
-                out += [(e.name.removesuffix(suffix), e.path) for e in it if e.name.endswith(suffix)]
-        return out
-
-    def _drop_stale_temps(self, *, now: float, stale_after: float) -> None:
-        with contextlib.suppress(FileNotFoundError), os.scandir(self.config.shm_dir) as it:
-            for entry in it:
-                if entry.name.endswith(".t1.tmp"):
-                    with try_exclusive(self.fill_path(entry.name.removesuffix(".t1.tmp"))) as taken:
-                        if taken:  # its filler died: nobody holds the fill lock
-                            os.unlink(entry.path)
-        for sub in ("images", "headers"):
-            with os.scandir(self._p(sub)) as it:
-                for entry in it:
-                    if ".tmp-" in entry.name and now - entry.stat().st_mtime > stale_after:
-                        os.unlink(entry.path)

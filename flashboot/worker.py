@@ -109,7 +109,8 @@ def load(
     several threads (serialised).  Stage timings: ``last_load_stats()``.
     """
     from ._device import resolve_device
-    from ._restore import load_plain, page_in, restore
+    from ._paging import page_in
+    from ._restore import load_plain, restore
 
     with _PROC.lock:
         dev = resolve_device(device)
@@ -183,7 +184,7 @@ def page_out(model_id: str | None = None) -> None:
 
     Idempotent.  The tensors ``load`` returned must not be used until ``page_in`` (CUDA).
     """
-    from ._restore import page_out as _page_out
+    from ._paging import page_out as _page_out
 
     with _PROC.lock:
         for held in _selected(model_id):
@@ -194,7 +195,7 @@ def page_out(model_id: str | None = None) -> None:
 
 def page_in(model_id: str | None = None) -> None:
     """Bring paged-out models back into device memory, under the same tensor objects.  Idempotent."""
-    from ._restore import page_in as _page_in
+    from ._paging import page_in as _page_in
 
     with _PROC.lock:
         for held in _selected(model_id):
@@ -204,7 +205,7 @@ def page_in(model_id: str | None = None) -> None:
 
 
 def _release(held: Loaded) -> None:
-    from ._restore import release as _release_loaded
+    from ._paging import release as _release_loaded
 
     _release_loaded(held)
 
