@@ -20,6 +20,7 @@ import io
 import json
 import os
 import signal
+import stat
 import sys
 import tarfile
 import threading
@@ -54,6 +55,10 @@ CPUS, MEMORY_MB = 0.5, 256
 # runc's own /dev: what every worker sees besides the nodes of the GPUs it was given.
 STANDARD_DEV = {"null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue"}
 STANDARD_DEV |= {"fd", "stdin", "stdout", "stderr", "core", "console"}
+# runc's default devices-cgroup allow list (its /dev nodes, pts, tun; mknod everywhere, which
+# CAP_MKNOD's absence makes moot).  The fake GPU nodes are /dev/null (1:3): nothing more.
+RUNC_DEVICE_RULES = {"b *:* m", "c *:* m", "c 136:* rwm", "c 10:200 rwm"}
+RUNC_DEVICE_RULES |= {f"c {n} rwm" for n in ("1:3", "1:5", "1:7", "1:8", "1:9", "5:0", "5:1", "5:2")}
 
 
 # -- the image ------------------------------------------------------------------------------
@@ -290,6 +295,12 @@ def cgroup_limits(pid: int) -> tuple[str, str]:
     return (mem / "memory.limit_in_bytes").read_text().strip(), f"{quota} {period}"
 
 
+def device_rules(pid: int) -> list[str] | None:
+    """The devices cgroup's allow list (cgroup v1), or None where there is none to read."""
+    path = _cgroup_dir(pid, "devices") / "devices.list"
+    return path.read_text().split("\n")[:-1] if path.exists() else None
+
+
 def environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(kv.decode().partition("=")[::2] for kv in raw if kv)
@@ -318,16 +329,21 @@ def test_cpu_and_memory_limits_are_in_the_workers_cgroups(env: Env) -> None:
 
 
 def test_a_worker_sees_only_the_devices_it_was_given(env: Env) -> None:
+    modes = {e.name: e.stat(follow_symlinks=False).st_mode for e in os.scandir("/dev")}
+    host_nodes = {n for n, m in modes.items() if stat.S_ISCHR(m) or stat.S_ISBLK(m)} - STANDARD_DEV
+    assert host_nodes, "the host has device nodes of its own to hide"
     seen: list[str] = []
     for w in env.dev.running(2):
         gpu = environ(w.pid)["NVIDIA_VISIBLE_DEVICES"]
-        assert gpu in env.devices
+        assert gpu in env.devices and environ(w.pid)["CUDA_VISIBLE_DEVICES"] == gpu
         seen.append(gpu)
         dev = set(os.listdir(f"/proc/{w.pid}/root/dev"))  # the container's own /dev
         assert dev - STANDARD_DEV == {env.devices[gpu], "nvidiactl"}, sorted(dev)
+        assert not dev & host_nodes
+        allowed = device_rules(w.pid)
+        if allowed is not None:  # cgroup v1: the kernel's allow list (v2 uses an eBPF program)
+            assert set(allowed) <= RUNC_DEVICE_RULES, "\n".join(allowed)
     assert len(set(seen)) == 2  # one GPU each; the third is nobody's
-    host_devices = set(os.listdir("/dev")) - STANDARD_DEV - {"nvidiactl"}
-    assert host_devices, "the host has devices of its own to hide"
 
 
 def test_a_killed_container_is_replaced_and_its_job_completes(env: Env) -> None:
