@@ -132,30 +132,40 @@ class MigReconciler:
     def unsettled(self) -> bool:
         return bool(self.errors)
 
-    async def reconcile(self, layouts: Mapping[str, Sequence[str]], in_use: Collection[str]) -> None:
-        """Bring the cards to ``layouts`` as far as is safe now; never raises a TideError."""
+    async def reconcile(self, layouts: Mapping[str, Sequence[str]], in_use: Collection[str]) -> bool:
+        """Bring the cards to ``layouts`` as far as is safe now; never raises a TideError.
+
+        True when something changed that the inventory shows (instances, mode, errors).
+        """
         async with self._lock:
             self.layouts = {k: list(v) for k, v in layouts.items()}
-            if not self.layouts:
-                self.errors = {}
-                return
             errors: dict[str, str] = {}
+            changed = False
             for _ in range(3):  # enabling MIG mode needs a second plan for the same card
-                errors, more = await self._round(in_use)
-                if not more:
+                errors, applied, again = await self._round(in_use)
+                changed = changed or applied
+                if not again:
                     break
+            changed = changed or errors != self.errors
             self.errors = errors
+            return changed
 
-    async def _round(self, in_use: Collection[str]) -> tuple[dict[str, str], bool]:
-        """One plan-and-apply pass; returns the errors and whether to plan again."""
+    async def _round(self, in_use: Collection[str]) -> tuple[dict[str, str], bool, bool]:
+        """One plan-and-apply pass: (errors, whether anything was applied, whether to plan again)."""
+        if not self.layouts:
+            return {}, False, False
         try:
             steps = plan_mig(await self._gpus.list_gpus(), self.layouts, in_use)
         except TideError as exc:
-            return {uuid: f"reading MIG state: {exc.message}" for uuid in self.layouts}, False
+            return {uuid: f"reading MIG state: {exc.message}" for uuid in self.layouts}, False, False
         errors = {s.gpu_uuid: s.refusal for s in steps if s.refusal}
         todo = [s for s in steps if not s.refusal]
         if todo and self._backend is None:
-            return errors | {s.gpu_uuid: "this host's GPU inventory cannot change MIG" for s in todo}, False
+            return (
+                errors | {s.gpu_uuid: "this host's GPU inventory cannot change MIG" for s in todo},
+                False,
+                False,
+            )
         for step in todo:
             assert self._backend is not None
             try:
@@ -164,7 +174,8 @@ class MigReconciler:
             except TideError as exc:
                 log.warning("MIG change on %s refused: %s", step.gpu_uuid, exc.message)
                 errors[step.gpu_uuid] = exc.message
-        return errors, any(s.enable and s.gpu_uuid not in errors for s in todo)
+        applied = any(s.gpu_uuid not in errors for s in todo)
+        return errors, applied, any(s.enable and s.gpu_uuid not in errors for s in todo)
 
 
 def _describe(step: MigStep) -> str:

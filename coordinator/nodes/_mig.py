@@ -54,14 +54,19 @@ def catalog_of(type_id: str) -> Catalog | None:
         return None
 
 
-def slice_share(type_id: str, profile: str) -> float | None:
-    """The share of a card a slice takes: the larger of its memory units and its compute slices
-    over the card's (what it keeps others from using).  None if the catalog does not know it."""
+def slice_share(type_id: str, profile: str) -> float:
+    """The share of a card a MIG slice takes, for pricing: the larger of its memory units over
+    the card's grid and its compute slices over the card's (what it keeps others from using).
+
+    ``H100-80GB:3g.40gb`` is 4/8 = 0.5, ``RTXPRO6000-96GB:1g.24gb`` 3/12 = 0.25, a 7g or 4g.96gb
+    the whole card.  A profile no catalog knows falls back to its compute slices over 7.
+    """
     catalog = catalog_of(type_id)
-    if catalog is None or not catalog.has_profile(profile):
-        return None
-    p = catalog.profile(profile)
-    return max(p.size / catalog.grid, p.compute_slices / catalog.compute_slices)
+    if catalog is not None and catalog.has_profile(profile):
+        p = catalog.profile(profile)
+        return max(p.size / catalog.grid, p.compute_slices / catalog.compute_slices)
+    m = re.match(r"^(\d+)g\.", profile)
+    return min(1.0, int(m.group(1)) / 7) if m else 1.0
 
 
 def profiles_for(catalog: Catalog, need: GpuNeed) -> list[str]:

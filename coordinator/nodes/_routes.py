@@ -23,6 +23,8 @@ from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._http import Auth, decode_body, json_response, mint_worker_token, query_int
 from coordinator.jobs import ClusterView
 from coordinator.nodes._desired import desired_for
+from coordinator.nodes._mig import slice_share
+from coordinator.nodes._mig_routes import MigRoutes
 from coordinator.store import Store
 from tide.api.errors import NotFound, TideError, Unauthenticated, Unavailable
 from tide.api.nodes import Heartbeat, NodeRegistration, WorkerReport
@@ -67,6 +69,7 @@ class NodeRoutes:
         r.add_get("/admin/v1/workers/{worker}/logs", self.logs)
         r.add_get("/admin/v1/usage", self.usage)
         r.add_get("/admin/v1/status", self.status)
+        MigRoutes(store=self._store, view=self._view, auth=self._auth).add_to(app)
 
     def _node_auth(self, request: web.Request) -> str:
         node = request.match_info["node"]
@@ -292,14 +295,13 @@ def _state(view: ClusterView, ep: str, worker: str, rep: WorkerReport | None, bu
 
 
 def _price(prices: dict[str, float], price_key: str) -> float:
-    """A MIG slice costs its share of the card unless the table prices it."""
+    """A MIG slice costs its share of the card (its catalog's memory or compute share, the
+    larger) unless the table prices it."""
     if price_key in prices:
         return prices[price_key]
     card, _, profile = price_key.partition(":")
     base = prices.get(card, 0.0)
-    if profile and profile[0].isdigit() and "g" in profile:
-        return base * int(profile.split("g", 1)[0]) / 7
-    return base
+    return base * slice_share(card, profile) if profile else base
 
 
 def _node_of(view: ClusterView, worker: str) -> NodeRecord | None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tide.cli import _access, _cluster, _endpoints, _gpus
+from tide.cli import _access, _cluster, _endpoints, _gpus, _mig, _ops
 from tide.cli._client import AdminClient
 from tide.cli._context import Context
 from tide.cli._errors import CliError, UsageError
@@ -37,6 +37,7 @@ examples:
   tide keys create web --endpoint sd               # a client key for /v2/sd/*
   tide jobs sd                                     # the queue
   tide gpus                                        # every card and its MIG slices
+  tide mig plan gpu-07 0 3g.40gb,2g.20gb,1g.10gb   # where the slices would go (apply: do it)
   tide endpoint list --json | jq '.[].id'          # scripts: --json on any command
 
 connection: --url (or TIDE_URL, default http://127.0.0.1:8420); admin key: --api-key
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _access.register(sub, common)
     _cluster.register(sub, common)
     _gpus.register(sub, common)
+    _mig.register(sub, common)
+    _ops.register(sub, common)  # after _cluster: it extends `tide nodes`
     # Listed for --help only: main() hands `tide dev ...` to tide.dev before argparse sees it.
     dev = sub.add_parser("dev", help="a whole cluster in one process, for development", add_help=False)
     dev.add_argument("argv", nargs=argparse.REMAINDER)
