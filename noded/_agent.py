@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from noded._client import CoordinatorClient
+from noded._mig import MigReconciler, mark_in_use
 from noded._runner import RestartPolicy, WorkerRunner
 from noded.inventory import GpuInventory, host_facts
 from noded.runtime import ContainerRuntime, ResourceLimits, WorkerSpec, WorkerStatus
@@ -116,9 +117,11 @@ class NodeAgent:
         self._kills: dict[str, asyncio.Task[None]] = {}  # worker id -> its stop under way
         self._kill_devices: dict[str, list[str]] = {}  # worker id -> the GPUs it is giving back
         self.draining = False
+        self.mig = MigReconciler(gpus)  # cuts the cards the coordinator wants cut (noded/_mig.py)
+        self._desired: list[DesiredWorker] = []
 
     async def inventory(self) -> NodeInventory:
-        gpus: list[GpuInfo] = await self._gpus.list_gpus()
+        gpus: list[GpuInfo] = mark_in_use(await self._gpus.list_gpus(), self._in_use())
         facts = host_facts()
         return NodeInventory(
             hostname=self.settings.hostname,
@@ -130,7 +133,15 @@ class NodeAgent:
             disk_bytes=facts.disk_bytes,
             runtime=self.runtime.name,
             version="0.1.0",
+            mig_errors=dict(self.mig.errors),
         )
+
+    def _in_use(self) -> set[str]:
+        """GPU and MIG uuids this host's workers hold: desired, running or being stopped."""
+        held = {dev for d in self._desired for dev in d.devices}
+        held.update(dev for r in self.runners.values() for dev in r.spec.devices)
+        held.update(dev for devs in self._kill_devices.values() for dev in devs)
+        return held
 
     async def start(self) -> None:
         """Returns once registered and the first desired state has been applied."""
@@ -178,10 +189,14 @@ class NodeAgent:
             backoff = 0.5
             after = desired.revision
             self.draining = desired.drain
-            await self._apply(desired.workers)
+            await self._apply(desired.workers, desired.mig_layouts)
             self._ready.set()
 
-    async def _apply(self, desired: list[DesiredWorker]) -> None:
+    async def _apply(self, desired: list[DesiredWorker], mig: dict[str, list[str]] | None = None) -> None:
+        # MIG first: slices exist before workers start on them; slices workers hold are never cut.
+        self._desired = desired
+        if mig is not None and await self.mig.reconcile(mig, self._in_use()):
+            self._changed.set()  # the next heartbeat reports the new slices
         # Workers being stopped are out of the picture: their stop is already under way.
         observed = [o for o in await self.runtime.list() if o.id not in self._kills]
         plan = plan_workers(desired, observed, {w: r.revision for w, r in self.runners.items()})
@@ -281,6 +296,8 @@ class NodeAgent:
     async def _heartbeat_loop(self) -> None:
         while True:
             self._changed.clear()  # before reading: a change during the call wakes the next beat
+            if self.mig.unsettled:  # a slice in the way may have been given back since
+                await self.mig.reconcile(self.mig.layouts, self._in_use())
             try:
                 beat = Heartbeat(
                     inventory=await self.inventory(),

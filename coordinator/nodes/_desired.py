@@ -72,6 +72,7 @@ def desired_for(
     return DesiredWorkers(
         revision=view.node_revisions[node],
         workers=workers,
+        mig_layouts={gpu: list(r.profiles) for gpu, (r, _) in sorted(view.mig_layouts.get(node, {}).items())},
         drain=draining,
         action="drain" if draining else "run",
     )
