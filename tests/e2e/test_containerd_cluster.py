@@ -7,8 +7,9 @@ entrypoint runs the handler with the host's Python (bind-mounted read-only throu
 runs a ``tide dev`` cluster (the in-process ``DevCluster``, built from the real command
 line) on its own event loop in a thread.  One endpoint with two workers, each with a CPU
 and a memory limit and one simulated GPU whose CDI spec maps to a fake device node.
-The tests run in order on that cluster: serve, limits, devices, a killed container,
-then a noded restart.
+The class's tests run in order on that cluster: serve, limits, devices, a killed
+container, then a noded restart.  The pure tests at the end check the plumbing from
+noded.toml and ``tide dev``'s flags into the runtime's config; they need no containerd.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from noded.runtime import WorkerStatus, gen_protos
@@ -46,8 +48,6 @@ from tests.fixtures.oci_image import (
 )
 from tests.fixtures.oci_image import TestImage as OciImage  # "Test*" names would be collected
 from tests.fixtures.registry import RegistryServer, registry_missing
-
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(90)]
 
 T = TypeVar("T")
 NODE = "node-1"
@@ -309,70 +309,180 @@ def environ(pid: int) -> dict[str, str]:
 # -- the tests (in order, on one cluster) -------------------------------------------------
 
 
-def test_endpoint_from_a_registry_image_serves_runpod_sdk_requests(env: Env) -> None:
-    workers = env.dev.running(2)
-    assert {w.labels["tide.endpoint"] for w in workers} == {env.endpoint}
-    sdk = env.sdk()
-    assert sdk.run_sync({"prompt": "hi", "n": 1}, timeout=45) == {"echo": {"prompt": "hi", "n": 1}}
-    # The image's entrypoint ran (the endpoint has no command) with the endpoint's env.
-    for w in workers:
-        argv = Path(f"/proc/{w.pid}/cmdline").read_bytes().split(b"\0")[:-1]
-        assert argv == [sys.executable.encode(), b"-u", b"/app/handler.py"]
-        assert environ(w.pid)["RUNPOD_ENDPOINT_ID"] == env.endpoint
+class TestContainerdCluster:
+    """In file order, on the module's cluster."""
+
+    pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(90)]
+
+    def test_endpoint_from_a_registry_image_serves_runpod_sdk_requests(self, env: Env) -> None:
+        workers = env.dev.running(2)
+        assert {w.labels["tide.endpoint"] for w in workers} == {env.endpoint}
+        sdk = env.sdk()
+        assert sdk.run_sync({"prompt": "hi", "n": 1}, timeout=45) == {"echo": {"prompt": "hi", "n": 1}}
+        # The image's entrypoint ran (the endpoint has no command) with the endpoint's env.
+        for w in workers:
+            argv = Path(f"/proc/{w.pid}/cmdline").read_bytes().split(b"\0")[:-1]
+            assert argv == [sys.executable.encode(), b"-u", b"/app/handler.py"]
+            assert environ(w.pid)["RUNPOD_ENDPOINT_ID"] == env.endpoint
+
+    def test_cpu_and_memory_limits_are_in_the_workers_cgroups(self, env: Env) -> None:
+        for w in env.dev.running(2):
+            memory, cpu = cgroup_limits(w.pid)
+            assert int(memory) == MEMORY_MB << 20
+            assert cpu == f"{int(CPUS * 100_000)} 100000"
+
+    def test_a_worker_sees_only_the_devices_it_was_given(self, env: Env) -> None:
+        modes = {e.name: e.stat(follow_symlinks=False).st_mode for e in os.scandir("/dev")}
+        host_nodes = {n for n, m in modes.items() if stat.S_ISCHR(m) or stat.S_ISBLK(m)} - STANDARD_DEV
+        assert host_nodes, "the host has device nodes of its own to hide"
+        seen: list[str] = []
+        for w in env.dev.running(2):
+            gpu = environ(w.pid)["NVIDIA_VISIBLE_DEVICES"]
+            assert gpu in env.devices and environ(w.pid)["CUDA_VISIBLE_DEVICES"] == gpu
+            seen.append(gpu)
+            dev = set(os.listdir(f"/proc/{w.pid}/root/dev"))  # the container's own /dev
+            assert dev - STANDARD_DEV == {env.devices[gpu], "nvidiactl"}, sorted(dev)
+            assert not dev & host_nodes
+            allowed = device_rules(w.pid)
+            if allowed is not None:  # cgroup v1: the kernel's allow list (v2 uses an eBPF program)
+                assert set(allowed) <= RUNC_DEVICE_RULES, "\n".join(allowed)
+        assert len(set(seen)) == 2  # one GPU each; the third is nobody's
+
+    def test_a_killed_container_is_replaced_and_its_job_completes(self, env: Env) -> None:
+        before = {w.id: w.pid for w in env.dev.running(2)}
+        sdk = env.sdk()
+        job = sdk.run({"sleep": 2})
+
+        def in_progress() -> dict[str, Any] | None:
+            status = env.status(job.job_id)
+            return status if status["status"] == "IN_PROGRESS" else None
+
+        victim = wait_until(in_progress, timeout=30, what="the job to start")["workerId"]
+        os.kill(before[victim], signal.SIGKILL)  # the container's init, from the host
+
+        def replaced() -> list[WorkerStatus] | None:
+            now = [w for w in env.dev.workers() if w.state == "running"]
+            fresh = {w.id: w.pid for w in now}
+            return now if len(now) == 2 and before.get(victim) not in fresh.values() else None
+
+        wait_until(replaced, timeout=30, interval=0.1, what="the killed worker to be replaced")
+        assert job.output(timeout=45) == {"echo": {"sleep": 2}}
+        assert sdk.run_sync({"after": "kill"}, timeout=45) == {"echo": {"after": "kill"}}
+
+    def test_a_restarted_noded_adopts_the_running_containers(self, env: Env) -> None:
+        before = {w.id: w.pid for w in env.dev.running(2)}
+        env.dev.restart_node()
+        after = {w.id: w.pid for w in env.dev.workers() if w.state == "running"}
+        assert after == before  # adopted: the same tasks, no duplicates, nothing restarted
+        assert set(env.dev.agent.runners) == set(before)
+        assert env.sdk().run_sync({"after": "restart"}, timeout=45) == {"echo": {"after": "restart"}}
+        assert {w.id: w.pid for w in env.dev.workers()} == before
 
 
-def test_cpu_and_memory_limits_are_in_the_workers_cgroups(env: Env) -> None:
-    for w in env.dev.running(2):
-        memory, cpu = cgroup_limits(w.pid)
-        assert int(memory) == MEMORY_MB << 20
-        assert cpu == f"{int(CPUS * 100_000)} 100000"
+# -- the plumbing the cluster relies on (pure; no containerd needed) ----------------------
 
 
-def test_a_worker_sees_only_the_devices_it_was_given(env: Env) -> None:
-    modes = {e.name: e.stat(follow_symlinks=False).st_mode for e in os.scandir("/dev")}
-    host_nodes = {n for n, m in modes.items() if stat.S_ISCHR(m) or stat.S_ISBLK(m)} - STANDARD_DEV
-    assert host_nodes, "the host has device nodes of its own to hide"
-    seen: list[str] = []
-    for w in env.dev.running(2):
-        gpu = environ(w.pid)["NVIDIA_VISIBLE_DEVICES"]
-        assert gpu in env.devices and environ(w.pid)["CUDA_VISIBLE_DEVICES"] == gpu
-        seen.append(gpu)
-        dev = set(os.listdir(f"/proc/{w.pid}/root/dev"))  # the container's own /dev
-        assert dev - STANDARD_DEV == {env.devices[gpu], "nvidiactl"}, sorted(dev)
-        assert not dev & host_nodes
-        allowed = device_rules(w.pid)
-        if allowed is not None:  # cgroup v1: the kernel's allow list (v2 uses an eBPF program)
-            assert set(allowed) <= RUNC_DEVICE_RULES, "\n".join(allowed)
-    assert len(set(seen)) == 2  # one GPU each; the third is nobody's
+def test_loopback_registries_speak_plain_http_others_only_when_insecure() -> None:
+    from noded.runtime._registry import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1:5000", "127.9.9.9", "localhost:5000", "[::1]:5000", "::1"]))
+    assert not any(map(is_loopback, ["ghcr.io", "10.0.0.5:5000", "localhost.example.com:5000"]))
 
 
-def test_a_killed_container_is_replaced_and_its_job_completes(env: Env) -> None:
-    before = {w.id: w.pid for w in env.dev.running(2)}
-    sdk = env.sdk()
-    job = sdk.run({"sleep": 2})
+def test_cgroups_path_follows_the_cgroup_driver() -> None:
+    from noded.runtime._containerd import ContainerdConfig, cgroups_path
 
-    def in_progress() -> dict[str, Any] | None:
-        status = env.status(job.job_id)
-        return status if status["status"] == "IN_PROGRESS" else None
-
-    victim = wait_until(in_progress, timeout=30, what="the job to start")["workerId"]
-    os.kill(before[victim], signal.SIGKILL)  # the container's init, from the host
-
-    def replaced() -> list[WorkerStatus] | None:
-        now = [w for w in env.dev.workers() if w.state == "running"]
-        fresh = {w.id: w.pid for w in now}
-        return now if len(now) == 2 and before.get(victim) not in fresh.values() else None
-
-    wait_until(replaced, timeout=30, interval=0.1, what="the killed worker to be replaced")
-    assert job.output(timeout=45) == {"echo": {"sleep": 2}}
-    assert sdk.run_sync({"after": "kill"}, timeout=45) == {"echo": {"after": "kill"}}
+    assert cgroups_path(ContainerdConfig(log_dir="/l"), "w1") == "/tide/w1"
+    systemd = ContainerdConfig(log_dir="/l", systemd_cgroup=True, cgroup_parent="tide.slice")
+    assert cgroups_path(systemd, "w1") == "tide.slice:tide:w1"
+    assert cgroups_path(ContainerdConfig(log_dir="/l", systemd_cgroup=True), "w1") == "system.slice:tide:w1"
 
 
-def test_a_restarted_noded_adopts_the_running_containers(env: Env) -> None:
-    before = {w.id: w.pid for w in env.dev.running(2)}
-    env.dev.restart_node()
-    after = {w.id: w.pid for w in env.dev.workers() if w.state == "running"}
-    assert after == before  # adopted: the same tasks, no duplicates, nothing restarted
-    assert set(env.dev.agent.runners) == set(before)
-    assert env.sdk().run_sync({"after": "restart"}, timeout=45) == {"echo": {"after": "restart"}}
-    assert {w.id: w.pid for w in env.dev.workers()} == before
+def test_simulated_gpus_without_a_cdi_spec_get_no_device_edits() -> None:
+    from noded.runtime._cdi import CdiSpec, known_devices
+
+    spec = msgspec.convert({"kind": "nvidia.com/gpu", "devices": [{"name": "GPU-a"}]}, CdiSpec)
+    assert known_devices([spec], ["GPU-b", "GPU-a", "nvidia.com/gpu=GPU-a"]) == [
+        "GPU-a",
+        "nvidia.com/gpu=GPU-a",
+    ]
+
+
+def test_noded_config_selects_containerd_with_registries(tmp_path: Path) -> None:
+    from noded.config import load_config, registry_auth
+    from noded.main import _runtime
+    from noded.runtime import RegistryAuth
+
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "noded.toml").write_text(
+        f"""version = 1
+[runtime]
+kind = "containerd"
+state-dir = "{tmp_path}/state"
+containerd-socket = "/tmp/c.sock"
+cdi-dirs = ["{tmp_path}/cdi"]
+systemd-cgroup = true
+
+[runtime.registries."ghcr.io"]
+username = "robot"
+password-file = "{tmp_path}/pw"
+
+[runtime.registries."10.0.0.5:5000"]
+insecure = true
+"""
+    )
+    cfg = load_config(str(tmp_path / "noded.toml"))
+    assert registry_auth(cfg.runtime.registries) == {
+        "ghcr.io": RegistryAuth(username="robot", password="s3cret"),
+        "10.0.0.5:5000": RegistryAuth(insecure=True),
+    }
+    runtime = _runtime(cfg)
+    assert runtime.name == "containerd"
+    c = runtime.config
+    assert (c.socket, c.cdi_dirs, c.systemd_cgroup, c.cgroup_parent) == (
+        "/tmp/c.sock",
+        [f"{tmp_path}/cdi"],
+        True,
+        "system.slice",
+    )
+    assert c.log_dir == f"{tmp_path}/state/logs" and not c.simulated_gpus
+
+
+def test_noded_config_rejects_unknown_registry_keys_and_missing_secrets(tmp_path: Path) -> None:
+    from noded.config import load_config, registry_auth
+    from tide.api.errors import InvalidArgument
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[runtime.registries."ghcr.io"]\npassword = "inline"\n')
+    with pytest.raises(InvalidArgument, match="password"):
+        load_config(str(bad))
+    missing = tmp_path / "missing.toml"
+    missing.write_text(f'[runtime.registries."ghcr.io"]\ntoken-file = "{tmp_path}/nope"\n')
+    with pytest.raises(InvalidArgument, match="nope"):
+        registry_auth(load_config(str(missing)).runtime.registries)
+
+
+def test_tide_dev_containerd_flags_reach_the_runtime_config(tmp_path: Path) -> None:
+    from noded.runtime import Mount, RegistryAuth
+    from tide.dev import DevCluster, _parser
+
+    (tmp_path / "token").write_text("tok\n")
+    (tmp_path / "registries.toml").write_text(
+        f'[registries."ghcr.io"]\ntoken-file = "{tmp_path}/token"\n'
+        '[registries."reg.lan:5000"]\nusername = "u"\n'
+    )
+    argv = ["--runtime", "containerd", "--containerd-socket", "/tmp/c.sock", "--state-dir", str(tmp_path)]
+    argv += ["--containerd-bind", "/usr", "--containerd-bind", "/opt/venv:/venv", "--cdi-dir", "/etc/cdi"]
+    argv += ["--insecure-registry", "reg.lan:5000", "--registry-config", str(tmp_path / "registries.toml")]
+    args = _parser().parse_args(argv)
+    config = DevCluster(args)._runtime("node-1").config
+    assert config.socket == "/tmp/c.sock" and config.owner == "tide-dev-node-1"
+    assert config.binds == [
+        Mount(source="/usr", target="/usr", read_only=True),
+        Mount(source="/opt/venv", target="/venv", read_only=True),
+    ]
+    assert config.registries == {
+        "ghcr.io": RegistryAuth(token="tok"),
+        "reg.lan:5000": RegistryAuth(username="u", insecure=True),
+    }
+    assert config.cdi_dirs == ["/etc/cdi"] and config.simulated_gpus
