@@ -1,10 +1,13 @@
 """tide-noded's configuration: a versioned, strict TOML file.
 
-Unknown keys are errors that name their path; every default is written here
-and only here.  Example (all keys optional but ``coordinator.url`` and a join
-key)::
+Unknown keys are errors that name their path (``unknown key `$.gpus.sourc```);
+every default is written here and only here (docs/config.md is generated from
+these Structs, and a test checks that every key appears below).  ``version`` is
+optional and defaults to the current one; an older file is upgraded step by step
+through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
+``coordinator.url`` and a join key)::
 
-    version = 1
+    version = 1                      # the file format; this build reads 1
 
     [node]
     hostname = ""                    # default: the machine's hostname
@@ -37,17 +40,21 @@ key)::
     simulated = ""                   # with source = "simulated": e.g. "2xH100-80GB"
 
     [flashboot]
-    ram-budget-gb = 64.0
-    disk-budget-gb = 512.0
+    ram-budget-gb = 64.0             # T1: model weights kept in pinned host RAM
+    disk-budget-gb = 512.0           # T2: weight images kept on local NVMe
+
+    [mig]
+    pool = []                        # GPU indices kept in MIG mode (the MIG pool); others run whole
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -56,14 +63,25 @@ from tide.api.errors import InvalidArgument
 if TYPE_CHECKING:
     from noded.runtime import RegistryAuth
 
-__all__ = ["FileConfig", "RegistrySection", "load_config", "load_registries", "registry_auth"]
+__all__ = [
+    "CONFIG_VERSION",
+    "FileConfig",
+    "RegistrySection",
+    "load_config",
+    "load_registries",
+    "registry_auth",
+]
+
+CONFIG_VERSION = 1
+# version n -> a function that upgrades a decoded version-n file to version n + 1
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     pass
 
 
-class NodeSection(_Strict):
+class NodeSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     hostname: str = ""
     region: str = ""
     datacenter: str = ""
@@ -71,12 +89,12 @@ class NodeSection(_Strict):
     advertise: str = ""
 
 
-class CoordinatorSection(_Strict):
+class CoordinatorSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     url: str = "http://127.0.0.1:8420"
     join_key_file: str = "/etc/tide/node-join.key"
 
 
-class RegistrySection(_Strict):
+class RegistrySection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     """How the containerd runtime reaches one registry host.  Secrets live in files, not here."""
 
     username: str = ""
@@ -85,7 +103,7 @@ class RegistrySection(_Strict):
     insecure: bool = False  # plain HTTP (loopback registries always are)
 
 
-class RuntimeSection(_Strict):
+class RuntimeSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     kind: Literal["process", "containerd"] = "process"
     state_dir: str = "/var/lib/tide/noded"
     containerd_socket: str = "/run/containerd/containerd.sock"
@@ -97,30 +115,35 @@ class RuntimeSection(_Strict):
     registries: dict[str, RegistrySection] = {}  # by host: "ghcr.io", "10.0.0.5:5000"
 
 
-class GpusSection(_Strict):
+class GpusSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     source: Literal["nvml", "simulated"] = "nvml"
     simulated: str = ""
 
 
-class FlashbootSection(_Strict):
+class FlashbootSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     ram_budget_gb: float = 64.0
     disk_budget_gb: float = 512.0
 
 
-class FileConfig(_Strict):
+class MigSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    pool: list[Annotated[int, msgspec.Meta(ge=0)]] = []
+
+
+class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     version: Literal[1] = 1
     node: NodeSection = NodeSection()
     coordinator: CoordinatorSection = CoordinatorSection()
     runtime: RuntimeSection = RuntimeSection()
     gpus: GpusSection = GpusSection()
     flashboot: FlashbootSection = FlashbootSection()
+    mig: MigSection = MigSection()
 
     def hostname(self) -> str:
         return self.node.hostname or socket.gethostname()
 
 
 def load_config(path: str | None) -> FileConfig:
-    """Decode and validate; InvalidArgument names the file and the bad key."""
+    """Decode, upgrade and validate; InvalidArgument names the file and the bad key."""
     if path is None:
         return FileConfig()
     try:
@@ -128,15 +151,51 @@ def load_config(path: str | None) -> FileConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidArgument(f"{path}: {exc}") from None
     try:
-        cfg = msgspec.convert(raw, FileConfig)
+        cfg = msgspec.convert(_migrate(raw, path), FileConfig)
     except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"{path}: {exc}") from None
+        raise InvalidArgument(f"{path}: {_describe(exc)}") from None
     if cfg.gpus.source == "simulated" and not cfg.gpus.simulated:
-        raise InvalidArgument(f"{path}: gpus.simulated must name the GPUs, e.g. \"2xH100-80GB\"")
+        raise InvalidArgument(f'{path}: `$.gpus.simulated` must name the GPUs, e.g. "2xH100-80GB"')
+    if len(set(cfg.mig.pool)) != len(cfg.mig.pool):
+        raise InvalidArgument(f"{path}: `$.mig.pool` names a GPU twice: {cfg.mig.pool}")
     return cfg
 
 
-class _RegistriesFile(_Strict):
+def _migrate(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    version = raw.get("version", CONFIG_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidArgument(f"{path}: `$.version` must be an integer, got {version!r}")
+    if version > CONFIG_VERSION:
+        raise InvalidArgument(
+            f"{path}: config version {version} is newer than this tide-noded reads "
+            f"({CONFIG_VERSION}); upgrade Tide or write a version {CONFIG_VERSION} file"
+        )
+    while version < CONFIG_VERSION:
+        step = _MIGRATIONS.get(version)
+        if step is None:
+            raise InvalidArgument(
+                f"{path}: config version {version} is not supported (this tide-noded reads "
+                f"version {CONFIG_VERSION})"
+            )
+        version += 1
+        raw = {**step(raw), "version": version}
+    return raw
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """msgspec's message with the full key path first: unknown key `$.gpus.sourc`."""
+    m = _AT.match(str(exc))
+    msg, at = (m["msg"], m["path"] or "$") if m else (str(exc), "$")
+    if unknown := _UNKNOWN.match(msg):
+        return f"unknown key `{at}.{unknown['key']}`"
+    return f"`{at}`: {msg[:1].lower()}{msg[1:]}"
+
+
+class _RegistriesFile(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     registries: dict[str, RegistrySection] = {}
 
 
@@ -145,8 +204,10 @@ def load_registries(path: str) -> dict[str, RegistrySection]:
     try:
         raw = tomllib.loads(Path(path).read_text())
         return msgspec.convert(raw, _RegistriesFile).registries
-    except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+    except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidArgument(f"{path}: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise InvalidArgument(f"{path}: {_describe(exc)}") from None
 
 
 def registry_auth(registries: Mapping[str, RegistrySection]) -> dict[str, RegistryAuth]:
