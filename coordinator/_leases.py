@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from coordinator.store import Store
+from tide.api.errors import Unavailable
 
 __all__ = ["LeaseBuckets"]
 
@@ -35,17 +36,25 @@ class LeaseBuckets:
         expire_at = max(expire_at, self._clock() + 1.0)  # never a lease already gone
         bucket = math.ceil(expire_at / self._granularity)
         fut = self._buckets.get(bucket)
-        if fut is None or (fut.done() and fut.exception() is not None):
+        if fut is not None and fut.done() and fut.exception() is None:
+            return fut.result()  # the common case: no shield, no extra task
+        if fut is None or fut.done():
             fut = asyncio.get_running_loop().create_future()
             self._buckets[bucket] = fut
             self._prune(bucket)
             try:
                 ttl = max(1.0, bucket * self._granularity - self._clock())
                 fut.set_result(await self._store.lease_grant(ttl))
-            except Exception as exc:
-                fut.set_exception(exc)
-                del self._buckets[bucket]
+            except BaseException as exc:
+                # Never leave the bucket's future pending (a cancelled grant would
+                # hang every later write to this bucket): fail it, forget it.
+                if self._buckets.get(bucket) is fut:
+                    del self._buckets[bucket]
+                interrupted = Unavailable("lease grant was interrupted; retry")
+                fut.set_exception(exc if isinstance(exc, Exception) else interrupted)
+                fut.exception()  # retrieved: no "never retrieved" warning when nobody else waits
                 raise
+            return fut.result()
         return await asyncio.shield(fut)
 
     def _prune(self, newest: int) -> None:

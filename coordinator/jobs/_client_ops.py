@@ -73,20 +73,33 @@ class JobService:
 
     async def wait_final(self, ep: str, job_id: str, wait_s: float) -> dict[str, Any]:
         """The status once final, or the current one when ``wait_s`` elapses."""
+        changes: list[JobRecord | None] = []
         changed = asyncio.Event()
-        unsubscribe = self._ctx.view.on_job(job_id, lambda _rec: changed.set())
+
+        def on_change(record: JobRecord | None) -> None:
+            changes.append(record)
+            changed.set()
+
+        unsubscribe = self._ctx.view.on_job(job_id, on_change)
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_s
-            while True:
-                record, _ = await self._ctx.read_job(ep, job_id)
+            record, _ = await self._ctx.read_job(ep, job_id)
+            while record.status not in FINAL_STATES:
                 remaining = deadline - loop.time()
-                if record.status in FINAL_STATES or remaining <= 0:
-                    return self._ctx.envelope(record)
+                if remaining <= 0:
+                    return self._ctx.envelope((await self._ctx.read_job(ep, job_id))[0])
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(remaining, 5.0)):  # re-read now and then
                         await changed.wait()
+                newest = changes[-1] if changes else None
+                changes.clear()
+                if newest is not None and newest.status in FINAL_STATES:
+                    record = newest  # the watch brought the final record: no read needed
+                elif newest is None:  # a periodic re-read, or the job was deleted (NotFound)
+                    record, _ = await self._ctx.read_job(ep, job_id)
+            return self._ctx.envelope(record)
         finally:
             unsubscribe()
 

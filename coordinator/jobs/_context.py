@@ -60,9 +60,12 @@ class JobsContext:
     clock: Callable[[], float] = time.time
 
     async def read_job(self, ep: str, job_id: str) -> tuple[JobRecord, int]:
-        kv = await self.store.get(keys.job(ep, job_id))
-        if kv is None:
+        # Through the group committer: concurrent reads (and writes) share one
+        # store round trip instead of one gRPC call each.
+        res = await self.committer.commit([], [Get(key=keys.job(ep, job_id))])
+        if not res.responses[0]:
             raise NotFound(f"job {job_id!r} not found on endpoint {ep!r} (unknown, or its TTL expired)")
+        kv = res.responses[0][0]
         return decode_job(kv.value), kv.mod_revision
 
     async def write_job(
@@ -142,10 +145,10 @@ class JobsContext:
         return Put(key=keys.outbox(record.id), value=encode(delivery))
 
     async def get_many(self, ep: str, job_ids: list[str]) -> list[tuple[JobRecord, int] | None]:
-        """Read several job records in one round trip."""
+        """Read several job records in one round trip (shared with other reads and writes)."""
         if not job_ids:
             return []
-        res = await self.store.txn([], [Get(key=keys.job(ep, j)) for j in job_ids])
+        res = await self.committer.commit([], [Get(key=keys.job(ep, j)) for j in job_ids])
         out: list[tuple[JobRecord, int] | None] = []
         for kvs in res.responses:
             out.append((decode_job(kvs[0].value), kvs[0].mod_revision) if kvs else None)

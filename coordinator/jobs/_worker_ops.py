@@ -111,7 +111,8 @@ class WorkerService:
             )
         except Conflict:
             return None  # another replica or a cancel got there first
-        job: dict[str, Any] = {"id": record.id, "input": await asyncio.to_thread(ctx.input_of, record)}
+        job_input = await asyncio.to_thread(ctx.input_of, record) if record.input_blob else record.input
+        job: dict[str, Any] = {"id": record.id, "input": job_input}
         if record.webhook:
             job["webhook"] = record.webhook
         if record.s3_config:

@@ -395,3 +395,29 @@ async def test_health_counts(api: Api) -> None:
     _, health = await api.call("GET", "/v2/ep/health")
     assert health["jobs"] == {"completed": 1, "failed": 1, "inProgress": 1, "inQueue": 1, "retried": 0}
     assert set(health["workers"]) == {"idle", "initializing", "ready", "running", "throttled", "unhealthy"}
+
+
+async def test_an_interrupted_lease_grant_does_not_hang_its_bucket() -> None:
+    from coordinator._leases import LeaseBuckets
+
+    store = MemoryStore()
+    gate = asyncio.Event()
+
+    class SlowGrants:
+        async def lease_grant(self, ttl: float) -> int:
+            await gate.wait()
+            return await store.lease_grant(ttl)
+
+    buckets = LeaseBuckets(SlowGrants())  # type: ignore[arg-type]
+    at = time.time() + 60
+    first = asyncio.create_task(buckets.lease_until(at))
+    await asyncio.sleep(0.01)
+    waiter = asyncio.create_task(buckets.lease_until(at))  # shares the first one's grant
+    await asyncio.sleep(0.01)
+    first.cancel()
+    with pytest.raises(Exception, match="interrupted"):
+        await waiter  # told to retry, not left waiting forever
+    gate.set()
+    lease = await asyncio.wait_for(buckets.lease_until(at), 5)
+    assert lease == await buckets.lease_until(at)  # granted once, then shared
+    await store.close()
