@@ -56,6 +56,7 @@ class CoordinatorSettings:
     public_url: str = ""  # how workers and nodes reach this coordinator
     prices: dict[str, float] = field(default_factory=dict)  # USD per GPU-hour by GPU type
     node_lost_after_s: float = 15.0
+    mig_recut_interval_s: float = 30.0  # hysteresis of on-demand MIG re-cuts, per card
     sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
 
 
@@ -90,7 +91,12 @@ class Coordinator:
         )
         jobs, workers = JobService(self.ctx), WorkerService(self.ctx)
         reaper = Reaper(self.ctx, max_retries=self._max_retries)
-        self.scheduler = Scheduler(self.store, self.view, lost_after_s=self.settings.node_lost_after_s)
+        self.scheduler = Scheduler(
+            self.store,
+            self.view,
+            lost_after_s=self.settings.node_lost_after_s,
+            mig_recut_interval_s=self.settings.mig_recut_interval_s,
+        )
         self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
         await self.committer.start()
         self._main = asyncio.create_task(self._supervise(), name="coordinator")

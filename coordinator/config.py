@@ -33,6 +33,7 @@ Example (all keys optional)::
 
     [nodes]
     lost-after-s = 15.0              # a host silent this long is lost: its workers are replaced
+    mig-recut-interval-s = 30.0      # hysteresis: a MIG card is re-cut on demand at most this often
 
     [prices]                         # USD per GPU-hour, by GPU type (tide usage)
     "H100-80GB" = 2.49
@@ -92,6 +93,7 @@ class JobsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True,
 
 class NodesConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     lost_after_s: float = 15.0
+    mig_recut_interval_s: float = 30.0
 
 
 class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -180,4 +182,5 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         public_url=cfg.server.public_url,
         prices=dict(cfg.prices),
         node_lost_after_s=cfg.nodes.lost_after_s,
+        mig_recut_interval_s=cfg.nodes.mig_recut_interval_s,
     )

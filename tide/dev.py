@@ -31,6 +31,7 @@ _EPILOG = """examples:
   tide dev                                   # coordinator on :8420, one node with simulated GPUs
   tide dev --nodes 2 --gpus 2xH100-80GB,1xRTXPRO6000-96GB --api-key secret
   tide dev --etcd etcd://127.0.0.1:2379     # keep state in a real etcd
+  tide dev --gpus 1xH100-80GB:mig,1xRTXPRO6000-96GB:mig,1xH100-80GB   # MIG pool: cut on demand
   sudo tide dev --runtime containerd --insecure-registry registry.lan:5000   # workers as containers
 
 then, in another shell:
@@ -54,9 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--api-key", default="", help="fixed admin key (default: generate one and print it)")
     p.add_argument(
-        "--gpus", default="2xH100-80GB", help="simulated GPUs per node, e.g. 2xH100-80GB,1xRTXPRO6000-96GB"
+        "--gpus",
+        default="2xH100-80GB",
+        help="simulated GPUs per node, e.g. 2xH100-80GB,1xRTXPRO6000-96GB; ':mig' after a type puts "
+        "those cards in the MIG pool (MIG-enabled, empty, cut on demand into the slices endpoints ask for)",
     )
     p.add_argument("--nodes", type=int, default=1, help="node agents to run (default 1)")
+    p.add_argument(
+        "--mig-recut-interval", type=float, default=30.0, help="re-cut a MIG card at most this often (s)"
+    )
     p.add_argument("--state-dir", default="", help="where workers, logs and blobs live (default: a temp dir)")
     p.add_argument("--etcd", default="", help="etcd URL (etcd://host:port); default: in-process store")
     p.add_argument("--runtime", choices=["process", "containerd"], default="process", help="worker runtime")
@@ -139,6 +146,7 @@ class DevCluster:
             sock=sock,
             public_url=f"http://{host}:{port}",
             node_lost_after_s=self.args.lost_after,
+            mig_recut_interval_s=getattr(self.args, "mig_recut_interval", 30.0),
             prices={"H100-80GB": 2.49, "RTXPRO6000-96GB": 1.89, "A100-80GB": 1.64},
         )
         self._coordinator = Coordinator(self._store, settings)

@@ -85,10 +85,9 @@ async def wait_for(probe: Callable[[], Awaitable[T | None]], what: str, timeout:
 @pytest.fixture
 async def dev(tmp_path: Path) -> AsyncIterator[Dev]:
     argv = ["--port", "0", "--api-key", KEY, "--state-dir", str(tmp_path), "--claim-grace", "5"]
-    argv += ["--gpus", "1xH100-80GB:mig,1xRTXPRO6000-96GB:mig,1xH100-80GB"]
+    argv += ["--gpus", "1xH100-80GB:mig,1xRTXPRO6000-96GB:mig,1xH100-80GB", "--mig-recut-interval", "1"]
     cluster = DevCluster(_parser().parse_args(argv))
     await cluster.start()
-    cluster._coordinator.scheduler.mig_recut_interval_s = 1.0  # hysteresis, short for a test
     try:
         async with aiohttp.ClientSession() as session:
             yield Dev(cluster, session)
