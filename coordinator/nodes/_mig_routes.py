@@ -6,7 +6,8 @@ uuid or its index on the host) and answers with the placements and what would be
 created.  Unless ``dryRun``, it stores the layout for noded to apply, as the scheduler's re-cuts
 are stored.  Busy instances (a worker is assigned to one, or noded saw a process on it) are never
 planned away: such a layout is a 409 naming them.  ``GET`` on the same path shows the card's
-stored layout and where noded stands with it.
+stored layout and where noded stands with it; ``DELETE`` forgets it (noded then leaves the card's
+instances as they are, and the scheduler cuts it again only on demand).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class MigRoutes:
     def add_to(self, app: web.Application) -> None:
         app.router.add_post("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.set_layout)
         app.router.add_get("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.get_layout)
+        app.router.add_delete("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.forget_layout)
 
     def _card(self, request: web.Request) -> tuple[str, GpuInfo, Catalog]:
         node, ref = request.match_info["node"], request.match_info["gpu"]
@@ -122,6 +124,19 @@ class MigRoutes:
                 "error": error,
             }
         )
+
+    async def forget_layout(self, request: web.Request) -> web.Response:
+        """By GPU uuid, so a layout for a card that left the host can be forgotten too."""
+        self._auth.require_admin(request)
+        node, ref = request.match_info["node"], request.match_info["gpu"]
+        cards = self._view.mig_layouts.get(node, {})
+        found = self._view.nodes.get(node)
+        by_index = {str(g.index): g.uuid for g in found[0].inventory.gpus} if found else {}
+        gpu = ref if ref in cards else by_index.get(ref, ref)
+        if gpu not in cards:
+            raise NotFound(f"no stored MIG layout for GPU {ref!r} on node {node!r}")
+        await self._store.delete(nkeys.mig_layout(node, gpu))
+        return json_response({"nodeId": node, "gpu": gpu, "forgotten": True})
 
 
 def _identity(node: str, gpu: GpuInfo, catalog: Catalog) -> dict[str, Any]:

@@ -180,6 +180,10 @@ async def test_operators_plan_and_apply_layouts(dev: Dev) -> None:
     assert (await dev.visible(mid))["cuda"] == held
     gpus_out = await asyncio.to_thread(_cli, dev.cluster.url, "gpus")
     assert "2g.20gb*" in gpus_out and "3g.40gb" in gpus_out and "whole GPU" in gpus_out
+    # Released: the slices stay, noded no longer manages the card.
+    await asyncio.to_thread(_cli, dev.cluster.url, "mig", "release", "node-1", "0")
+    state = await dev.ok("GET", path)
+    assert (state["wanted"], state["state"], len(state["instances"])) == (None, "unmanaged", 3)
 
 
 def _cli(url: str, *argv: str) -> str:

@@ -223,6 +223,12 @@ def test_slice_price_share_follows_the_catalog() -> None:
     assert slice_share("RTXPRO6000-96GB", "4g.96gb") == 1.0
     assert slice_share("NVIDIA H100 80GB HBM3", "2g.20gb") == 2 / 7
     assert slice_share("Mystery-10GB", "2g.5gb") == 2 / 7  # no catalog: compute slices of 7
+    from coordinator.nodes._routes import _price
+
+    prices = {"H100-80GB": 2.0, "RTXPRO6000-96GB:1g.24gb": 0.7}
+    assert _price(prices, "H100-80GB:3g.40gb") == 1.0
+    assert _price(prices, "RTXPRO6000-96GB:1g.24gb") == 0.7  # the table wins
+    assert _price(prices, "H100-80GB") == 2.0
 
 
 def test_catalogs_and_the_alias_table_agree() -> None:

@@ -1,10 +1,12 @@
-"""``tide mig plan|apply HOST GPU LAYOUT``: an operator's MIG layout for one card.
+"""``tide mig plan|apply HOST GPU LAYOUT``, ``tide mig release HOST GPU``: an operator's MIG
+layout for one card.
 
 ``plan`` asks the coordinator where each slice would go (explicit placements from mig/'s
 planner, checked against the instances the host reports) and what would be destroyed and
 created; it changes nothing.  ``apply`` stores the layout; the host's noded then re-cuts the
 card, destroying only idle slices.  Slices a worker uses are never planned away (the
-coordinator answers 409 and names them).
+coordinator answers 409 and names them).  ``release`` forgets the card's stored layout: noded
+leaves its instances as they are and the scheduler cuts it again only when demand asks.
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
             nargs="+",
             help="MIG profiles, comma- or space-separated ('none': no instances, MIG stays on)",
         )
+    p = add_command(
+        msub,
+        common,
+        "release",
+        "forget a card's stored layout (its slices stay)",
+        "tide mig release gpu-07 0",
+        _release,
+    )
+    p.add_argument("host", metavar="HOST", help="node id or hostname")
+    p.add_argument("gpu", metavar="GPU", help="the card's index on the host, or its GPU uuid")
 
 
 def parse_layout(words: list[str]) -> list[str]:
@@ -107,3 +119,9 @@ def _mig(args: argparse.Namespace, ctx: Context) -> int:
             ctx.say(f"stored: {res.get('nodeId')} re-cuts the card now ('tide gpus' shows it)")
 
     return ctx.emit(res, human)
+
+
+def _release(args: argparse.Namespace, ctx: Context) -> int:
+    node = _node(fetch(ctx, "nodes", "/admin/v1/nodes"), args.host)
+    res = ctx.client.delete(f"/admin/v1/nodes/{seg(str(node['id']))}/gpus/{seg(args.gpu)}/mig")
+    return ctx.emit(res, lambda: ctx.say(f"{res.get('nodeId')} GPU {res.get('gpu')}: layout forgotten"))
