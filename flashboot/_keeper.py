@@ -34,6 +34,7 @@ import msgspec
 
 from tide.api.errors import InvalidArgument, ResourceExhausted
 
+from . import _pool
 from ._image import ImageIndex, compute_chunk_hashes, iter_chunks, read_index
 from ._io import ChunkReader, write_file_atomic
 from ._plan import EvictionPlan
@@ -54,6 +55,7 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     disk_budget_bytes: int
     read_threads: int = 4  # parallel O_DIRECT reads per restore
     read_chunk_bytes: int = 16 << 20
+    preallocate_bytes: int = 0  # free T1 memory allocated at start, so first fills skip page allocation
 
 
 class ModelHolding(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +76,8 @@ class Holdings(msgspec.Struct, frozen=True, kw_only=True):
     t1: tuple[str, ...]
     t2: tuple[str, ...]
     models: tuple[ModelHolding, ...]
-    ram_used: int
+    ram_used: int  # T1 copies, fills in progress and free memory
+    ram_free: int  # recycled T1 memory waiting for the next fill (part of ram_used)
     ram_budget: int
     disk_used: int
     disk_budget: int
@@ -114,6 +117,12 @@ class Keeper:
         write_file_atomic(config_path, [msgspec.json.encode(self._store.config)], durable=False)
         reconcile(self._store, now=self._clock())
         self.enforce()
+        with self._store.locked():
+            missing = (
+                min(self.config.preallocate_bytes, self.config.ram_budget_bytes) - self._store.ram_used()
+            )
+            if missing >= 4096:  # slow (allocates and zeroes pages), but off every restore path
+                _pool.preallocate(self.config.shm_dir, missing - missing % 4096)
 
     def env(self) -> dict[str, str]:
         """Environment a worker needs to find this keeper."""
@@ -154,6 +163,7 @@ class Keeper:
             t2=tuple(m.fingerprint for m in models if "t2" in m.tiers),
             models=tuple(models),
             ram_used=self._store.ram_used(),
+            ram_free=self._store.ram_free(),
             ram_budget=self.config.ram_budget_bytes,
             disk_used=self._store.disk_used(),
             disk_budget=self.config.disk_budget_bytes,

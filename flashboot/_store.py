@@ -35,6 +35,7 @@ import msgspec
 
 from tide.api.errors import FailedPrecondition, InvalidArgument, NotFound
 
+from . import _pool
 from ._image import ImageIndex, parse_header
 from ._io import write_file_atomic
 from ._locks import SharedLock, exclusive, try_exclusive
@@ -264,7 +265,11 @@ class HostStore:
 
     # ---- space ----------------------------------------------------------------------------------
     def ram_used(self) -> int:
-        return _dir_bytes(self.config.shm_dir, (".t1", ".t1.tmp"))
+        """Bytes of shared memory held: T1 copies, fills in progress and free (recycled) files."""
+        return _dir_bytes(self.config.shm_dir, (".t1", ".t1.tmp", _pool.FREE_SUFFIX))
+
+    def ram_free(self) -> int:
+        return sum(size for _, size in _pool.free_files(self.config.shm_dir))
 
     def disk_used(self) -> int:
         return _dir_bytes(self.path("images"))
@@ -291,7 +296,7 @@ class HostStore:
 
     def _plan(self, need_ram: int, need_disk: int) -> EvictionPlan:
         models = self.snapshot()
-        # Files the index does not know (fills in progress) still take room.
+        # Files the index does not know (fills in progress) still take room; free memory was trimmed.
         extra_ram = self.ram_used() - sum(m.data_bytes for m in models if m.in_t1)
         extra_disk = self.disk_used() - sum(m.image_bytes for m in models if m.in_t2)
         return plan_evictions(
@@ -303,8 +308,12 @@ class HostStore:
         )
 
     def make_room(self, *, need_ram: int = 0, need_disk: int = 0) -> EvictionPlan:
-        """Evict LRU unpinned copies until the budgets leave ``need_*`` bytes free.  Slow: may demote."""
+        """Evict LRU unpinned copies until the budgets leave ``need_*`` bytes free.  Slow: may demote.
+
+        Free (recycled) T1 memory goes first; evicted T1 copies become free memory in turn.
+        """
         with self.locked():
+            _pool.trim(self.config.shm_dir, self.ram_used() + need_ram - self.config.ram_budget)
             plan = self._plan(need_ram, need_disk)
             for fp in plan.drop_t2:
                 self.drop_copy(fp, self.t2_path(fp))
@@ -317,9 +326,14 @@ class HostStore:
         return plan
 
     def drop_copy(self, fp: str, path: str) -> bool:
-        """Delete one tier's copy unless a process pins the model (the caller holds the state lock)."""
+        """Delete one tier's copy unless a process pins the model (the caller holds the state lock).
+
+        A T1 copy's pages are kept as free memory for the next fill.
+        """
         with try_exclusive(self.pin_path(fp)) as taken:
-            if taken:
+            if taken and path.endswith(".t1"):
+                _pool.recycle(path, self.config.shm_dir)
+            elif taken:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
             return taken
@@ -340,20 +354,33 @@ class HostStore:
 
     def reserve_t1(self, key: str, nbytes: int) -> T1Segment | None:
         """Reserve ``nbytes`` of T1 for a fill (the caller holds ``fill_lock(key)``); None when full."""
-        for _ in range(2):
+        for attempt in range(2):
             with self.locked():
-                if self.ram_used() + nbytes <= self.config.ram_budget:
-                    os.makedirs(self.config.shm_dir, exist_ok=True)  # /dev/shm is empty after a reboot
-                    tmp = os.path.join(self.config.shm_dir, f"{key}.t1.tmp")
-                    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-                    try:
-                        os.ftruncate(fd, nbytes)
-                    finally:
-                        os.close(fd)
-                    return T1Segment(self, tmp, nbytes)
-            if not self.make_room(need_ram=nbytes).ram_fits:
-                return None
+                seg = self._reserve_locked(key, nbytes)
+            if seg is not None or attempt or not self.make_room(need_ram=nbytes).ram_fits:
+                return seg
         return None
+
+    def _reserve_locked(self, key: str, nbytes: int) -> T1Segment | None:
+        shm = self.config.shm_dir
+        os.makedirs(shm, exist_ok=True)  # /dev/shm is empty after a reboot
+        free = _pool.best_fit(shm, nbytes)
+        credit = free[1] if free is not None else 0
+        excess = self.ram_used() - credit + nbytes - self.config.ram_budget
+        if excess > 0:
+            _pool.trim(shm, excess, keep=free[0] if free is not None else None)
+        if self.ram_used() - credit + nbytes > self.config.ram_budget:
+            return None
+        tmp = os.path.join(shm, f"{key}.t1.tmp")
+        if free is not None:
+            _pool.take(free, tmp, nbytes)  # recycled pages: no allocation or zeroing on this path
+        else:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.ftruncate(fd, nbytes)
+            finally:
+                os.close(fd)
+        return T1Segment(self, tmp, nbytes)
 
     def write_t2(
         self, index: ImageIndex, header: bytes, data: memoryview, *, model_id: str | None, stamp: str

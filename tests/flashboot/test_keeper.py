@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from safetensors import safe_open
 
-from flashboot import Keeper, write_image
+from flashboot import Keeper, KeeperConfig, write_image
 from flashboot._image import ImageIndex
 from flashboot._store import HostStore
 from flashboot._writer import BufferSink, describe_tensors, pack, seal
@@ -148,4 +150,37 @@ def test_restart_adopts_described_t1_and_drops_orphans(tmp_path: Path, shm_dir: 
     orphan.write_bytes(b"\0" * 4096)  # left by an earlier keeper whose state dir is gone
     held = make_keeper(tmp_path / "state", shm_dir).holdings()
     assert held.t1 == (a.fingerprint,) and not orphan.exists()
-    assert held.ram_used == a.data_bytes
+    assert held.ram_free == 4096 and held.ram_used == a.data_bytes + 4096  # its pages are kept for reuse
+
+
+def test_evicted_t1_memory_is_reused_by_the_next_fill(tmp_path: Path, shm_dir: str) -> None:
+    keeper = make_keeper(tmp_path, shm_dir, ram=12288, disk=1 << 20)
+    store = HostStore.open(str(tmp_path))
+    a = put_t1(store, "a", _model(1))
+    inode = os.stat(store.t1_path(a.fingerprint)).st_ino
+    b = put_t1(store, "b", _model(2))  # a is demoted; its pages become b's
+    assert os.stat(store.t1_path(b.fingerprint)).st_ino == inode
+    held = keeper.holdings()
+    assert held.t1 == (b.fingerprint,) and held.t2 == (a.fingerprint,) and held.ram_free == 0
+
+
+def test_preallocated_memory_is_trimmed_to_the_budget(tmp_path: Path, shm_dir: str) -> None:
+    keeper = Keeper(
+        KeeperConfig(
+            state_dir=str(tmp_path),
+            shm_dir=shm_dir,
+            ram_budget_bytes=1 << 20,
+            disk_budget_bytes=0,
+            preallocate_bytes=1 << 20,
+        )
+    )
+    keeper.start()
+    assert keeper.holdings().ram_free == 1 << 20
+    a = put_t1(HostStore.open(str(tmp_path)), "a", _model(1))  # carved out of the free memory
+    held = keeper.holdings()
+    assert held.t1 == (a.fingerprint,) and held.ram_used <= 1 << 20 and held.ram_free == 0
+    smaller = Keeper(
+        msgspec.structs.replace(keeper.config, ram_budget_bytes=a.data_bytes, preallocate_bytes=0)
+    )
+    smaller.start()
+    assert smaller.holdings().ram_used == a.data_bytes
