@@ -33,6 +33,10 @@ class WorkerService:
         self._ctx = ctx
         self._stops_sent: dict[tuple[str, str], tuple[int, float]] = {}  # (worker, job) -> (times, last)
         self._retired: dict[str, float] = {}  # worker -> when it sent stopPod (this replica)
+        # Jobs this replica handed out, as it wrote them: job-done and job-stream
+        # usually come back here and then skip a read.  A hint only: every write
+        # still compares the revision, and a stale entry falls back to a read.
+        self._claimed: dict[str, tuple[JobRecord, int]] = {}
 
     # -- take ------------------------------------------------------------
     async def take(self, ep: str, worker: str, n: int, wait_s: float) -> list[dict[str, Any]]:
@@ -97,7 +101,7 @@ class WorkerService:
             exec_deadline=now + record.execution_timeout_ms / 1000.0,
         )
         try:
-            await ctx.write_job(
+            new_rev = await ctx.write_job(
                 rev,
                 started,
                 extra=[
@@ -111,6 +115,7 @@ class WorkerService:
             )
         except Conflict:
             return None  # another replica or a cancel got there first
+        self._remember(started, new_rev)
         job_input = await asyncio.to_thread(ctx.input_of, record) if record.input_blob else record.input
         job: dict[str, Any] = {"id": record.id, "input": job_input}
         if record.webhook:
@@ -121,6 +126,20 @@ class WorkerService:
             job["batchId"] = record.batch_id
         return job
 
+    def _remember(self, record: JobRecord, rev: int) -> None:
+        if len(self._claimed) > 100_000:  # jobs whose answer went to another replica, or never came
+            self._claimed.clear()
+        self._claimed[record.id] = (record, rev)
+
+    def _recall(self, ep: str, worker: str, job_id: str, *, forget: bool) -> tuple[JobRecord, int] | None:
+        """The record as this replica last wrote it, if it says ``worker`` runs it."""
+        found = self._claimed.pop(job_id, None) if forget else self._claimed.get(job_id)
+        if found is None:
+            return None
+        record = found[0]
+        ok = record.endpoint_id == ep and record.status == "IN_PROGRESS" and record.worker_id == worker
+        return found if ok else None
+
     # -- done ------------------------------------------------------------
     async def done(
         self, ep: str, worker: str, job_id: str, body: bytes, *, is_stream: bool
@@ -128,7 +147,7 @@ class WorkerService:
         ctx = self._ctx
         self.touch(ep, worker)
         for _ in range(8):
-            record, rev = await ctx.read_job(ep, job_id)
+            record, rev = self._recall(ep, worker, job_id, forget=True) or await ctx.read_job(ep, job_id)
             if record.status in FINAL_STATES:
                 return {"ignored": f"job {job_id} is already {record.status}"}
             if record.status == "IN_PROGRESS" and record.worker_id != worker:
@@ -155,7 +174,7 @@ class WorkerService:
         if record.status != "IN_PROGRESS":
             return {"ignored": "progress update for a job that is not running"}
         updated = msgspec.structs.replace(record, output=result.get("output"), has_output=True)
-        await self._ctx.write_job(rev, updated)
+        self._remember(updated, await self._ctx.write_job(rev, updated))
         return {"accepted": True}
 
     async def _complete(
@@ -206,7 +225,7 @@ class WorkerService:
     # -- stream ----------------------------------------------------------
     async def stream_put(self, ep: str, worker: str, job_id: str, body: bytes) -> dict[str, Any]:
         ctx = self._ctx
-        record, _ = await ctx.read_job(ep, job_id)
+        record, _ = self._recall(ep, worker, job_id, forget=False) or await ctx.read_job(ep, job_id)
         if record.status != "IN_PROGRESS" or record.worker_id != worker:
             return {"ignored": f"job {job_id} is {record.status}"}
         try:
