@@ -26,6 +26,7 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
     containerd-socket = "/run/containerd/containerd.sock"
     stop-grace-s = 30.0
     cdi-dirs = ["/etc/cdi", "/var/run/cdi"]     # GPU CDI specs (containerd)
+    cdi-refresh = true               # regenerate into <state-dir>/cdi for new MIG devices
     systemd-cgroup = false           # true when containerd uses SystemdCgroup
     cgroup-parent = ""               # "" = "/tide" (cgroupfs) or "system.slice" (systemd)
 
@@ -110,6 +111,9 @@ class RuntimeSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=T
     stop_grace_s: float = 30.0
     # Where nvidia-ctk cdi generate (or nvidia-cdi-refresh) writes the GPU specs.
     cdi_dirs: list[str] = msgspec.field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
+    # When a worker's GPU or MIG device is in no spec (a MIG instance cut since the specs were
+    # generated), run nvidia-ctk cdi generate into <state-dir>/cdi and look again.
+    cdi_refresh: bool = True
     systemd_cgroup: bool = False  # runc's systemd cgroup driver (set it when containerd's is)
     cgroup_parent: str = ""  # "" = "/tide" (cgroupfs) or "system.slice" (systemd)
     registries: dict[str, RegistrySection] = {}  # by host: "ghcr.io", "10.0.0.5:5000"

@@ -55,10 +55,17 @@ def _runtime(cfg: FileConfig) -> Any:
         from noded.runtime import ContainerdConfig, ContainerdRuntime
 
         parent = rt.cgroup_parent or ("system.slice" if rt.systemd_cgroup else "/tide")
+        # noded's own spec dir comes first: the operator's specs win for the names they have.
+        own_cdi = Path(rt.state_dir) / "cdi"
+        refresh = ["nvidia-ctk", "cdi", "generate", "--device-name-strategy=uuid", "--format=json"]
+        refresh.append(f"--output={own_cdi / 'nvidia.json'}")
+        if rt.cdi_refresh:
+            own_cdi.mkdir(parents=True, exist_ok=True)
         config = ContainerdConfig(
             log_dir=str(Path(rt.state_dir) / "logs"),
             socket=rt.containerd_socket,
-            cdi_dirs=list(rt.cdi_dirs),
+            cdi_dirs=[str(own_cdi), *rt.cdi_dirs] if rt.cdi_refresh else list(rt.cdi_dirs),
+            cdi_refresh=refresh if rt.cdi_refresh else [],
             systemd_cgroup=rt.systemd_cgroup,
             cgroup_parent=parent,
             registries=registry_auth(rt.registries),

@@ -7,6 +7,10 @@ by device name, so generate them with ``--device-name-strategy=uuid`` (names
 work too.  The edits of the requested devices plus the common edits of their
 specs are merged into the OCI spec: env, device nodes (with cgroup allow
 rules), bind mounts and hooks.  Specs are JSON, or YAML when PyYAML is present.
+
+A MIG instance created after the specs were generated is in none of them, so
+``device_edits`` can run a refresh command (noded: ``nvidia-ctk cdi generate``
+into its own spec dir) once when a device is missing, and read the specs again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterable
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -26,6 +32,7 @@ __all__ = [
     "CdiSpec",
     "ContainerEdits",
     "LinuxDevice",
+    "device_edits",
     "known_devices",
     "load_cdi_specs",
     "plan_cdi_edits",
@@ -34,6 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 DEFAULT_CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
+_REFRESH_LOCK = threading.Lock()  # one refresh at a time; the others then re-read its output
 
 
 class DeviceNode(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -146,6 +154,39 @@ def plan_cdi_edits(specs: list[CdiSpec], devices: list[str]) -> ContainerEdits:
         mounts += edits.mounts
         hooks += edits.hooks
     return ContainerEdits(env=env, device_nodes=_dedupe(nodes), mounts=mounts, hooks=hooks)
+
+
+def device_edits(
+    devices: list[str], dirs: Sequence[str], *, refresh: Sequence[str] = (), simulated: bool = False
+) -> ContainerEdits:
+    """The merged edits for ``devices`` from the specs in ``dirs``.  Blocking: call it from a thread.
+
+    ``refresh`` (a command) runs when a device is in no spec; ``simulated`` GPUs that no spec
+    names get no edits at all (tide dev).  FailedPrecondition names a device still missing.
+    """
+    specs = load_cdi_specs(dirs)
+    if simulated:
+        return plan_cdi_edits(specs, known_devices(specs, devices))
+    if refresh and known_devices(specs, devices) != devices:
+        with _REFRESH_LOCK:
+            specs = load_cdi_specs(dirs)  # a concurrent create may have refreshed them already
+            if known_devices(specs, devices) != devices:
+                _run_refresh(refresh)
+                specs = load_cdi_specs(dirs)
+    return plan_cdi_edits(specs, devices)
+
+
+def _run_refresh(cmd: Sequence[str]) -> None:
+    log.info("a device is in no CDI spec; regenerating: %s", " ".join(cmd))
+    try:
+        subprocess.run(list(cmd), check=True, capture_output=True, timeout=120)
+    except subprocess.CalledProcessError as e:
+        tail = e.stderr.decode(errors="replace").strip()[-300:]
+        raise FailedPrecondition(
+            f"regenerating the CDI specs failed ({cmd[0]}, exit {e.returncode}): {tail}"
+        ) from e
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise FailedPrecondition(f"regenerating the CDI specs failed ({cmd[0]}): {e}") from e
 
 
 def known_devices(specs: list[CdiSpec], devices: list[str]) -> list[str]:

@@ -31,14 +31,7 @@ import aiohttp
 import grpc
 import msgspec
 
-from noded.runtime._cdi import (
-    DEFAULT_CDI_DIRS,
-    ContainerEdits,
-    known_devices,
-    load_cdi_specs,
-    plan_cdi_edits,
-    resolve_device_nodes,
-)
+from noded.runtime._cdi import DEFAULT_CDI_DIRS, ContainerEdits, device_edits, resolve_device_nodes
 from noded.runtime._common import check_worker_id, tail_lines
 from noded.runtime._ctrd import Ctrd, rpc
 from noded.runtime._oci_spec import plan_oci_spec
@@ -73,6 +66,9 @@ class ContainerdConfig(msgspec.Struct, frozen=True, kw_only=True):
     cgroup_parent: str = "/tide"
     network: Literal["host", "none"] = "host"
     cdi_dirs: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CDI_DIRS))
+    # Rewrites a spec into one of cdi_dirs when a worker's device is in none (a MIG instance
+    # created since the last generation); noded: nvidia-ctk cdi generate --device-name-strategy=uuid.
+    cdi_refresh: list[str] = []
     registries: dict[str, RegistryAuth] = {}  # by registry host ("127.0.0.1:5000", "ghcr.io")
     shm_bytes: int = 1 << 30
     # Host paths bound into every worker, after the spec's own mounts are planned (e.g. in
@@ -149,9 +145,9 @@ class ContainerdRuntime:
         cfg = self.config
         edits = ContainerEdits()
         if spec.devices:
-            specs = load_cdi_specs(cfg.cdi_dirs)
-            wanted = known_devices(specs, spec.devices) if cfg.simulated_gpus else spec.devices
-            edits = plan_cdi_edits(specs, wanted)
+            edits = device_edits(
+                spec.devices, cfg.cdi_dirs, refresh=cfg.cdi_refresh, simulated=cfg.simulated_gpus
+            )
         if cfg.binds:
             spec = msgspec.structs.replace(spec, mounts=[*spec.mounts, *cfg.binds])
         return plan_oci_spec(

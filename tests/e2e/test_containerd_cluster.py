@@ -408,6 +408,36 @@ def test_simulated_gpus_without_a_cdi_spec_get_no_device_edits() -> None:
     ]
 
 
+def test_a_device_in_no_cdi_spec_triggers_one_refresh(tmp_path: Path) -> None:
+    from noded.runtime._cdi import device_edits
+    from tide.api.errors import FailedPrecondition
+
+    old, own = tmp_path / "etc", tmp_path / "own"
+    old.mkdir()
+    own.mkdir()
+    spec = {"kind": "nvidia.com/gpu", "devices": [{"name": "GPU-a", "containerEdits": {"env": ["A=1"]}}]}
+    (old / "nvidia.json").write_text(json.dumps(spec))
+    # The refresh "cuts" MIG-b into the spec it writes, and counts its runs.
+    fresh = {"kind": "nvidia.com/gpu", "devices": [{"name": "MIG-b", "containerEdits": {"env": ["B=1"]}}]}
+    script = (
+        "import json, sys, pathlib\n"
+        f"pathlib.Path({str(own / 'nvidia.json')!r}).write_text(json.dumps({fresh!r}))\n"
+        f"open({str(tmp_path / 'runs')!r}, 'a').write('x')\n"
+    )
+    refresh = [sys.executable, "-c", script]
+    dirs = [str(own), str(old)]
+    assert device_edits(["GPU-a"], dirs, refresh=refresh).env == ["A=1"]
+    assert not (tmp_path / "runs").exists()  # every device known: no refresh
+    assert device_edits(["GPU-a", "MIG-b"], dirs, refresh=refresh).env == ["A=1", "B=1"]
+    assert device_edits(["MIG-b"], dirs, refresh=refresh).env == ["B=1"]
+    assert (tmp_path / "runs").read_text() == "x"
+    with pytest.raises(FailedPrecondition, match="MIG-gone"):
+        device_edits(["MIG-gone"], dirs, refresh=refresh)
+    with pytest.raises(FailedPrecondition, match="regenerating the CDI specs failed"):
+        device_edits(["MIG-gone"], dirs, refresh=[sys.executable, "-c", "raise SystemExit(3)"])
+    assert device_edits(["MIG-gone", "GPU-a"], dirs, simulated=True).env == ["A=1"]
+
+
 def test_noded_config_selects_containerd_with_registries(tmp_path: Path) -> None:
     from noded.config import load_config, registry_auth
     from noded.main import _runtime
@@ -441,10 +471,13 @@ insecure = true
     c = runtime.config
     assert (c.socket, c.cdi_dirs, c.systemd_cgroup, c.cgroup_parent) == (
         "/tmp/c.sock",
-        [f"{tmp_path}/cdi"],
+        [f"{tmp_path}/state/cdi", f"{tmp_path}/cdi"],  # its own refreshed spec first
         True,
         "system.slice",
     )
+    assert c.cdi_refresh[:3] == ["nvidia-ctk", "cdi", "generate"]
+    assert "--device-name-strategy=uuid" in c.cdi_refresh
+    assert f"--output={tmp_path}/state/cdi/nvidia.json" in c.cdi_refresh
     assert c.log_dir == f"{tmp_path}/state/logs" and not c.simulated_gpus
 
 
