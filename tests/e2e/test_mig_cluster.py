@@ -148,7 +148,11 @@ async def test_slices_and_a_whole_card_share_a_host_and_recut_only_idle_slices(d
     assert [i["profile"] for i in rtx_now["migInstances"]] == ["4g.96gb"]
     assert big_worker["devices"] == [rtx_now["migInstances"][0]["uuid"]] != small_dev
     assert (await dev.visible(big))["cuda"] == big_worker["devices"][0]
-    assert rtx_now["migInstances"][0]["busy"]  # noded marks the slice its worker holds
+
+    async def marked_busy() -> bool:  # noded marks the slice its worker holds
+        return bool((await dev.gpus())[1]["migInstances"][0]["busy"])
+
+    assert await wait_for(marked_busy, "the big slice reported busy")
 
 
 async def test_operators_plan_and_apply_layouts(dev: Dev) -> None:
