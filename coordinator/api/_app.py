@@ -14,7 +14,6 @@ from coordinator.api._metrics import Metrics
 from coordinator.api._public_routes import PublicRoutes
 from coordinator.api._worker_routes import WorkerRoutes
 from coordinator.jobs import ClusterView, JobService, WorkerService
-from coordinator.nodes import NodeRoutes
 from coordinator.store import Store
 
 if TYPE_CHECKING:
@@ -49,6 +48,8 @@ def build_app(
     AdminRoutes(store=store, view=view, auth=auth, jobs=jobs).add_to(app)
     # Workers ping at least three times per claim grace, so a live worker's claims never lapse.
     ping_s = min(settings.jobs.ping_interval_s, settings.jobs.claim_grace_s / 3)
+    from coordinator.nodes import NodeRoutes  # lazily: nodes' routes import api._http
+
     NodeRoutes(store=store, view=view, auth=auth, public_url=public_url, worker_ping_s=ping_s).add_to(app)
     app[APP_KEY_PRICES] = settings.prices
 
