@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,8 +26,8 @@ from coordinator.jobs import ClusterView
 from coordinator.nodes._desired import desired_for
 from coordinator.nodes._mig import slice_share
 from coordinator.nodes._mig_routes import MigRoutes
-from coordinator.store import Store
-from tide.api.errors import NotFound, TideError, Unauthenticated, Unavailable
+from coordinator.store import Compare, Put, Store
+from tide.api.errors import Conflict, NotFound, TideError, Unauthenticated, Unavailable
 from tide.api.nodes import Heartbeat, NodeRegistration, WorkerReport
 
 __all__ = ["NodeRoutes", "mint_node_token"]
@@ -103,21 +104,20 @@ class NodeRoutes:
     async def heartbeat(self, request: web.Request) -> web.Response:
         node = self._node_auth(request)
         beat = decode_body(await request.read(), _Beat, what="heartbeat")
-        found = self._view.nodes.get(node)
-        if found is None:
-            kv = await self._store.get(nkeys.node(node))
-            if kv is None:
-                raise NotFound(f"node {node!r} is not registered; register it first")
-            found = (msgspec.json.decode(kv.value, type=NodeRecord), kv.mod_revision)
-        record = msgspec.structs.replace(
-            found[0],
-            inventory=beat.inventory,
-            address=beat.address or found[0].address,
-            last_heartbeat=time.time(),
-            lost=False,
-            workers=beat.workers,
+        now = time.time()
+        record = await self._update_node(
+            node,
+            lambda r: msgspec.structs.replace(
+                r,
+                inventory=beat.inventory,
+                address=beat.address or r.address,
+                last_heartbeat=now,
+                lost=False,
+                workers=beat.workers,
+            ),
+            missing=f"node {node!r} is not registered; register it first",
+            cached=self._view.nodes.get(node),
         )
-        await self._store.put(nkeys.node(node), _encode(record))
         return json_response({"ok": True, "draining": record.draining})
 
     async def desired(self, request: web.Request) -> web.Response:
@@ -155,12 +155,40 @@ class NodeRoutes:
     async def _set_drain(self, request: web.Request, draining: bool) -> web.Response:
         self._auth.require_admin(request)
         node = request.match_info["node"]
-        kv = await self._store.get(nkeys.node(node))
-        if kv is None:
-            raise NotFound(f"node {node!r} not found; 'tide nodes' lists the nodes")
-        record = msgspec.structs.replace(msgspec.json.decode(kv.value, type=NodeRecord), draining=draining)
-        await self._store.put(kv.key, _encode(record))
+        await self._update_node(
+            node,
+            lambda r: msgspec.structs.replace(r, draining=draining),
+            missing=f"node {node!r} not found; 'tide nodes' lists the nodes",
+        )
         return json_response({"id": node, "draining": draining})
+
+    async def _update_node(
+        self,
+        node: str,
+        change: Callable[[NodeRecord], NodeRecord],
+        *,
+        missing: str,
+        cached: tuple[NodeRecord, int] | None = None,
+    ) -> NodeRecord:
+        """Read, change and write a node record, guarded by its revision, so that a heartbeat
+        never undoes a drain (or a lost mark) written a moment before.  NotFound(``missing``)."""
+        found = cached
+        for _ in range(5):
+            if found is None:
+                kv = await self._store.get(nkeys.node(node))
+                if kv is None:
+                    raise NotFound(missing)
+                found = (msgspec.json.decode(kv.value, type=NodeRecord), kv.mod_revision)
+            record = change(found[0])
+            key = nkeys.node(node)
+            res = await self._store.txn(
+                [Compare(key=key, target="mod", op="==", value=found[1])],
+                [Put(key=key, value=_encode(record))],
+            )
+            if res.succeeded:
+                return record
+            found = None  # it changed under us: re-read and apply the change again
+        raise Conflict(f"node {node!r} kept changing; retry")
 
     async def drain(self, request: web.Request) -> web.Response:
         return await self._set_drain(request, True)

@@ -63,6 +63,7 @@ class Scheduler:
         self._store = store
         self._view = view
         self._lost_after = lost_after_s
+        self._leading_since: float | None = None  # first tick of this leadership term
         self.mig_recut_interval_s = mig_recut_interval_s  # hysteresis: one re-cut per card per interval
         self._clock = clock
         self._scaler: dict[str, ScalerState] = {}
@@ -70,6 +71,7 @@ class Scheduler:
 
     async def run(self) -> None:
         await self._view.ready.wait()
+        self._leading_since = None  # a new term: hosts get a full lost-after to reach us
         while True:
             try:
                 await self.tick(self._clock())
@@ -78,6 +80,8 @@ class Scheduler:
             await self._view.cluster_changed.wait(1.0)
 
     async def tick(self, now: float) -> None:
+        if self._leading_since is None:
+            self._leading_since = now
         await self._mark_lost(now)
         stop, targets = self._autoscale(now)
         view = self._view
@@ -240,6 +244,10 @@ class Scheduler:
                     await self._store.delete(nkeys.reason(ep))
 
     async def _mark_lost(self, now: float) -> None:
+        if self._leading_since is not None and now - self._leading_since < self._lost_after:
+            # Heartbeats written before we led (or before a coordinator restart) are old by
+            # design: judging hosts on them would declare every host lost after an outage.
+            return
         for node_id, (rec, rev) in list(self._view.nodes.items()):
             if rec.lost or now - rec.last_heartbeat < self._lost_after:
                 continue

@@ -9,6 +9,7 @@ another host and its in-flight job requeued and completed; draining a host moves
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -176,3 +177,27 @@ def test_drain_moves_workers_off_a_node(cluster: EtcdCluster) -> None:
     assert cluster.node(drained)["draining"] is True
     out = cluster.sdk(ep).run_sync({"after": "drain"}, timeout=60)
     assert out == {"echo": {"after": "drain"}}
+
+
+def test_a_coordinator_outage_longer_than_lost_after_loses_no_host(cluster: EtcdCluster) -> None:
+    ep = cluster.endpoint(workersMin=1, workersMax=1, idleTimeout=60)
+    [worker] = wait_until(lambda: cluster.workers(ep), timeout=30, what="the min worker")
+    node = cluster.nodes[worker["nodeId"]]
+    pids = wait_until(lambda: {w.id: w.pid for w in node.workers() if w.alive()}, what="its process")
+
+    cluster.coordinator.stop()
+    time.sleep(LOST_AFTER_S + 1)  # every heartbeat in the store is now older than lost-after
+    cluster.coordinator.start()
+    since = time.time()
+    wait_until(  # the hosts have reached the new leader, and a full lost-after has passed
+        lambda: (
+            time.time() - since > LOST_AFTER_S + 1
+            and all(cluster.node(h)["lastHeartbeat"] > since for h in cluster.nodes)
+        ),
+        timeout=30,
+        what="heartbeats after the restart",
+    )
+    assert not any(cluster.node(h)["lost"] for h in cluster.nodes)
+    assert [w["workerId"] for w in cluster.workers(ep)] == [worker["workerId"]]
+    assert {w.id: w.pid for w in node.workers() if w.alive()} == pids  # nothing was replaced
+    assert cluster.sdk(ep).run_sync({"after": "outage"}, timeout=60) == {"echo": {"after": "outage"}}
