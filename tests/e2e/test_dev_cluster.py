@@ -184,7 +184,11 @@ def test_killed_worker_is_restarted_and_its_job_completes(dev: Dev) -> None:
 
 def test_worker_logs_are_retrievable(dev: Dev) -> None:
     ep = dev.endpoint(
-        image=HANDLERS, command=["python", "-u", "visible_devices.py"], gpuTypeIds=[RTX], workersMax=1
+        image=HANDLERS,
+        command=["python", "-u", "visible_devices.py"],
+        gpuTypeIds=[RTX],
+        workersMax=1,
+        idleTimeout=30,  # still there when we ask for its logs
     )
     out = dev.sdk(ep).run_sync({"sleep": 0}, timeout=60)
     worker = out["pod"]
