@@ -15,6 +15,11 @@ into ``<fp>.t1.tmp`` with O_DIRECT, rename it to ``<fp>.t1``); on a miss, pack t
 segment the same way.  The pin is held while the process maps the model.  Eviction (keeper or a
 worker making room) takes ``state.lock`` and succeeds only where the exclusive pin flock is free.
 
+Where T1 lives: any tmpfs directory works (``/dev/shm/...``).  A tmpfs mounted with ``huge=always``
+(or ``huge=within_size``) is much better: T1 is then mapped with 2 MiB pages, so a CPU restore maps a
+GiB in about a millisecond instead of ~50-100 ms of 4 KiB faults, and ``cudaHostRegister`` has 512x
+fewer pages to pin.  Mounting it is the operator's (Ansible's) job; the keeper only takes the path.
+
 Budgets: T1 holds at most ``ram_budget_bytes`` and T2 at most ``disk_budget_bytes``; the least
 recently used unpinned models go first, T1 copies being demoted to T2 (image written) while the disk
 allows.  A model is pinned while any live process maps it, so a restore in flight is never evicted.
@@ -50,7 +55,7 @@ Tier = Literal["t0", "t1", "t2"]
 
 class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     state_dir: str  # on local disk (NVMe): index, images, locks
-    shm_dir: str  # in shared memory, e.g. /dev/shm/tide-flashboot
+    shm_dir: str  # in shared memory, e.g. /dev/shm/tide-flashboot; best on a huge=always tmpfs
     ram_budget_bytes: int
     disk_budget_bytes: int
     read_threads: int = 4  # parallel O_DIRECT reads per restore
