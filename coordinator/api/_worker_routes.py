@@ -14,10 +14,9 @@ from aiohttp import web
 from coordinator.api._http import Auth, json_response, query_int, read_body
 from coordinator.api._metrics import Metrics
 from coordinator.jobs import JobSettings, WorkerService
+from tide.api.errors import PayloadTooLarge
 
 __all__ = ["WorkerRoutes"]
-
-_RESULT_LIMIT = 64 * 1024 * 1024
 
 
 class WorkerRoutes:
@@ -64,14 +63,21 @@ class WorkerRoutes:
         # RunPod workers send JSON labelled application/x-www-form-urlencoded:
         # read the raw bytes, never the form parser.
         ep, worker = self._who(request)
-        body = await read_body(request, _RESULT_LIMIT)
+        try:
+            body = await read_body(request, self._settings.result_limit)
+        except PayloadTooLarge as exc:
+            # The SDK drops a result answered with a 4xx: fail the job with the
+            # reason now rather than let it look lost and run again.
+            reason = f"result not stored: {exc.message}"
+            await self._workers.reject(ep, worker, request.match_info["job"], reason)
+            raise
         is_stream = request.query.get("isStream", "false") == "true"
         answer = await self._workers.done(ep, worker, request.match_info["job"], body, is_stream=is_stream)
         return json_response(answer)
 
     async def stream(self, request: web.Request) -> web.Response:
         ep, worker = self._who(request)
-        body = await read_body(request, _RESULT_LIMIT)
+        body = await read_body(request, self._settings.result_limit)
         return json_response(await self._workers.stream_put(ep, worker, request.match_info["job"], body))
 
     async def ping(self, request: web.Request) -> web.Response:

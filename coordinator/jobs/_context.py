@@ -26,6 +26,7 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     inline_limit: int = 256 * 1024  # larger payloads live in the blob store
     run_limit: int = 10 * 1024 * 1024
     runsync_limit: int = 20 * 1024 * 1024
+    result_limit: int = 64 * 1024 * 1024  # a job-done body; larger fails the job with a reason
     retention_run_s: float = 1800.0  # results kept after /run
     retention_sync_s: float = 60.0  # results kept after /runsync
     runsync_wait_ms: int = 90_000

@@ -20,7 +20,7 @@ from coordinator._schema import Claim, JobRecord, Presence, Retirement, encode, 
 from coordinator.jobs._context import JobsContext, new_seq
 from coordinator.jobs._view import QueuedJob
 from coordinator.store import Compare, Delete, Op, Put
-from tide.api.errors import Conflict, InvalidArgument
+from tide.api.errors import Conflict, InvalidArgument, TideError
 from tide.api.jobs import FINAL_STATES
 
 __all__ = ["WorkerService"]
@@ -125,6 +125,13 @@ class WorkerService:
         if record.batch_id:
             job["batchId"] = record.batch_id
         return job
+
+    async def reject(self, ep: str, worker: str, job_id: str, reason: str) -> None:
+        """Fail a running job whose result could not be taken (too large)."""
+        try:
+            await self.done(ep, worker, job_id, encode({"error": reason}), is_stream=False)
+        except TideError as exc:  # unknown job, reassigned: nothing of ours to fail
+            log.info("could not fail job %s after a rejected result: %s", job_id, exc.message)
 
     def _remember(self, record: JobRecord, rev: int) -> None:
         if len(self._claimed) > 100_000:  # jobs whose answer went to another replica, or never came

@@ -8,6 +8,7 @@ fake clock that the test advances instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -47,7 +48,9 @@ class Api:
         self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, auth: str | None = None
     ) -> tuple[int, Any]:
         headers = {"Authorization": auth if auth is not None else f"Bearer {self.key}"}
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        data: Any = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None and len(data) > 1 << 20:
+            data = io.BytesIO(data)  # aiohttp warns about large raw bodies
         async with self.s.request(method, self.c.url + path, data=data, headers=headers) as resp:
             text = await resp.read()
             return resp.status, (json.loads(text) if text else None)
@@ -90,12 +93,11 @@ class Api:
         raise AssertionError("no job came")
 
     async def done(
-        self, ep: str, worker: str, job: str, result: Any, *, stream: bool = False
+        self, ep: str, worker: str, job: str, result: Any, *, stream: bool = False, raw: bytes | None = None
     ) -> tuple[int, Any]:
         path = f"/v2/{ep}/job-done/{worker}/{job}?gpu=x&isStream={'true' if stream else 'false'}"
-        return await self.call(
-            "POST", path, raw=json.dumps(result).encode(), auth=await self.token(ep, worker)
-        )
+        body = raw if raw is not None else json.dumps(result).encode()
+        return await self.call("POST", path, raw=body, auth=await self.token(ep, worker))
 
     async def chunk(self, ep: str, worker: str, job: str, output: Any) -> tuple[int, Any]:
         path = f"/v2/{ep}/job-stream/{worker}/{job}?gpu=x&isStream=false"
@@ -117,7 +119,7 @@ class Api:
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     clock = FakeClock()
     store = MemoryStore(clock=clock.monotonic)
-    settings = {"take_wait_s": 0.2, "stop_wait_s": 0.2, "claim_grace_s": 5.0}
+    settings = {"take_wait_s": 0.2, "stop_wait_s": 0.2, "claim_grace_s": 5.0, "result_limit": 1 << 20}
     async with InProcessCoordinator(store, state_dir=str(tmp_path), **settings) as c:
         assert c.coordinator is not None and c.coordinator.ctx is not None
         c.coordinator.ctx.clock = clock
@@ -395,6 +397,52 @@ async def test_health_counts(api: Api) -> None:
     _, health = await api.call("GET", "/v2/ep/health")
     assert health["jobs"] == {"completed": 1, "failed": 1, "inProgress": 1, "inQueue": 1, "retried": 0}
     assert set(health["workers"]) == {"idle", "initializing", "ready", "running", "throttled", "unhealthy"}
+
+
+async def test_a_result_too_large_to_store_fails_the_job_with_the_reason(api: Api) -> None:
+    job = await api.run("ep", {"input": {}})
+    await api.take_one("ep", "w1")
+    big = json.dumps({"output": "z" * (2 << 20)}).encode()
+    status, out = await api.done("ep", "w1", job, None, raw=big)
+    assert status == 413 and "limit" in out["error"]
+    final = await api.status("ep", job)
+    assert final["status"] == "FAILED" and "result not stored" in final["error"]
+
+
+async def test_webhook_is_retried_until_the_receiver_takes_it(api: Api) -> None:
+    from aiohttp import web
+
+    got: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        arrived.set()
+        return web.Response(status=500 if len(got) == 1 else 200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+    try:
+        job = await api.run("ep", {"input": {"w": 1}, "webhook": url})
+        await api.take_one("ep", "w1")
+        await api.done("ep", "w1", job, {"output": "ok"})
+        async with asyncio.timeout(10):
+            await arrived.wait()
+            arrived.clear()
+            advance(api, 11)  # the retry is due 10 s after the failed attempt
+            await arrived.wait()
+        await asyncio.sleep(0.3)
+        assert len(got) == 2  # delivered, then not again
+        assert got[1] == got[0]
+        assert got[1]["id"] == job and got[1]["status"] == "COMPLETED" and got[1]["output"] == "ok"
+        assert got[1]["input"] == {"w": 1} and got[1]["webhook"] == url
+    finally:
+        await runner.cleanup()
 
 
 async def test_an_interrupted_lease_grant_does_not_hang_its_bucket() -> None:
