@@ -9,6 +9,7 @@ safetensors files (``write_image``, ``convert_safetensors``, ``read_index``).
 
 from ._image import ImageIndex, TensorEntry, read_index
 from ._keeper import ENV_DIR, Holdings, Keeper, KeeperConfig, ModelHolding
+from ._source import source_stamp
 from ._stats import LoadStats, StageTiming
 from ._writer import convert_safetensors, write_image
 from .worker import last_load_stats, load, page_in, page_out, release
@@ -30,5 +31,6 @@ __all__ = [
     "page_out",
     "read_index",
     "release",
+    "source_stamp",
     "write_image",
 ]

@@ -177,8 +177,8 @@ class Keeper:
     def import_image(self, path: str, *, model_id: str, stamp: str = "", link: bool = True) -> str:
         """Add an existing FlashBoot image to T2 (hard link, else copy); returns its fingerprint.
 
-        ``stamp`` must match what workers compute for their source (``source_stamp``) for the alias to
-        hit; leave it empty for callable sources.  Slow when it copies.
+        ``stamp`` must equal ``source_stamp(source)`` of the source workers will pass to ``load`` for
+        the alias to hit (empty for state dicts and callables).  Slow when it copies.
         """
         index = read_index(path)
         fp = index.fingerprint

@@ -25,6 +25,8 @@ from ._device import ChunkCopier, anon_map, copy_all, host_tensor, private_map, 
 from ._image import ImageIndex, read_index
 from ._io import ChunkReader
 from ._locks import SharedLock
+from ._source import paths_of as _paths
+from ._source import source_stamp
 from ._stats import Source, StageRecorder
 from ._store import HostStore, T1Segment
 from ._torch_bytes import views_of
@@ -59,26 +61,6 @@ class Restored:
     loaded: Loaded
     tier: Source
     direct_io: bool | None = None
-
-
-def _paths(source: object) -> list[str] | None:
-    if isinstance(source, str | os.PathLike):
-        return [os.fspath(source)]
-    if isinstance(source, Sequence) and source and all(isinstance(s, str | os.PathLike) for s in source):
-        return [os.fspath(s) for s in source]
-    return None
-
-
-def source_stamp(source: object) -> str:
-    """Identifies a file source's version (path, size, mtime); callables are trusted by model_id."""
-    paths = _paths(source)
-    if paths is None:
-        return ""
-    parts = []
-    for p in paths:
-        st = os.stat(p)
-        parts.append(f"{os.path.realpath(p)}:{st.st_size}:{st.st_mtime_ns}")
-    return "|".join(parts)
 
 
 def _state_dict(source: object) -> Mapping[str, Any]:

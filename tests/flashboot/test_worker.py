@@ -182,3 +182,14 @@ def test_cuda_page_out_page_in(keeper: Keeper) -> None:
     got = flashboot.load("g", source=_never, device="cuda", state_dir=keeper.config.state_dir)
     assert flashboot.last_load_stats().pinned_host is True
     _assert_same({k: v.cpu() for k, v in got.items()}, sd)
+
+
+def test_image_staged_by_the_keeper_serves_a_path_source(keeper: Keeper, tmp_path: Path) -> None:
+    sd = torch_model()
+    src = tmp_path / "model.safetensors"
+    flashboot.write_image(str(src), sd)
+    keeper.import_image(str(src), model_id="staged", stamp=flashboot.source_stamp(str(src)))
+    _assert_same(
+        flashboot.load("staged", source=str(src), device="cpu", state_dir=keeper.config.state_dir), sd
+    )
+    assert flashboot.last_load_stats().tier == "t2"

@@ -1,0 +1,31 @@
+"""The public surface of flashboot stays small and deliberate."""
+
+from __future__ import annotations
+
+import flashboot
+
+
+def test_exported_names() -> None:
+    assert sorted(flashboot.__all__) == sorted(
+        [
+            "ENV_DIR",
+            "Holdings",
+            "ImageIndex",
+            "Keeper",
+            "KeeperConfig",
+            "LoadStats",
+            "ModelHolding",
+            "StageTiming",
+            "TensorEntry",
+            "convert_safetensors",
+            "last_load_stats",
+            "load",
+            "page_in",
+            "page_out",
+            "read_index",
+            "release",
+            "source_stamp",
+            "write_image",
+        ]
+    )
+    assert all(hasattr(flashboot, name) for name in flashboot.__all__)
