@@ -52,7 +52,7 @@ class _Process:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.stores: dict[str, HostStore] = {}
+        self.stores: dict[str, tuple[int, HostStore]] = {}
         self.loaded: dict[str, Loaded] = {}
         self.stores_of: dict[str, HostStore | None] = {}
         self.registrations: dict[str, WorkerRegistration] = {}
@@ -62,9 +62,14 @@ class _Process:
         path = state_dir if state_dir is not None else os.environ.get(ENV_DIR) or None
         if path is None:
             return None
-        if path not in self.stores:
-            self.stores[path] = HostStore.open(path)
-        return self.stores[path]
+        try:  # re-read the config when the keeper rewrote it (new budgets)
+            version = os.stat(os.path.join(path, "config.json")).st_mtime_ns
+        except FileNotFoundError:
+            version = 0
+        cached = self.stores.get(path)
+        if cached is None or cached[0] != version:
+            self.stores[path] = cached = (version, HostStore.open(path))
+        return cached[1]
 
     def publish(self, store: HostStore | None) -> None:
         """Rewrite this process's T0 registration for ``store``'s keeper."""
@@ -85,7 +90,7 @@ class _Process:
                     state="resident" if m.resident else "paged_out",
                 )
                 for m in self.loaded.values()
-                if self.stores_of.get(m.model_id) is store
+                if getattr(self.stores_of.get(m.model_id), "state_dir", None) == store.state_dir
             )
         )
 
