@@ -23,7 +23,7 @@ from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 
 __all__ = ["AdminRoutes", "endpoint_json"]
 
-_RUNTIME_FIELDS = ("image", "command", "args", "env", "gpu_type_ids", "gpu_count")
+_RUNTIME_FIELDS = ("image", "command", "args", "env", "gpu_type_ids", "gpu_count", "cpus", "memory_mb")
 
 
 def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:

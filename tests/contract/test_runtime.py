@@ -310,8 +310,11 @@ async def test_runtime_devices_env(harness: Harness, runtime: ContainerRuntime) 
 
 
 async def test_runtime_logs_tail(harness: Harness, runtime: ContainerRuntime) -> None:
+    # stdout and stderr reach the log through separate pipes (containerd's shim
+    # copies each on its own), so give stdout time to drain before stderr writes.
     spec = harness.spec(
-        "import sys\nfor i in range(1, 51): print(i, flush=True)\nprint('err', file=sys.stderr)"
+        "import sys, time\nfor i in range(1, 51): print(i, flush=True)\n"
+        "time.sleep(0.3)\nprint('err', file=sys.stderr)"
     )
     status, _ = await run_to_exit(runtime, spec)
     assert status.exit_code == 0
