@@ -60,6 +60,7 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     disk_budget_bytes: int
     read_threads: int = 4  # parallel O_DIRECT reads per restore
     read_chunk_bytes: int = 16 << 20
+    direct_io: bool = True  # O_DIRECT image reads; some virtual disks read faster buffered
     preallocate_bytes: int = 0  # free T1 memory allocated at start, so first fills skip page allocation
 
 
@@ -112,6 +113,7 @@ class Keeper:
             disk_budget=config.disk_budget_bytes,
             read_threads=config.read_threads,
             read_chunk_bytes=config.read_chunk_bytes,
+            direct_io=config.direct_io,
         )
         self._store = HostStore(config.state_dir, store_config, clock=clock)
 

@@ -221,7 +221,7 @@ def _from_t2(
     try:
         on_chunk = copier.submit if copier is not None else None
         with (
-            ChunkReader(path, threads=cfg.read_threads) as reader,
+            ChunkReader(path, threads=cfg.read_threads, direct=cfg.direct_io) as reader,
             memoryview(buf) as view,
             rec.stage("t2->t1->t0" if cuda else "t2->t1", "t2", n),
         ):

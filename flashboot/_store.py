@@ -51,6 +51,7 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     disk_budget: int  # bytes of T2 (sum of image files)
     read_threads: int = 4
     read_chunk_bytes: int = 16 << 20
+    direct_io: bool = True
 
 
 class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
