@@ -577,6 +577,7 @@ def main() -> None:
     ap.add_argument("--drop", choices=["fadvise", "sysctl"], default="fadvise")
     ap.add_argument("--methods", default="", help="comma-separated subset of method names")
     ap.add_argument("--keep", action="store_true", help="keep the generated files and T1")
+    ap.add_argument("--buffered", action="store_true", help="FlashBoot T2 reads without O_DIRECT")
     ap.add_argument("--roof-rounds", type=int, default=None, help="rounds that remeasure rooflines")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -625,6 +626,7 @@ def run_parent(args: argparse.Namespace) -> None:
             shm_dir=args.shm,
             ram_budget_bytes=2 * meta["data_bytes"],
             disk_budget_bytes=2 * meta["data_bytes"],
+            direct_io=not args.buffered,
         )
     )
     keeper.start()
