@@ -159,11 +159,13 @@ class WebhookSender:
     async def _deliver(self, session: aiohttp.ClientSession, job_id: str, delivery: Any, rev: int) -> None:
         ctx = self._ctx
         key = keys.outbox(job_id)
+        settled = False  # stays False when cancelled (leadership lost, shutdown): try again later
         try:
             try:
                 record, _ = await ctx.read_job(delivery.endpoint_id, job_id)
             except NotFound:
                 await ctx.store.delete(key)
+                settled = True
                 return
             body = {**ctx.envelope(record), "input": ctx.input_of(record), "webhook": delivery.url}
             ok = await _post(session, delivery.url, body)
@@ -178,12 +180,15 @@ class WebhookSender:
                     delivery, attempts=attempts, next_at=ctx.clock() + self._retry_delay
                 )
                 await ctx.store.txn(cmp, [Put(key=key, value=encode(nxt))])
+            settled = True
         except (TideError, Conflict) as exc:
             log.warning("webhook for job %s: %s", job_id, exc)
+            settled = True
         finally:
-            self._handled[job_id] = rev
-            if len(self._handled) > 100_000:
-                self._handled.clear()
+            if settled:
+                self._handled[job_id] = rev
+                if len(self._handled) > 100_000:
+                    self._handled.clear()
             self._in_flight.discard(job_id)
 
 

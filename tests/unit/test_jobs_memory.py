@@ -120,7 +120,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     clock = FakeClock()
     store = MemoryStore(clock=clock.monotonic)
     settings = {"take_wait_s": 0.2, "stop_wait_s": 0.2, "claim_grace_s": 5.0, "result_limit": 1 << 20}
-    async with InProcessCoordinator(store, state_dir=str(tmp_path), **settings) as c:
+    # The election lease outlives every advance() below: leadership stays put.
+    async with InProcessCoordinator(store, state_dir=str(tmp_path), election_ttl_s=60, **settings) as c:
         assert c.coordinator is not None and c.coordinator.ctx is not None
         c.coordinator.ctx.clock = clock
         async with aiohttp.ClientSession() as session:
@@ -448,6 +449,43 @@ async def test_webhook_is_retried_until_the_receiver_takes_it(api: Api) -> None:
         assert got[1]["id"] == job and got[1]["status"] == "COMPLETED" and got[1]["output"] == "ok"
         assert got[1]["input"] == {"w": 1} and got[1]["webhook"] == url
     finally:
+        await runner.cleanup()
+
+
+async def test_webhook_cut_off_by_a_leadership_change_is_sent_again(api: Api) -> None:
+    from aiohttp import web
+
+    got: list[str] = []
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append((await request.json())["id"])
+        arrived.set()
+        if len(got) == 1:
+            await release.wait()  # the first attempt hangs until leadership moves
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+    try:
+        job = await api.run("ep", {"input": {}, "webhook": url})
+        await api.take_one("ep", "w1")
+        await api.done("ep", "w1", job, {"output": "ok"})
+        async with asyncio.timeout(15):
+            await arrived.wait()
+            arrived.clear()
+            assert api.c.coordinator is not None
+            await api.c.coordinator.store.delete(b"/tide/election/", prefix=True)  # leadership lost
+            await arrived.wait()  # the new term sends it again
+        assert got == [job, job]
+    finally:
+        release.set()
         await runner.cleanup()
 
 
