@@ -64,6 +64,13 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes spent since boot (Linux /proc/stat, not idle or iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -223,7 +230,9 @@ async def run_light(c: CoordinatorProcess, store: str, jobs: int, etcd_pid: int 
             await b.throughput(ep, 500, workers)  # warm up
             commits0 = await b.commits()
             cpu0 = (cpu_seconds(c.pid), cpu_seconds(etcd_pid), time.process_time())
+            busy0, t0 = machine_busy_seconds(), time.perf_counter()
             rate, submit_rate = await b.throughput(ep, jobs, workers)
+            busy1, elapsed = machine_busy_seconds(), time.perf_counter() - t0
             cpu1 = (cpu_seconds(c.pid), cpu_seconds(etcd_pid), time.process_time())
             commits = await b.commits() - commits0
             target = TARGET_JOBS_PER_S
@@ -241,6 +250,11 @@ async def run_light(c: CoordinatorProcess, store: str, jobs: int, etcd_pid: int 
             if etcd_pid is not None:
                 fig.add("CPU per job: etcd", f"{etcd_us:.0f} us", f"-> {1e6 / etcd_us:,.0f} jobs/s per core")
             fig.add("CPU per job: load generator + workers", f"{gen_us:.0f} us")
+            ours = (sum(cpu1) - sum(cpu0)) / elapsed
+            others = max(0.0, (busy1 - busy0) / elapsed - ours)
+            fig.add(
+                "cores busy: ours / other processes", f"{ours:.2f} / {others:.2f}", f"of {os.cpu_count()}"
+            )
             total = coord_us + etcd_us + gen_us
             cores = os.cpu_count() or 1
             fig.add(
