@@ -1,0 +1,497 @@
+"""The Ansible playbook (issue 7): lint and syntax-check clean, then applied for real.
+
+The target is this machine, as five hosts with ``ansible_connection: local``, each
+in its own directory root (``tide_root``): three etcd members (one of them also the
+coordinator) and two GPU hosts (CPU-only: process runtime, simulated GPUs, NVIDIA
+checks off).  Every path a role writes, and every path the rendered configs name,
+is under that root; users come from sysusers.d into the root's /etc/passwd, units
+are enabled with ``systemctl --root``.  What a root cannot hold is skipped: no
+systemd runs there, so services are not started by the playbook (the test starts
+the daemons itself from the rendered files), and packages are only checked.
+
+Tide is installed from a wheel built here, with ``--no-index``: its dependencies
+come from the test's own environment through ``tide_venv_site_dirs`` (the role's
+hook for a pre-built dependency tree).  Nothing is fetched.
+
+Then the results are checked (files, modes, users, units, configs accepted by
+``--check-config``), a second run must change nothing, a changed input restarts
+only the service whose config changed, and the rendered configs run: three etcd
+members form a TLS cluster, the coordinator serves on it, and both nodes register
+with their region and data center.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ops._daemons import REPO_ROOT, Daemon
+from tests.ops._wheel import build_wheel
+
+ANSIBLE_DIR = REPO_ROOT / "ansible"
+ADMIN_KEY = "tk_ops_ansible_admin_key_0123456789abcdef"
+ETCD_HOSTS = ["ctl-1", "ctl-2", "ctl-3"]
+GPU_HOSTS = {"gpu-eu": ("EU", "EU-RO-1", "1xH100-80GB"), "gpu-us": ("US", "US-TX-3", "2xA100-80GB")}
+
+
+def _tool(name: str) -> str:
+    """An Ansible executable beside the test's interpreter, else on PATH; skip without it."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} not installed (pip install 'ansible-core<2.20' ansible-lint)")
+    return found
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    home = tmp / "ansible-home"
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_HOME": str(home),
+        "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
+        "ANSIBLE_REMOTE_TEMP": str(home / "remote-tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+
+
+def test_playbook_syntax_check(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [_tool("ansible-playbook"), "--syntax-check", "site.yml"],
+        cwd=ANSIBLE_DIR,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_ansible_lint_production_profile(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [_tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor"],
+        cwd=ANSIBLE_DIR,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "0 failure(s), 0 warning(s)" in res.stdout + res.stderr
+
+
+# -- the real run -----------------------------------------------------------------------------
+
+
+def _deps_site(tmp: Path) -> Path:
+    """The test interpreter's site-packages minus Tide itself: a dependency tree for the
+    target's virtualenv (an editable Tide there would shadow the wheel under test)."""
+    site = tmp / "deps-site"
+    site.mkdir()
+    for entry in Path(sysconfig.get_path("purelib")).iterdir():
+        if entry.name.startswith(("tide-", "tide.", "__editable__", "_tide")) or entry.suffix == ".pth":
+            continue
+        (site / entry.name).symlink_to(entry)
+    return site
+
+
+def _packages_checkable() -> bool:
+    """The apt module needs python3-apt (it re-runs itself under /usr/bin/python3) and,
+    offline, the packages already installed."""
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import apt"], capture_output=True, check=False, timeout=30
+    )
+    dpkg = subprocess.run(
+        ["dpkg-query", "-W", "etcd-server", "containerd", "runc"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    return probe.returncode == 0 and dpkg.returncode == 0
+
+
+def _target_python() -> str:
+    """The targets' interpreter for Ansible's modules: the system's, as on a real host
+    (and it has python3-apt for the apt module); else the test's own."""
+    return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
+
+class Fleet:
+    """The inventory the test writes, and the ports it chose."""
+
+    def __init__(self, tmp: Path, wheel: Path) -> None:
+        self.tmp = tmp
+        self.wheel = wheel
+        # The daemons start minutes after the playbook chose their addresses, so they get a
+        # loopback /24 of their own (standard ports) instead of free ports others could take.
+        net = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}"
+        self.etcd_ips = {h: f"{net}.{i + 1}" for i, h in enumerate(ETCD_HOSTS)}
+        self.coordinator = f"{net}.10:8420"
+        self.noded_ips = {h: f"{net}.{i + 21}" for i, h in enumerate(GPU_HOSTS)}
+        self.inventory = tmp / "inventory.yml"
+        self.write()
+
+    def root(self, host: str) -> Path:
+        return self.tmp / "hosts" / host
+
+    def write(self, **gpu_eu_overrides: Any) -> None:
+        manage = _packages_checkable()
+        url = f"http://{self.coordinator}"
+        common = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": _target_python(),
+            "tide_package": str(self.wheel),
+            "tide_pip_args": "--no-index",
+            "tide_venv_site_dirs": [str(self.tmp / "deps-site")],
+            "tide_python": sys.executable,
+            "tide_manage_services": False,
+            "tide_coordinator_url": url,
+            "coordinator_admin_key": ADMIN_KEY,
+            "noded_join_key": ADMIN_KEY,
+            "etcd_pki_dir": str(self.tmp / "pki"),
+            "etcd_manage_packages": manage,
+            "noded_manage_packages": manage,
+        }
+        etcd_hosts = {
+            h: {
+                "tide_root": str(self.root(h)),
+                "etcd_address": ip,
+                "etcd_local_address": ip,  # stands in for this host's own 127.0.0.1
+                "etcd_local_port": 2381,
+            }
+            for h, ip in self.etcd_ips.items()
+        }
+        gpu_hosts = {
+            h: {
+                "tide_root": str(self.root(h)),
+                "noded_region": region,
+                "noded_datacenter": dc,
+                "noded_runtime": "process",
+                "noded_gpu_source": "simulated",
+                "noded_simulated_gpus": gpus,
+                "noded_require_nvidia": False,
+                "noded_address": self.noded_ips[h],
+                "noded_listen": f"{self.noded_ips[h]}:8421",
+                "noded_mig_pool": [0],
+                **(gpu_eu_overrides if h == "gpu-eu" else {}),
+            }
+            for h, (region, dc, gpus) in GPU_HOSTS.items()
+        }
+        ctl = {"coordinator_address": self.coordinator.split(":")[0], "coordinator_listen": self.coordinator}
+        inventory = {
+            "all": {
+                "vars": common,
+                "children": {
+                    "etcd": {"hosts": etcd_hosts},
+                    "coordinators": {"hosts": {"ctl-1": ctl}},
+                    "gpu_nodes": {"hosts": gpu_hosts},
+                },
+            }
+        }
+        self.inventory.write_text(json.dumps(inventory, indent=1))  # JSON is YAML
+
+    def play(self, *extra: str) -> Run:
+        """One ansible-playbook run (the default output, parsed); fails the test on failure."""
+        res = subprocess.run(
+            [_tool("ansible-playbook"), "-i", str(self.inventory), "site.yml", *extra],
+            cwd=ANSIBLE_DIR,
+            env=_env(self.tmp),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
+        return Run(res.stdout)
+
+
+_RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=\d+\s+failed=\d+")
+_HEADER = re.compile(r"^(PLAY|TASK|RUNNING HANDLER) \[(?P<name>[^\]]*)\]")
+_RESULT = re.compile(r"^(ok|changed|skipping|fatal|failed): \[(?P<host>[^\]]+)\]")
+
+
+class Run:
+    """What one run did, from the default callback's output: changes per host (the
+    recap) and, per handler, the hosts it ran on (skipped there: no systemd)."""
+
+    def __init__(self, stdout: str) -> None:
+        self.stdout = stdout
+        self.changed: dict[str, int] = {}
+        self.handlers: dict[str, set[str]] = {}
+        current = ""
+        for line in stdout.splitlines():
+            if m := _RECAP.match(line):
+                self.changed[m["host"]] = int(m["changed"])
+            elif m := _HEADER.match(line):
+                current = m["name"].split(" : ")[-1] if line.startswith("RUNNING HANDLER") else ""
+            elif (m := _RESULT.match(line)) and current:
+                self.handlers.setdefault(current, set()).add(m["host"])
+
+    def notified(self, handler: str) -> set[str]:
+        return self.handlers.get(handler, set())
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, Run, Run]]:
+    """The playbook applied twice to a fresh fleet: (fleet, first run, second run)."""
+    _tool("ansible-playbook")
+    tmp = tmp_path_factory.mktemp("fleet")
+    _deps_site(tmp)
+    fleet = Fleet(tmp, build_wheel(REPO_ROOT, tmp / "dist"))
+    first = fleet.play()
+    second = fleet.play()
+    yield fleet, first, second
+
+
+@pytest.mark.slow
+def test_playbook_second_run_changes_nothing(fleet: tuple[Fleet, Run, Run]) -> None:
+    _, first, second = fleet
+    assert set(first.changed) == {*ETCD_HOSTS, *GPU_HOSTS}
+    assert all(n > 0 for n in first.changed.values())
+    assert second.changed == dict.fromkeys([*ETCD_HOSTS, *GPU_HOSTS], 0), second.stdout[-3000:]
+    # the first run notified each service's restart; the second notified none
+    assert first.notified("Restart tide-noded") == set(GPU_HOSTS)
+    assert first.notified("Restart tide-coordinator") == {"ctl-1"}
+    assert first.notified("Restart etcd") == set(ETCD_HOSTS)
+    for handler in ("Restart tide-noded", "Restart tide-coordinator", "Restart etcd"):
+        assert second.notified(handler) == set()
+
+
+@pytest.mark.slow
+def test_playbook_results_on_the_hosts(fleet: tuple[Fleet, Run, Run]) -> None:
+    f, _, _ = fleet
+    for host in ["ctl-1", *GPU_HOSTS]:
+        root = f.root(host)
+        passwd = (root / "etc/passwd").read_text()
+        assert "tide:x:" in passwd and "/usr/sbin/nologin" in passwd
+        gid = int(
+            next(
+                line for line in (root / "etc/group").read_text().splitlines() if line.startswith("tide:")
+            ).split(":")[2]
+        )
+        etc_tide = (root / "etc/tide").stat()
+        assert (oct(etc_tide.st_mode & 0o777), etc_tide.st_gid) == ("0o750", gid)
+        assert (root / "opt/tide/venv/bin/tide-coordinator").exists()
+        assert (root / "opt/tide/docs/config.md").read_text() == (REPO_ROOT / "docs/config.md").read_text()
+    for host, unit in [
+        ("ctl-1", "tide-coordinator.service"),
+        *((h, "tide-noded.service") for h in GPU_HOSTS),
+    ]:
+        installed = f.root(host) / "etc/systemd/system" / unit
+        assert installed.read_text() == (REPO_ROOT / "systemd" / unit).read_text()
+        assert (f.root(host) / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
+    key = f.root("gpu-eu") / "etc/tide/node-join.key"
+    assert (oct(key.stat().st_mode & 0o777), key.read_text().strip()) == ("0o600", ADMIN_KEY)
+    coordinator_toml = (f.root("ctl-1") / "etc/tide/coordinator.toml").read_text()
+    assert ADMIN_KEY not in coordinator_toml  # only its hash reaches the host
+    for host in ETCD_HOSTS:
+        pki = f.root(host) / "etc/etcd/pki"
+        assert oct((pki / "member.key").stat().st_mode & 0o777) == "0o600"
+        assert "ETCD_INITIAL_CLUSTER=" in (f.root(host) / "etc/default/etcd").read_text()
+
+
+def _check_config(f: Fleet, host: str, daemon: str) -> subprocess.CompletedProcess[str]:
+    binary = f.root(host) / f"opt/tide/venv/bin/tide-{daemon}"
+    config = f.root(host) / f"etc/tide/{daemon}.toml"
+    return subprocess.run(
+        [str(binary), "--check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_rendered_configs_pass_check_config(fleet: tuple[Fleet, Run, Run]) -> None:
+    f, _, _ = fleet
+    for host, daemon in [("ctl-1", "coordinator"), *((h, "noded") for h in GPU_HOSTS)]:
+        res = _check_config(f, host, daemon)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip().endswith(": OK")
+
+
+@pytest.mark.slow
+def test_installed_units_verify_clean(fleet: tuple[Fleet, Run, Run]) -> None:
+    """The units as installed, with the target root's own executables for ExecStart=."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed (Debian package systemd)")
+    f, _, _ = fleet
+    out = f.tmp / "verify"
+    out.mkdir(exist_ok=True)
+    units = []
+    for host, unit in [("ctl-1", "tide-coordinator.service"), ("gpu-eu", "tide-noded.service")]:
+        text = (f.root(host) / "etc/systemd/system" / unit).read_text()
+        (out / unit).write_text(text.replace("/opt/tide/", f"{f.root(host)}/opt/tide/"))
+        units.append(str(out / unit))
+    res = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, timeout=60, check=False)
+    assert (res.returncode, res.stdout + res.stderr) == (0, "")
+
+
+@pytest.mark.slow
+def test_handlers_restart_only_the_host_whose_config_changed(
+    fleet: tuple[Fleet, Run, Run],
+) -> None:
+    f, _, _ = fleet
+    f.write(noded_flashboot_ram_budget_gb=32)  # the fleet keeps it: nothing after depends on it
+    third = f.play("--limit", "gpu_nodes")
+    assert third.notified("Restart tide-noded") == {"gpu-eu"}
+    assert third.changed == {"gpu-eu": 1, "gpu-us": 0}
+    assert "ram-budget-gb = 32.0" in (f.root("gpu-eu") / "etc/tide/noded.toml").read_text()
+
+
+# -- the rendered configs, running -------------------------------------------------------------
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value.strip('"')
+    return out
+
+
+def _wait(what: str, probe: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _etcdctl(f: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    endpoints = ",".join(f"https://{ip}:2379" for ip in f.etcd_ips.values())
+    pki = f.tmp / "pki"
+    return subprocess.run(
+        [
+            "etcdctl",
+            f"--endpoints={endpoints}",
+            f"--cacert={pki / 'ca.crt'}",
+            f"--cert={pki / 'client.crt'}",
+            f"--key={pki / 'client.key'}",
+            *args,
+        ],
+        env={**os.environ, "ETCDCTL_API": "3"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _tide(f: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``tide`` CLI as installed on the coordinator host."""
+    return subprocess.run(
+        [str(f.root("ctl-1") / "opt/tide/venv/bin/tide"), *args],
+        env={
+            **os.environ,
+            "TIDE_URL": f"http://{f.coordinator}",
+            "TIDE_API_KEY": ADMIN_KEY,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _registered(f: Fleet) -> list[dict[str, Any]] | None:
+    res = _tide(f, "nodes", "--json")
+    if res.returncode != 0:
+        return None
+    nodes: list[dict[str, Any]] = json.loads(res.stdout)
+    return nodes if len(nodes) == len(GPU_HOSTS) else None
+
+
+def _port_open(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as s:
+        return s.connect_ex((host, int(port))) == 0
+
+
+@pytest.mark.slow
+def test_rendered_configs_run_a_cluster(fleet: tuple[Fleet, Run, Run]) -> None:
+    """etcd members from /etc/default/etcd form a TLS cluster; the coordinator and both
+    nodes run from their rendered configs and the nodes register with their region."""
+    etcd_binary = shutil.which("etcd")
+    if etcd_binary is None or shutil.which("etcdctl") is None:
+        pytest.skip("etcd not installed (Debian package etcd-server)")
+    f, _, _ = fleet
+    daemons: list[Daemon] = []
+
+    def start(cmd: list[str], log: str, env: dict[str, str] | None = None) -> Daemon:
+        d = Daemon(cmd, log=f.tmp / log, env=env)
+        daemons.append(d)
+        d.start()
+        return d
+
+    try:
+        for host in ETCD_HOSTS:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+            env.update(_env_file(f.root(host) / "etc/default/etcd"))
+            d = Daemon([etcd_binary], log=f.tmp / f"{host}-etcd.log")
+            d.env = env
+            daemons.append(d)
+            d.start()
+        health = _wait("the etcd cluster", lambda: _etcdctl(f, "endpoint", "health").returncode == 0)
+        assert health
+        members = _etcdctl(f, "member", "list").stdout
+        assert sorted(line.split(", ")[2] for line in members.splitlines()) == ETCD_HOSTS
+        ctl = f.root("ctl-1")
+        start(
+            [
+                str(ctl / "opt/tide/venv/bin/tide-coordinator"),
+                "--config",
+                str(ctl / "etc/tide/coordinator.toml"),
+            ],
+            "coordinator.log",
+        )
+        _wait("the coordinator", lambda: _port_open(f.coordinator))
+        for host in GPU_HOSTS:
+            root = f.root(host)
+            start(
+                [str(root / "opt/tide/venv/bin/tide-noded"), "--config", str(root / "etc/tide/noded.toml")],
+                f"{host}-noded.log",
+            )
+        nodes = _wait("both nodes to register", lambda: _registered(f))
+        seen = {
+            n["id"]: (n["inventory"]["region"], n["inventory"]["datacenter"], len(n["inventory"]["gpus"]))
+            for n in nodes
+        }
+        assert seen == {h: (r, dc, int(g[0])) for h, (r, dc, g) in GPU_HOSTS.items()}
+        # the coordinator keeps its state in etcd: the nodes are there, under TLS
+        keys = _etcdctl(f, "get", "--prefix", "--keys-only", "/tide/nodes/").stdout.split()
+        assert sorted(keys) == [f"/tide/nodes/{h}" for h in sorted(GPU_HOSTS)]
+        wide = _tide(f, "nodes", "--wide")
+        assert wide.returncode == 0, wide.stderr
+        assert "MIG SLICES" in wide.stdout and "FLASHBOOT" in wide.stdout
+        status = _tide(f, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        regions = {c["region"] for c in json.loads(status.stdout)["capacity"]}
+        assert regions == {"EU", "US"}
+    finally:
+        for d in reversed(daemons):
+            d.terminate(timeout=15)
