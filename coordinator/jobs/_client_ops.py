@@ -89,10 +89,11 @@ class JobService:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return self._ctx.envelope((await self._ctx.read_job(ep, job_id))[0])
-                changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(remaining, 5.0)):  # re-read now and then
-                        await changed.wait()
+                if not changes:  # a change that came during the read must not be slept through
+                    changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(remaining, 5.0)):  # re-read now and then
+                            await changed.wait()
                 newest = changes[-1] if changes else None
                 changes.clear()
                 if newest is not None and newest.status in FINAL_STATES:
