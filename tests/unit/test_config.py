@@ -8,6 +8,7 @@ commented examples; docs/config.md is generated from the Structs by
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -214,3 +215,39 @@ def test_config_show_output_round_trips(daemon: str) -> None:
 def test_to_toml_quotes_keys_and_escapes_values() -> None:
     data = {"a": 'x"y\n', "n": 1.5, "b": True, "l": [1, 2], "t": {"H100-80GB": 2.0, "a b": 1.0}}
     assert tomllib.loads(to_toml(data)) == data
+
+
+# -- tide config show / reference ----------------------------------------------------------------
+
+
+def test_cli_config_show_fills_in_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tide.cli.main import main
+
+    path = _write(tmp_path, "[node]\nregion = 'EU'\n[mig]\npool = [0, 2]\n")
+    assert main(["config", "show", "--noded", path]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)
+    assert shown == msgspec.to_builtins(noded_config.load_config(path))
+    assert (shown["node"]["region"], shown["mig"]["pool"], shown["runtime"]["kind"]) == (
+        "EU",
+        [0, 2],
+        "process",
+    )
+    assert main(["config", "show", "--coordinator", "--json"]) == 0  # no file: the defaults
+    assert json.loads(capsys.readouterr().out)["server"]["listen"] == "127.0.0.1:8420"
+
+
+def test_cli_config_show_reports_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tide.cli.main import main
+
+    path = _write(tmp_path, "[jobs]\nclaim-grace = 3\n")
+    assert main(["config", "show", "--coordinator", path]) == 2
+    err = capsys.readouterr().err
+    assert "tide-coordinator config" in err and "unknown key `$.jobs.claim-grace`" in err
+    assert main(["config", "show"]) == 2  # which daemon is required
+
+
+def test_cli_config_reference_is_docs_config_md(capsys: pytest.CaptureFixture[str]) -> None:
+    from tide.cli.main import main
+
+    assert main(["config", "reference"]) == 0
+    assert capsys.readouterr().out == render_reference()
