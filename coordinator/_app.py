@@ -26,6 +26,7 @@ from coordinator._schema import keys
 from coordinator.api import build_app
 from coordinator.jobs import (
     ClusterView,
+    ColdStartRecorder,
     JobsContext,
     JobService,
     JobSettings,
@@ -98,6 +99,7 @@ class Coordinator:
             mig_recut_interval_s=self.settings.mig_recut_interval_s,
         )
         self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
+        self._leader_loops.append(ColdStartRecorder(self.store, self.view).run)
         await self.committer.start()
         self._main = asyncio.create_task(self._supervise(), name="coordinator")
         ready = asyncio.create_task(self.view.ready.wait())

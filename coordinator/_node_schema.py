@@ -6,6 +6,7 @@ usage/<worker>                 UsageRecord       (metering: one per worker lifet
 sched/epoch                    b"<n>"            (guards the placer's commits)
 sched/reasons/<ep>             why workers of <ep> do not fit (empty = they do)
 miglayouts/<node>/<gpu uuid>   MigLayoutRecord   (the MIG profiles noded must make that card hold)
+coldstarts/<ep>                ColdStartHistory  (the endpoint's last cold starts, by the leader)
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ import msgspec
 
 from tide.api.nodes import NodeInventory, WorkerReport
 
-__all__ = ["MigLayoutRecord", "NodeRecord", "UsageRecord", "WorkerAssignment", "nkeys"]
+__all__ = [
+    "ColdStart",
+    "ColdStartHistory",
+    "ColdStartStage",
+    "MigLayoutRecord",
+    "NodeRecord",
+    "UsageRecord",
+    "WorkerAssignment",
+    "nkeys",
+]
 
 
 class NodeRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +70,33 @@ class MigLayoutRecord(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""  # what it was cut for, e.g. "endpoint ep-1 needs 2g.20gb"
 
 
+class ColdStartStage(msgspec.Struct, frozen=True, kw_only=True):
+    # placement | process_start | runtime_import | weight_restore | handler_ready | first_job
+    stage: str
+    seconds: float
+    tier: str = ""  # weight_restore: the nearest tier that held the weights
+
+
+class ColdStart(msgspec.Struct, frozen=True, kw_only=True):
+    """A fresh worker's start as its first job saw it (coordinator/jobs/_coldstart.py)."""
+
+    endpoint_id: str
+    worker_id: str
+    node_id: str
+    job_id: str  # the worker's first job
+    submitted_at: float
+    finished_at: float
+    total_s: float  # the first job's submission to its result
+    stages: list[ColdStartStage] = []
+    weight_tier: str = ""  # the farthest tier its weights came from; "" = it reported none
+    weight_bytes: int = 0
+    complete: bool = False  # the worker's own boot report is included
+
+
+class ColdStartHistory(msgspec.Struct, frozen=True, kw_only=True):
+    recent: list[ColdStart] = []  # oldest first, a few
+
+
 class nkeys:
     NODES = b"/tide/nodes/"
     WORKERS = b"/tide/workers/"
@@ -67,6 +104,7 @@ class nkeys:
     EPOCH = b"/tide/sched/epoch"
     REASONS = b"/tide/sched/reasons/"
     MIGLAYOUTS = b"/tide/miglayouts/"
+    COLDSTARTS = b"/tide/coldstarts/"
 
     @staticmethod
     def node(node: str) -> bytes:
@@ -83,6 +121,10 @@ class nkeys:
     @staticmethod
     def reason(ep: str) -> bytes:
         return b"/tide/sched/reasons/" + ep.encode()
+
+    @staticmethod
+    def coldstarts(ep: str) -> bytes:
+        return b"/tide/coldstarts/" + ep.encode()
 
     @staticmethod
     def mig_layout(node: str, gpu: str) -> bytes:

@@ -7,8 +7,9 @@ device memory around idle periods, ``last_load_stats`` reports stage timings.  I
 safetensors files (``write_image``, ``convert_safetensors``, ``read_index``).
 """
 
+from ._boot import ENV_REPORT_DIR, read_boot
 from ._image import ImageIndex, TensorEntry, read_index
-from ._keeper import ENV_DIR, Holdings, Keeper, KeeperConfig, ModelHolding
+from ._keeper import ENV_DIR, ENV_OWNER, Holdings, Keeper, KeeperConfig, ModelHolding
 from ._source import source_stamp
 from ._stats import LoadStats, StageTiming
 from ._writer import convert_safetensors, write_image
@@ -16,6 +17,8 @@ from .worker import last_load_stats, load, page_in, page_out, release
 
 __all__ = [
     "ENV_DIR",
+    "ENV_OWNER",
+    "ENV_REPORT_DIR",
     "Holdings",
     "ImageIndex",
     "Keeper",
@@ -29,6 +32,7 @@ __all__ = [
     "load",
     "page_in",
     "page_out",
+    "read_boot",
     "read_index",
     "release",
     "source_stamp",

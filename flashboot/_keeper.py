@@ -47,9 +47,10 @@ from ._registry import live_t0
 from ._repair import reconcile
 from ._store import HostStore, StoreConfig
 
-__all__ = ["ENV_DIR", "Holdings", "Keeper", "KeeperConfig", "ModelHolding", "Tier"]
+__all__ = ["ENV_DIR", "ENV_OWNER", "Holdings", "Keeper", "KeeperConfig", "ModelHolding", "Tier"]
 
 ENV_DIR = "TIDE_FLASHBOOT_DIR"
+ENV_OWNER = "TIDE_FLASHBOOT_OWNER"  # recorded with every model the worker loads (noded: endpoint id)
 Tier = Literal["t0", "t1", "t2"]
 
 
@@ -73,6 +74,7 @@ class ModelHolding(msgspec.Struct, frozen=True, kw_only=True):
     pinned: bool  # a live process maps it right now
     workers: int  # live worker processes holding it in device memory (T0)
     last_used: float
+    owners: tuple[str, ...] = ()  # $TIDE_FLASHBOOT_OWNER of the workers that loaded it
 
 
 class Holdings(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,9 +133,10 @@ class Keeper:
             if missing >= 4096:  # slow (allocates and zeroes pages), but off every restore path
                 _pool.preallocate(self.config.shm_dir, missing - missing % 4096)
 
-    def env(self) -> dict[str, str]:
-        """Environment a worker needs to find this keeper."""
-        return {ENV_DIR: self.config.state_dir}
+    def env(self, owner: str = "") -> dict[str, str]:
+        """Environment a worker needs to find this keeper; ``owner`` (e.g. the worker's endpoint)
+        is recorded with every model the worker loads and comes back in ``holdings()``."""
+        return {ENV_DIR: self.config.state_dir, **({ENV_OWNER: owner} if owner else {})}
 
     def enforce(self) -> EvictionPlan:
         """Bring both tiers within budget (LRU, pinned models skipped).  Slow: may write images."""
@@ -162,6 +165,7 @@ class Keeper:
                     pinned=s.pinned,
                     workers=workers,
                     last_used=s.last_used,
+                    owners=records[s.fingerprint].owners,
                 )
             )
         return Holdings(

@@ -60,6 +60,9 @@ class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
     image_bytes: int
     model_ids: tuple[str, ...] = ()
     last_used: float = 0.0
+    # Who loaded it (noded passes the endpoint id in $TIDE_FLASHBOOT_OWNER): the placer prefers
+    # this host for the next worker of those endpoints.
+    owners: tuple[str, ...] = ()
 
 
 class Alias(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,9 +198,23 @@ class HostStore:
                 image_bytes=index.image_bytes,
                 model_ids=tuple(sorted(ids)),
                 last_used=self.clock(),
+                owners=old.owners if old else (),
             )
             models = {**idx.models, index.fingerprint: rec}
             self.write_index(msgspec.structs.replace(idx, models=models, aliases=aliases))
+
+    def add_owner(self, fp: str, owner: str) -> None:
+        """Record that ``owner`` loaded the model (idempotent; a write only when it is new)."""
+        rec = self.read_index().models.get(fp)
+        if rec is None or owner in rec.owners:
+            return
+        with self.locked():
+            idx = self.read_index()
+            rec = idx.models.get(fp)
+            if rec is None or owner in rec.owners:
+                return
+            rec = msgspec.structs.replace(rec, owners=tuple(sorted({*rec.owners, owner})))
+            self.write_index(msgspec.structs.replace(idx, models={**idx.models, fp: rec}))
 
     def touch(self, fp: str) -> None:
         """Mark a model used now (LRU).  Sets the pin file's mtime: cheaper than rewriting the index."""

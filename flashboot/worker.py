@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._keeper import ENV_DIR
+from ._boot import BootReport
+from ._keeper import ENV_DIR, ENV_OWNER
 from ._stats import LoadStats, StageRecorder
 from ._store import HostStore
 
@@ -57,6 +59,7 @@ class _Process:
         self.stores_of: dict[str, HostStore | None] = {}
         self.registrations: dict[str, WorkerRegistration] = {}
         self.last: LoadStats | None = None
+        self.boot = BootReport()
 
     def store(self, state_dir: str | None) -> HostStore | None:
         path = state_dir if state_dir is not None else os.environ.get(ENV_DIR) or None
@@ -111,8 +114,20 @@ def load(
     returning one; it is read only when no tier of this host holds ``model_id`` (for file sources,
     a changed size or mtime counts as a new model).  ``state_dir`` overrides
     ``$TIDE_FLASHBOOT_DIR``.  Slow on a miss (reads and hashes the source); safe to call from
-    several threads (serialised).  Stage timings: ``last_load_stats()``.
+    several threads (serialised).  Stage timings: ``last_load_stats()``; with
+    ``$TIDE_WORKER_REPORT_DIR`` set, they also go to noded (``_boot.py``).
     """
+    started_at = time.time()
+    with _PROC.lock:
+        tensors = _load(model_id, source, device, state_dir)
+        if _PROC.last is not None:
+            _PROC.boot.note(started_at, _PROC.last)
+        return tensors
+
+
+def _load(
+    model_id: str, source: Source, device: str | torch.device | None, state_dir: str | None
+) -> dict[str, torch.Tensor]:
     from ._device import resolve_device
     from ._paging import page_in
     from ._restore import load_plain, restore
@@ -137,6 +152,8 @@ def load(
             return tensors
         restored = restore(store, model_id, source, dev, rec)
         loaded = restored.loaded
+        if owner := os.environ.get(ENV_OWNER):
+            store.add_owner(loaded.fingerprint, owner)
         if held is not None:
             _release(held)
         _PROC.loaded[model_id] = loaded

@@ -16,16 +16,19 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
+from flashboot import KeeperConfig
 from noded._client import CoordinatorClient
+from noded._flashboot import FlashbootHost, ReportDirs
 from noded._mig import MigReconciler, mark_in_use
 from noded._runner import RestartPolicy, WorkerRunner
 from noded.inventory import GpuInventory, host_facts
-from noded.runtime import ContainerRuntime, ResourceLimits, WorkerSpec, WorkerStatus
+from noded.runtime import ContainerRuntime, Mount, ResourceLimits, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
 from tide.api.nodes import DesiredWorker, GpuInfo, Heartbeat, NodeInventory
 
@@ -94,6 +97,8 @@ class AgentSettings:
     address: str = ""  # this agent's own HTTP address (logs), set once its server listens
     python: str = sys.executable  # what "python" means for dir:// images
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    flashboot: KeeperConfig | None = None  # None: no FlashBoot keeper on this host
+    report_dir: str = ""  # root of the per-worker report directories ("" = none)
 
 
 class NodeAgent:
@@ -119,10 +124,14 @@ class NodeAgent:
         self.draining = False
         self.mig = MigReconciler(gpus)  # cuts the cards the coordinator wants cut (noded/_mig.py)
         self._desired: list[DesiredWorker] = []
+        self.flashboot = FlashbootHost(settings.flashboot) if settings.flashboot else None
+        self.reports = ReportDirs(settings.report_dir)
+        self._booting = asyncio.Event()  # a runner was made: watch for its boot report
 
     async def inventory(self) -> NodeInventory:
         gpus: list[GpuInfo] = mark_in_use(await self._gpus.list_gpus(), self._in_use())
         facts = host_facts()
+        held = await self.flashboot.holdings() if self.flashboot else []
         return NodeInventory(
             hostname=self.settings.hostname,
             region=self.settings.region,
@@ -134,6 +143,8 @@ class NodeAgent:
             runtime=self.runtime.name,
             version="0.1.0",
             mig_errors=dict(self.mig.errors),
+            flashboot_models=[h.fingerprint for h in held],
+            flashboot=held,
         )
 
     def _in_use(self) -> set[str]:
@@ -145,6 +156,8 @@ class NodeAgent:
 
     async def start(self) -> None:
         """Returns once registered and the first desired state has been applied."""
+        if self.flashboot is not None:
+            await self.flashboot.start()
         await self._client.register(await self.inventory(), self.settings.address)
         self._main = asyncio.create_task(self._supervise(), name=f"noded-{self.settings.hostname}")
         ready = asyncio.create_task(self._ready.wait())
@@ -159,6 +172,9 @@ class NodeAgent:
                 self._tg = tg
                 tg.create_task(self._desired_loop(), name="desired")
                 tg.create_task(self._heartbeat_loop(), name="heartbeat")
+                tg.create_task(self._boot_watch(), name="boot-reports")
+                if self.flashboot is not None:
+                    tg.create_task(self.flashboot.run(), name="flashboot")
                 await self._stopping.wait()
                 raise _Stopping
         except* _Stopping:
@@ -246,6 +262,9 @@ class NodeAgent:
         finally:
             self._kills.pop(worker_id, None)
             self._kill_devices.pop(worker_id, None)
+            self.reports.remove(worker_id)
+            if self.flashboot is not None:
+                self.flashboot.wake.set()  # the models it held may be evicted now
 
     def _run(self, d: DesiredWorker, adopted: WorkerStatus | None) -> None:
         """Start a runner; a new worker first waits for the stops of workers on its GPUs."""
@@ -258,8 +277,10 @@ class NodeAgent:
             on_change=self._changed.set,
             policy=self.settings.restart,
             stop_grace=self.settings.stop_grace_s,
+            report_dir=self.reports.of(d.worker_id),
         )
         self.runners[d.worker_id] = runner
+        self._booting.set()
         if adopted is not None:
             runner.run(self._tg, adopted)
             return
@@ -277,13 +298,15 @@ class NodeAgent:
                 command = [self.settings.python, "-u", "handler.py"]
             elif command[0] in ("python", "python3"):
                 command[0] = self.settings.python
+        env, mounts = self._extras(d)
         return WorkerSpec(
             id=d.worker_id,
             image=d.image,
             command=command,
             args=list(d.args),
-            env=dict(d.env),
+            env={**d.env, **env},
             devices=list(d.devices),
+            mounts=mounts,
             limits=ResourceLimits(cpus=d.cpus, memory_bytes=d.memory_bytes),
             labels={
                 LABEL_OWNER: "tide",
@@ -293,11 +316,37 @@ class NodeAgent:
             },
         )
 
+    def _extras(self, d: DesiredWorker) -> tuple[dict[str, str], list[Mount]]:
+        """The worker's report directory and, for flashboot endpoints, the keeper's env; their
+        directories are bound into containers (processes see the host's paths anyway)."""
+        env, mounts = self.reports.prepare(d.worker_id)
+        if d.flashboot and self.flashboot is not None:
+            env.update(self.flashboot.worker_env(d.endpoint_id))
+            mounts += self.flashboot.mounts()
+        return env, mounts if self.runtime.name == "containerd" else []
+
+    async def _boot_watch(self) -> None:
+        """Forward a worker's boot report soon after it appears: its first job may finish a moment
+        later, and the coordinator joins the two.  A file has no event to wait on, so runners still
+        starting are checked every 0.1 s (one stat each); none starting, this waits for a new one."""
+        while True:
+            now = time.time()
+            starting = [r for r in self.runners.values() if r.awaits_boot(now)]
+            if [r for r in starting if r.poll_boot()]:
+                self._changed.set()
+            if starting:
+                await asyncio.sleep(0.1)
+            else:
+                self._booting.clear()
+                await self._booting.wait()
+
     async def _heartbeat_loop(self) -> None:
         while True:
             self._changed.clear()  # before reading: a change during the call wakes the next beat
             if self.mig.unsettled:  # a slice in the way may have been given back since
                 await self.mig.reconcile(self.mig.layouts, self._in_use())
+            for runner in self.runners.values():
+                runner.poll_boot()  # a report rewritten later (another model loaded)
             try:
                 beat = Heartbeat(
                     inventory=await self.inventory(),

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 
 import msgspec
 
+from flashboot import read_boot
 from noded.runtime import ContainerRuntime, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
-from tide.api.nodes import WorkerReport, WorkerState
+from tide.api.nodes import WorkerBoot, WorkerReport, WorkerState
 
 __all__ = ["RestartPolicy", "WorkerRunner"]
 
@@ -64,6 +66,7 @@ class WorkerRunner:
         on_change: Callable[[], None],
         policy: RestartPolicy | None = None,
         stop_grace: float = 30.0,
+        report_dir: str = "",
     ) -> None:
         self.runtime = runtime
         self.spec = spec
@@ -85,6 +88,10 @@ class WorkerRunner:
         # Held while create/start run: kill() waits for it, so a worker being
         # started is never left running behind a kill that cancelled its start.
         self._starting = asyncio.Lock()
+        # The worker's own boot report (flashboot writes it there; see flashboot/_boot.py).
+        self.report_dir = report_dir
+        self._boot: WorkerBoot | None = None
+        self._boot_mtime = 0
 
     @property
     def worker_id(self) -> str:
@@ -100,7 +107,35 @@ class WorkerRunner:
             restarts=self.restarts,
             started_at=self.started_at,
             revision=self.revision,
+            boot=self._boot,
         )
+
+    def poll_boot(self) -> bool:
+        """Read the worker's boot report if it changed; True when it did.  Cheap (one stat)."""
+        if not self.report_dir:
+            return False
+        path = os.path.join(self.report_dir, "boot.json")
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            return False
+        if mtime == self._boot_mtime:
+            return False
+        self._boot, self._boot_mtime = read_boot(path), mtime
+        return True
+
+    def awaits_boot(self, now: float, window: float = 120.0) -> bool:
+        """Started recently and not reported its boot yet: worth checking for it often."""
+        if not self.report_dir or self._boot is not None or self._killing:
+            return False
+        return not self.started_at or now - self.started_at < window
+
+    def _forget_boot(self) -> None:
+        """Before a (re)start: the last process's report must not pass for the next one's."""
+        self._boot, self._boot_mtime = None, 0
+        if self.report_dir:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.report_dir, "boot.json"))
 
     def run(
         self,
@@ -146,6 +181,7 @@ class WorkerRunner:
                         return
                     with contextlib.suppress(NotFound):
                         await self.runtime.delete(self.worker_id)
+                    self._forget_boot()
                     await self.runtime.create(self.spec)
                     status = await self.runtime.start(self.worker_id)
             except (TideError, OSError) as exc:

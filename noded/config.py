@@ -41,8 +41,12 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
     simulated = ""                   # with source = "simulated": e.g. "2xH100-80GB"
 
     [flashboot]
+    enabled = true                   # keep the weights of flashboot endpoints on this host
     ram-budget-gb = 64.0             # T1: model weights kept in pinned host RAM
     disk-budget-gb = 512.0           # T2: weight images kept on local NVMe
+    state-dir = ""                   # T2 images and the index; default <runtime.state-dir>/flashboot
+    shm-dir = "/dev/shm/tide-flashboot"   # T1 (a tmpfs; best mounted huge=always)
+    direct-io = true                 # O_DIRECT image reads; false for disks faster buffered
 
     [mig]
     pool = []                        # GPU indices kept in MIG mode (the MIG pool); others run whole
@@ -125,8 +129,12 @@ class GpusSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 class FlashbootSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    ram_budget_gb: float = 64.0
-    disk_budget_gb: float = 512.0
+    enabled: bool = True
+    ram_budget_gb: Annotated[float, msgspec.Meta(ge=0)] = 64.0
+    disk_budget_gb: Annotated[float, msgspec.Meta(ge=0)] = 512.0
+    state_dir: str = ""  # "" = <runtime.state-dir>/flashboot (local disk: it holds T2)
+    shm_dir: str = "/dev/shm/tide-flashboot"
+    direct_io: bool = True
 
 
 class MigSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):

@@ -76,6 +76,22 @@ def _runtime(cfg: FileConfig) -> Any:
     return ProcessRuntime(Path(cfg.runtime.state_dir) / "workers")
 
 
+def _flashboot(cfg: FileConfig) -> Any:
+    """The keeper's config ([flashboot]); None when disabled."""
+    fb = cfg.flashboot
+    if not fb.enabled:
+        return None
+    from flashboot import KeeperConfig
+
+    return KeeperConfig(
+        state_dir=fb.state_dir or str(Path(cfg.runtime.state_dir) / "flashboot"),
+        shm_dir=fb.shm_dir,
+        ram_budget_bytes=int(fb.ram_budget_gb * 1e9),
+        disk_budget_bytes=int(fb.disk_budget_gb * 1e9),
+        direct_io=fb.direct_io,
+    )
+
+
 def _join_key(cfg: FileConfig) -> str:
     try:
         return Path(cfg.coordinator.join_key_file).read_text().strip()
@@ -95,6 +111,8 @@ async def _serve(cfg: FileConfig, join_key: str) -> int:
         datacenter=cfg.node.datacenter,
         address=cfg.node.advertise or server.address,
         stop_grace_s=cfg.runtime.stop_grace_s,
+        flashboot=_flashboot(cfg),
+        report_dir=str(Path(cfg.runtime.state_dir) / "reports"),
     )
     agent = NodeAgent(client, runtime, _gpus(cfg), settings)
     stopping = asyncio.Event()

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -108,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lost-after", type=float, default=15.0, help="seconds without heartbeat before a node is lost"
     )
+    f = p.add_argument_group("FlashBoot (weights kept on each node after their workers exit)")
+    f.add_argument("--no-flashboot", action="store_true", help="run the nodes without a FlashBoot keeper")
+    f.add_argument("--flashboot-ram-gb", type=float, default=4.0, help="T1 budget per node (default 4)")
+    f.add_argument("--flashboot-disk-gb", type=float, default=16.0, help="T2 budget per node (default 16)")
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default WARNING)")
     return p
 
@@ -162,12 +167,34 @@ class DevCluster:
         client = CoordinatorClient(self.url, self.api_key)
         server = NodeServer(runtime, lambda: client.token)
         await server.start()
-        settings = AgentSettings(hostname=name, region="DEV", datacenter="DEV-1", address=server.address)
+        settings = AgentSettings(
+            hostname=name,
+            region="DEV",
+            datacenter="DEV-1",
+            address=server.address,
+            flashboot=self.flashboot_config(name),
+            report_dir=str(self.state_dir / "nodes" / name / "reports"),
+        )
         agent = NodeAgent(client, runtime, _simulated_gpus(self.args.gpus, name, seed), settings)
         await agent.start()
         self._agents.append(agent)
         self._servers.append(server)
         return agent
+
+    def flashboot_config(self, name: str) -> Any:
+        """A node's keeper: T2 under the state dir, T1 in /dev/shm under a name unique to this
+        state dir (several dev clusters may run on one machine).  None with --no-flashboot."""
+        if getattr(self.args, "no_flashboot", False):
+            return None
+        from flashboot import KeeperConfig
+
+        tag = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
+        return KeeperConfig(
+            state_dir=str(self.state_dir / "nodes" / name / "flashboot"),
+            shm_dir=f"/dev/shm/tide-dev-{tag}-{name}",
+            ram_budget_bytes=int(getattr(self.args, "flashboot_ram_gb", 4.0) * 1e9),
+            disk_budget_bytes=int(getattr(self.args, "flashboot_disk_gb", 16.0) * 1e9),
+        )
 
     def _runtime(self, name: str) -> Any:
         root = self.state_dir / "nodes" / name
@@ -187,6 +214,10 @@ class DevCluster:
             await server.stop()
         for agent in self._agents:
             await agent.runtime.close()  # workers keep running; this closes connections only
+        if stop_workers:  # nothing runs on this cluster's T1 any more: give the RAM back
+            for agent in self._agents:
+                if agent.flashboot is not None:
+                    shutil.rmtree(agent.flashboot.keeper.config.shm_dir, ignore_errors=True)
         if self._coordinator is not None:
             await self._coordinator.stop()
         if self._store is not None:

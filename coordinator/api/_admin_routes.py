@@ -14,9 +14,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from coordinator._node_schema import nkeys
 from coordinator._schema import decode_job, encode, keys
 from coordinator.api._http import Auth, decode_body, hash_key, json_response, mint_worker_token, query_int
-from coordinator.jobs import ClusterView, JobService
+from coordinator.jobs import ClusterView, JobService, cold_start_json
 from coordinator.store import Compare, KeyValue, Put, Store
 from tide.api.endpoints import ApiKey, ApiKeyCreate, Endpoint, EndpointSpec, EndpointUpdate
 from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
@@ -86,6 +87,8 @@ class AdminRoutes:
         out = endpoint_json(endpoint)
         out["health"] = self._jobs.health(endpoint.id)
         out["placement"] = self._view.reasons.get(endpoint.id, "")  # why its workers wait, if they do
+        last = self._view.cold_starts.last(endpoint.id)
+        out["lastColdStart"] = cold_start_json(last) if last is not None else None
         return out
 
     async def get_endpoint(self, request: web.Request) -> web.Response:
@@ -130,6 +133,7 @@ class AdminRoutes:
         if await self._store.delete(keys.endpoint(ep)) == 0:
             raise NotFound(f"endpoint {ep!r} not found")
         await self._jobs.purge_queue(ep)
+        await self._store.delete(nkeys.coldstarts(ep))
         return json_response({"id": ep, "deleted": True})
 
     async def worker_token(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from coordinator._node_schema import ColdStart
 from coordinator.jobs import ClusterView
 
 __all__ = ["Metrics"]
@@ -47,8 +48,24 @@ class Metrics:
         self.store_commit_seconds = Histogram(
             "tide_store_commit_seconds", "Latency of one group commit", buckets=_LATENCY_BUCKETS, registry=r
         )
+        # Cold starts recorded by the leader; every replica sees (and counts) each one once.
+        self.cold_start_seconds = Histogram(
+            "tide_cold_start_seconds",
+            "Cold starts from zero by stage (placement, process_start, runtime_import, "
+            "weight_restore, handler_ready, first_job, total); tier = where the weights came from",
+            ["endpoint", "stage", "tier"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         r.register(_QueueCollector(view))
         self._commit_seconds = commit_seconds
+        view.cold_starts.listeners.append(self.observe_cold_start)
+
+    def observe_cold_start(self, cs: ColdStart) -> None:
+        tier = cs.weight_tier or "none"
+        for s in cs.stages:
+            self.cold_start_seconds.labels(cs.endpoint_id, s.stage, tier).observe(s.seconds)
+        self.cold_start_seconds.labels(cs.endpoint_id, "total", tier).observe(cs.total_s)
 
     async def handle(self, request: web.Request) -> web.Response:
         samples = self._commit_seconds()

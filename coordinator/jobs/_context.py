@@ -13,6 +13,7 @@ import msgspec
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import JobRecord, WebhookDelivery, decode_job, encode, keys
+from coordinator.jobs._coldstart import cold_start_json
 from coordinator.jobs._view import ClusterView
 from coordinator.store import Compare, Delete, Get, Op, Put, Store
 from tide.api.errors import Conflict, NotFound
@@ -123,6 +124,10 @@ class JobsContext:
             out["output"] = self.output_of(record)
         if record.error:
             out["error"] = record.error
+        # Tide's addition (RunPod fields untouched): the first job of a fresh worker says what
+        # its wait was spent on; the worker's own stages join once its node reports them.
+        if record.finished_at and (cold := self.view.cold_starts.of_job(record)) is not None:
+            out["coldStart"] = cold_start_json(cold)
         return out
 
     async def finish(self, record: JobRecord, rev: int, status: JobState, *, error: str) -> None:

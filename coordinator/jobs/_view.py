@@ -32,6 +32,7 @@ from coordinator._schema import (
     decode_job,
     keys,
 )
+from coordinator.jobs._coldstart import ColdStartTracker
 from coordinator.store import Compacted, KeyValue, Store, WatchEvent
 from tide.api.endpoints import ApiKey, Endpoint
 
@@ -51,6 +52,7 @@ _MIRRORED = (
     nkeys.WORKERS,
     nkeys.REASONS,
     nkeys.MIGLAYOUTS,
+    nkeys.COLDSTARTS,
     keys.QUEUE,
     keys.CLAIMS,
     keys.OUTBOX,
@@ -158,6 +160,8 @@ class ClusterView:
         self.ready = asyncio.Event()
         self.closing = False
         self.revision = 0
+        self.cold_starts = ColdStartTracker(self)  # fresh workers' first jobs (coldStart)
+        self._listing = False
 
     # -- queries ---------------------------------------------------------
     def queue(self, ep: str) -> _Queue:
@@ -227,11 +231,15 @@ class ClusterView:
     async def _list_all(self) -> int:
         self._reset()
         revision = 0
-        for prefix in _MIRRORED:
-            res = await self._store.range(prefix)
-            revision = revision or res.revision
-            for kv in res.kvs:
-                self._apply(WatchEvent(type="put", kv=kv, revision=kv.mod_revision))
+        self._listing = True
+        try:
+            for prefix in _MIRRORED:
+                res = await self._store.range(prefix)
+                revision = revision or res.revision
+                for kv in res.kvs:
+                    self._apply(WatchEvent(type="put", kv=kv, revision=kv.mod_revision))
+        finally:
+            self._listing = False
         self.revision = revision
         return revision
 
@@ -249,6 +257,7 @@ class ClusterView:
         self.presence.clear()
         self.endpoints.clear()
         self.apikeys.clear()
+        self.cold_starts.history.clear()
 
     def _apply(self, ev: WatchEvent) -> None:
         key = ev.kv.key
@@ -273,6 +282,10 @@ class ClusterView:
                 self._apply_endpoint(ev)
             elif key.startswith(keys.APIKEYS):
                 self._apply_apikey(ev)
+            elif key.startswith(nkeys.COLDSTARTS):
+                ep = key[len(nkeys.COLDSTARTS) :].decode()
+                value = ev.kv.value if ev.type == "put" else None
+                self.cold_starts.apply_history(ep, value, ev.kv.mod_revision, replay=self._listing)
         except msgspec.DecodeError:
             log.exception("undecodable value at %r", key)
 
@@ -343,6 +356,8 @@ class ClusterView:
             self.counters[record.endpoint_id][record.status] += 1
         if record is not None and record.status == "IN_QUEUE" and record.retries:
             self.counters[record.endpoint_id]["RETRIED"] += 1
+        if record is not None:
+            self.cold_starts.observe(record)
         for callback in list(self._job_waiters.get(job_id, ())):
             callback(record)
 

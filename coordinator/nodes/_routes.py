@@ -22,7 +22,7 @@ from aiohttp import web
 from coordinator._node_schema import NodeRecord, UsageRecord, nkeys
 from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._http import Auth, decode_body, json_response, mint_worker_token, query_int
-from coordinator.jobs import ClusterView
+from coordinator.jobs import ClusterView, cold_start_json
 from coordinator.nodes._desired import desired_for
 from coordinator.nodes._mig import slice_share
 from coordinator.nodes._mig_routes import MigRoutes
@@ -206,6 +206,7 @@ class NodeRoutes:
             if ep and a.endpoint_id != ep:
                 continue
             rep = reports.get(a.worker_id)
+            cold = self._view.cold_starts.of_worker(a.worker_id)
             out.append(
                 {
                     "workerId": a.worker_id,
@@ -218,6 +219,7 @@ class NodeRoutes:
                     "restarts": rep.restarts if rep else 0,
                     "startedAt": rep.started_at if rep else 0.0,
                     "readyAt": self._view.ready_at.get(a.worker_id, 0.0),
+                    "coldStart": cold_start_json(cold) if cold is not None else None,
                 }
             )
         return json_response(out)

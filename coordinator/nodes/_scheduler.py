@@ -185,6 +185,8 @@ class Scheduler:
                 draining=rec.draining,
                 lost=rec.lost,
                 in_use=in_use.get(node_id, []),
+                # Endpoints whose weights this host's FlashBoot keeper holds (RAM or disk).
+                flashboot_endpoints=sorted({ep for h in rec.inventory.flashboot for ep in h.endpoints}),
             )
             for node_id, (rec, rev) in sorted(view.nodes.items())
         ]

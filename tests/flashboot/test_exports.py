@@ -9,6 +9,8 @@ def test_exported_names() -> None:
     assert sorted(flashboot.__all__) == sorted(
         [
             "ENV_DIR",
+            "ENV_OWNER",
+            "ENV_REPORT_DIR",
             "Holdings",
             "ImageIndex",
             "Keeper",
@@ -22,6 +24,7 @@ def test_exported_names() -> None:
             "load",
             "page_in",
             "page_out",
+            "read_boot",
             "read_index",
             "release",
             "source_stamp",

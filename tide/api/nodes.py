@@ -14,11 +14,14 @@ import msgspec
 __all__ = [
     "DesiredWorker",
     "DesiredWorkers",
+    "FlashbootHolding",
     "GpuInfo",
     "Heartbeat",
     "MigInstance",
     "NodeInventory",
     "NodeRegistration",
+    "WeightRestore",
+    "WorkerBoot",
     "WorkerReport",
     "WorkerState",
 ]
@@ -47,6 +50,16 @@ class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
     mig_instances: list[MigInstance] = []
 
 
+class FlashbootHolding(msgspec.Struct, frozen=True, kw_only=True):
+    """One model the host's FlashBoot keeper holds (weights kept after their workers exited)."""
+
+    fingerprint: str
+    model_ids: list[str] = []
+    endpoints: list[str] = []  # endpoints whose workers loaded it: the placer prefers this host
+    tiers: list[str] = []  # of "t0" (a live worker), "t1" (shared RAM), "t2" (local disk)
+    nbytes: int = 0
+
+
 class NodeInventory(msgspec.Struct, frozen=True, kw_only=True):
     hostname: str
     region: str = ""  # e.g. "EU"
@@ -62,12 +75,37 @@ class NodeInventory(msgspec.Struct, frozen=True, kw_only=True):
     # GPU uuid -> why noded does not (yet) hold the MIG layout it was told to (busy slice in the
     # way, Ampere mode change with processes running, driver error); absent = applied.
     mig_errors: dict[str, str] = {}
+    flashboot: list[FlashbootHolding] = []  # per model: tiers and the endpoints that loaded it
 
 
 class NodeRegistration(msgspec.Struct, frozen=True, kw_only=True):
     """POST /node/v1/register: answered with the node id and its credential."""
 
     inventory: NodeInventory
+
+
+class WeightRestore(msgspec.Struct, frozen=True, kw_only=True):
+    """One weight load of a worker (``flashboot.load``): where the bytes came from, how long."""
+
+    model_id: str
+    tier: str  # the nearest tier that held them: "t0", "t1", "t2" or "source"
+    nbytes: int = 0
+    seconds: float = 0.0
+    started_at: float = 0.0
+
+
+class WorkerBoot(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker process's own account of its start, in the host's unix seconds.
+
+    Written by the worker side (``flashboot.load``) into ``$TIDE_WORKER_REPORT_DIR/boot.json``;
+    noded forwards it in the worker's report.  Absent for handlers that load no weights through
+    FlashBoot: their runtime import and weight restore are then part of "handler ready".
+    """
+
+    process_started_at: float = 0.0  # the kernel's start time of the process (its fork, if pooled)
+    imported_at: float = 0.0  # the handler's imports were done: its first weight load began
+    restored_at: float = 0.0  # its last weight load ended
+    restores: list[WeightRestore] = []
 
 
 class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +118,7 @@ class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float = 0.0
     ready_at: float = 0.0  # first job-take seen (handler ready)
     revision: int = 0  # desired revision this worker was started from
+    boot: WorkerBoot | None = None  # the worker's own start report, once it wrote one
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
