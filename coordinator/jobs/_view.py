@@ -56,6 +56,7 @@ _MIRRORED = (
     keys.QUEUE,
     keys.CLAIMS,
     keys.OUTBOX,
+    keys.RETIRED,
     keys.STOPS,
     keys.PRESENCE,
     keys.ENDPOINTS,
@@ -133,6 +134,7 @@ class ClusterView:
         self._queues: dict[str, _Queue] = defaultdict(_Queue)
         self.claims: dict[str, tuple[Claim, int, int]] = {}  # job id -> (claim, mod_revision, lease)
         self.outbox: dict[str, tuple[WebhookDelivery, int]] = {}  # job id -> (delivery, mod_revision)
+        self.retired: set[str] = set()  # workers that asked to be recycled (stopPod)
         self.seen: dict[str, dict[str, float]] = defaultdict(dict)  # ep -> worker -> last take/ping
         self.ready_at: dict[str, float] = {}  # worker -> first take/ping seen here (handler ready)
         # Workers the scheduler removed (their assignment is gone): they get no more jobs and
@@ -253,6 +255,7 @@ class ClusterView:
         self.reasons.clear()
         self.mig_layouts.clear()
         self.outbox.clear()
+        self.retired.clear()
         self.stops.clear()
         self.presence.clear()
         self.endpoints.clear()
@@ -274,6 +277,10 @@ class ClusterView:
                 self._apply_claim(ev)
             elif key.startswith(keys.OUTBOX):
                 self._apply_outbox(ev)
+            elif key.startswith(keys.RETIRED):
+                worker = key.rsplit(b"/", 1)[1].decode()
+                (self.retired.add if ev.type == "put" else self.retired.discard)(worker)
+                self.cluster_changed.fire()
             elif key.startswith(keys.STOPS):
                 self._apply_stop(ev)
             elif key.startswith(keys.PRESENCE):

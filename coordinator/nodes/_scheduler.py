@@ -114,8 +114,8 @@ class Scheduler:
         by_ep: dict[str, list[WorkerAssignment]] = {}
         for a in self._assignments():
             node = view.nodes.get(a.node_id)
-            if node is None or node[0].lost or node[0].draining:
-                stop.add(a.worker_id)
+            if node is None or node[0].lost or node[0].draining or a.worker_id in view.retired:
+                stop.add(a.worker_id)  # retired: it sent stopPod, recycle it
             by_ep.setdefault(a.endpoint_id, []).append(a)
         for ep, (endpoint, _) in view.endpoints.items():
             mine = [a for a in by_ep.get(ep, []) if a.worker_id not in stop]
