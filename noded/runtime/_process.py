@@ -15,6 +15,13 @@ mistaken for it), and "exited" once state.json has an exit code.  Everything is
 on disk, so a new ``ProcessRuntime`` on the same directory adopts the workers
 of an earlier noded.  Mounts and a read-only root cannot be honoured without
 namespaces: they are ignored with a logged note (use containerd for isolation).
+
+With ``prewarm=True`` a zygote that has already imported ``prewarm_modules``
+(runpod's dependencies by default) forks the shim and the worker of every
+``<python> -u SCRIPT`` launch instead of a fresh interpreter executing it: the
+same files, pids, signals and exit codes, minus the imports (``_pool.py``,
+``_zygote.py``).  Other launches, and all of them while the zygote is starting
+or gone, are exec'd.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, final
 from urllib.parse import urlsplit
@@ -36,6 +44,7 @@ import msgspec
 
 from noded.runtime import _cgroup
 from noded.runtime._common import BASE_ENV, check_worker_id, device_env, tail_lines
+from noded.runtime._pool import DEFAULT_PREWARM_MODULES, PrewarmPool, fork_eligible
 from noded.runtime._protocol import ResourceLimits, WorkerSpec, WorkerStatus
 from noded.runtime._shim import proc_state, write_json_atomic
 from tide.api.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
@@ -138,12 +147,27 @@ class ProcessRuntime:
 
     name = "process"
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        python: str = sys.executable,
+        prewarm: bool = False,
+        prewarm_modules: Sequence[str] = DEFAULT_PREWARM_MODULES,
+    ) -> None:
         self._root = Path(state_dir)
         self._root.mkdir(parents=True, exist_ok=True)
         self._python = python
         self._locks: dict[str, asyncio.Lock] = {}
         self._cgroups: _cgroup.Cgroup2 | None = None  # detected on first use: it writes to /sys
+        # Started now: its imports (seconds) overlap noded's start, not a worker's.
+        self._pool = PrewarmPool(python, prewarm_modules, self._root) if prewarm else None
+
+    async def prewarmed(self, timeout: float = 60.0) -> bool:
+        """Wait until the prewarm pool forks workers: False without a pool, or if it failed."""
+        if self._pool is None:
+            return False
+        return await asyncio.to_thread(self._pool.wait_ready, timeout)
 
     def _cgroup(self) -> _cgroup.Cgroup2:
         if self._cgroups is None:
@@ -230,10 +254,22 @@ class ProcessRuntime:
             cgroup_dir = await asyncio.to_thread(self._cgroup().prepare, worker_id, spec.limits)
             launch = plan_launch(spec, worker_dir=str(d), cgroup_dir=cgroup_dir)
             write_json_atomic(str(d / "launch.json"), msgspec.to_builtins(launch))
-            line = await asyncio.to_thread(self._spawn_shim, d)
+            line = await asyncio.to_thread(self._launch, d, launch.argv)
             if line != "ok":
                 raise FailedPrecondition(f"worker {worker_id}: {line}")
             return self._status(worker_id)
+
+    def _launch(self, d: Path, argv: list[str]) -> str:
+        """Start the shim, from the prewarm pool when it takes the launch; its ready line."""
+        if self._pool is not None and fork_eligible(argv, self._python):
+            line = self._pool.spawn(str(d))
+            if line:
+                return line
+            if line is not None and (d / "state.json").exists():  # a shim ran, then died silently
+                tail = "; ".join(tail_lines(str(d / "shim.log"), 5))
+                return f"error: the shim exited before reporting ({tail or 'no output'})"
+            # Nothing was started (the pool is not ready, or the zygote died): exec it.
+        return self._spawn_shim(d)
 
     def _spawn_shim(self, d: Path) -> str:
         """Start the shim; return its ready line ("ok" or "error: ...")."""
@@ -335,4 +371,6 @@ class ProcessRuntime:
         return await asyncio.to_thread(tail_lines, str(self._dir(worker_id) / "output.log"), tail)
 
     async def close(self) -> None:
-        """Nothing to release: workers and their shims keep running without us."""
+        """Stop the prewarm pool's zygote, if any; workers and their shims keep running without us."""
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)

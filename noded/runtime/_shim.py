@@ -16,6 +16,10 @@ outlive noded.  It then:
    signal N) and ``exited_at`` in ``state.json`` atomically.
 
 Stdlib only: it runs under ``python -I`` and must not depend on noded's venv.
+
+The prewarm pool (``_zygote.py``) runs this same ``run`` in a fork of its
+zygote, with ``spawn`` forking the worker instead of executing it: the
+supervision above, ``state.json`` and the ready line are the same either way.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 def proc_state(pid: int) -> tuple[str, int] | None:
@@ -62,6 +67,13 @@ def _join_cgroup(cgroup_dir: str) -> None:
         f.write("0")
 
 
+class Spawned(Protocol):
+    """What ``run`` needs of a started worker: a Popen, or the prewarm pool's forked child."""
+
+    @property
+    def pid(self) -> int: ...
+
+
 def _spawn(launch: dict[str, Any]) -> subprocess.Popen[bytes]:
     cgroup_dir = launch.get("cgroup_dir") or ""
     with open(launch["log_path"], "ab") as log:
@@ -87,13 +99,13 @@ def _report(ready_fd: int, line: str) -> None:
     os.close(ready_fd)
 
 
-def run(worker_dir: str, ready_fd: int) -> int:
+def run(worker_dir: str, ready_fd: int, spawn: Callable[[dict[str, Any]], Spawned] = _spawn) -> int:
     with open(os.path.join(worker_dir, "launch.json")) as f:
         launch = json.load(f)
     state_path = os.path.join(worker_dir, "state.json")
     shim = {"shim_pid": os.getpid(), "shim_start": proc_start_ticks(os.getpid())}
     try:
-        proc = _spawn(launch)
+        proc = spawn(launch)  # keep the object: a Popen reaped by its __del__ would steal our waitpid
     except OSError as e:
         with open(launch["log_path"], "a") as log:
             log.write(f"tide shim: cannot start {launch['argv'][0]!r}: {e}\n")

@@ -11,6 +11,7 @@ on timing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -67,6 +68,7 @@ class Harness:
     state: Path = Path("/nonexistent")
     mounts: list[Mount] = field(default_factory=list)
     runtimes: list[ContainerRuntime] = field(default_factory=list)
+    scripts: bool = False  # write `python -c CODE` as a script: `python -u SCRIPT` is what the pool forks
 
     def runtime(self) -> ContainerRuntime:
         rt = self.make_runtime()
@@ -76,17 +78,38 @@ class Harness:
     def spec(self, code: str, **kw: object) -> WorkerSpec:
         kw.setdefault("id", f"w-{uuid.uuid4().hex[:10]}")
         kw.setdefault("command", [self.python, "-c", code])
+        command = list(kw["command"])  # type: ignore[call-overload]
+        if self.scripts and command[:2] == [self.python, "-c"]:
+            name = f"c_{hashlib.sha256(command[2].encode()).hexdigest()[:12]}.py"
+            (Path(self.image.removeprefix("dir://")) / name).write_text(command[2])
+            kw["command"] = [self.python, "-u", name, *command[3:]]
         return WorkerSpec(image=self.image, mounts=list(self.mounts), **kw)  # type: ignore[arg-type]
 
 
-def _process_harness(tmp_path: Path) -> Harness:
+def _process_harness(tmp_path: Path, *, prewarm: bool = False) -> Harness:
     image = tmp_path / "image"
     image.mkdir()
     (image / "marker.txt").write_text("from the image\n")
     state = tmp_path / "state"
+
+    def make() -> ProcessRuntime:
+        if not prewarm:
+            return ProcessRuntime(state)
+        # No preloads (fast), and ready before use: a pool still starting would exec every worker.
+        rt = ProcessRuntime(state, prewarm=True, prewarm_modules=())
+        assert rt._pool is not None and rt._pool.wait_ready(30)
+        return rt
+
     return Harness(
-        make_runtime=lambda: ProcessRuntime(state), image=f"dir://{image}", python=sys.executable, state=state
+        make_runtime=make, image=f"dir://{image}", python=sys.executable, state=state, scripts=prewarm
     )
+
+
+def _assert_forked(state: Path) -> None:
+    """Every `python -u SCRIPT` worker of the prewarm variant was forked from the zygote."""
+    for launch in state.glob("*/launch.json"):
+        if json.loads(launch.read_text())["argv"][1:2] == ["-u"]:
+            assert "prewarm: forked" in (launch.parent / "shim.log").read_text(), launch.parent
 
 
 @dataclass
@@ -165,13 +188,17 @@ def _containerd_harness(env: ContainerdEnv, tmp_path: Path) -> Harness:
     )
 
 
-@pytest.fixture(params=["process", pytest.param("containerd", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=["process", "process+prewarm", pytest.param("containerd", marks=pytest.mark.integration)]
+)
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     if request.param == "containerd":
         h = _containerd_harness(request.getfixturevalue("containerd_env"), tmp_path)
     else:
-        h = _process_harness(tmp_path)
+        h = _process_harness(tmp_path, prewarm=request.param == "process+prewarm")
     yield h
+    if h.scripts:
+        _assert_forked(h.state)
     # Leave nothing running: workers outlive runtimes by design.
     cleanup = h.make_runtime()
     for st in await cleanup.list():
