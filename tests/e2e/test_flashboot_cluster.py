@@ -114,9 +114,10 @@ class Dev:
         """What a noded restart does to the keeper: a new one on the same directories."""
         host = next(a for a in self.cluster._agents if a.settings.hostname == node).flashboot
         assert host is not None
-        host.keeper = Keeper(msgspec.structs.replace(host.keeper.config, **changes))
-        host.keeper.start()
-        return host.keeper
+        keeper = Keeper(msgspec.structs.replace(host.keeper.config, **changes))
+        keeper.start()
+        host.keeper = keeper
+        return keeper
 
 
 def _stages(cold: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -278,8 +278,22 @@ def _get(args: argparse.Namespace, ctx: Context) -> int:
         ctx.say(f"endpoint {e['id']}")
         ctx.say(_describe(e, ctx.now))
         ctx.say(_health_text(e))
+        if e.get("lastColdStart"):
+            ctx.say(_cold_start_text(e["lastColdStart"], ctx.now))
 
     return ctx.emit(e, human)
+
+
+def _cold_start_text(cold: dict[str, Any], now: float) -> str:
+    """The endpoint's last scale-from-zero, stage by stage (the worker's own stages once in)."""
+    pairs: list[tuple[str, object]] = []
+    for s in cold.get("stages") or []:
+        tier = f"  (from {s['tier']})" if s.get("tier") else ""
+        pairs.append((str(s.get("stage", "?")).replace("_", " "), f"{s.get('ms', 0):.1f} ms{tier}"))
+    pairs.append(("total", f"{cold.get('totalMs', 0):.1f} ms"))
+    head = f"last cold start ({cold.get('workerId', '?')} on {cold.get('nodeId', '?')}"
+    head += f", {ago(cold.get('finishedAt'), now)})"
+    return head + "\n" + kv_block(pairs, indent=2)
 
 
 def _delete(args: argparse.Namespace, ctx: Context) -> int:
