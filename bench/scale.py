@@ -1,6 +1,7 @@
 """Cold start from zero: the first request on a scaled-to-zero endpoint until its result.
 
-    cd /work/main && /tmp/venv/bin/python -m bench.scale [--runs 20] [--etcd etcd://127.0.0.1:2379]
+    cd /work/main && /tmp/venv/bin/python -m bench.scale [--runs 20] [--prewarm off|on|both]
+                                                          [--etcd etcd://127.0.0.1:2379]
 
 Runs the ``tide dev`` cluster in this process (coordinator + one node agent with simulated GPUs +
 the process runtime; the in-memory store unless ``--etcd``), an endpoint on the unmodified echo
@@ -16,7 +17,10 @@ timestamps the parts already keep:
     total           client sent /runsync             -> client got the result
 
 The floor printed under the table is ``python -c "import runpod"`` alone: a handler cannot be
-ready before its interpreter has imported the SDK.  Benchmarks print; they do not assert.
+ready before its interpreter has imported the SDK, unless it is forked from a process that has
+(``--prewarm on``: the process runtime's prewarm pool; ``both``, the default, runs each mode on its
+own cluster and compares; the pool is waited for before measuring, and each run records whether its
+worker was forked or exec'd).  Benchmarks print; they do not assert.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ ECHO = Path(__file__).resolve().parents[1] / "examples" / "echo"
 STAGES = ["schedule", "node picks up", "process start", "handler ready", "job done", "total"]
 
 
-def _args(ns: argparse.Namespace, state_dir: str) -> argparse.Namespace:
+def _args(ns: argparse.Namespace, state_dir: str, prewarm: bool) -> argparse.Namespace:
     """What ``tide dev`` would parse, for one node and the process runtime."""
     return argparse.Namespace(
+        prewarm=prewarm,
         api_key="bench-admin",
         state_dir=state_dir,
         etcd=ns.etcd,
@@ -83,7 +88,10 @@ async def _one(cluster: DevCluster, http: aiohttp.ClientSession, ep: str) -> dic
     runner = agent.runners[worker]
     ready = coordinator.view.ready_at[worker]
     job, _ = await coordinator.ctx.read_job(ep, body["id"])
+    shim_log = cluster.state_dir / "nodes" / "node-1" / "workers" / worker / "shim.log"
+    forked = "prewarm: forked" in shim_log.read_text() if shim_log.exists() else False
     return {
+        "forked": float(forked),
         "schedule": assignment.created_at - job.created_at,
         "node picks up": runner.planned_at - assignment.created_at,
         "process start": runner.start_returned_at - runner.planned_at,
@@ -117,9 +125,13 @@ def _import_floor(repeat: int = 3) -> float:
     return best
 
 
-async def _bench(ns: argparse.Namespace) -> list[dict[str, float]]:
-    cluster = DevCluster(_args(ns, tempfile.mkdtemp(prefix="tide-bench-scale-")))
+async def _bench(ns: argparse.Namespace, prewarm: bool) -> list[dict[str, float]]:
+    cluster = DevCluster(_args(ns, tempfile.mkdtemp(prefix="tide-bench-scale-"), prewarm))
     await cluster.start()
+    if prewarm:
+        t0 = time.monotonic()
+        ok = await cluster._agents[0].runtime.prewarmed()
+        print(f"  prewarm pool {'ready' if ok else 'FAILED'} after {time.monotonic() - t0:.1f} s", flush=True)
     headers = {"Authorization": f"Bearer {cluster.api_key}"}
     try:
         async with aiohttp.ClientSession(headers=headers) as http:
@@ -137,26 +149,53 @@ async def _bench(ns: argparse.Namespace) -> list[dict[str, float]]:
         await cluster.stop()
 
 
+def _run(ns: argparse.Namespace, prewarm: bool) -> list[dict[str, float]]:
+    print(f"--- prewarm {'on' if prewarm else 'off'} ---", flush=True)
+    try:
+        import uvloop
+
+        return uvloop.run(_bench(ns, prewarm))
+    except ImportError:
+        return asyncio.run(_bench(ns, prewarm))
+
+
+def _compare(off: list[dict[str, float]], on: list[dict[str, float]]) -> str:
+    lines = [f"{'stage':<15} {'off p50':>9} {'on p50':>9} {'off p90':>9} {'on p90':>9}  (ms)"]
+    for stage in ("process start", "handler ready", "job done", "total"):
+        a = [r[stage] * 1000 for r in off]
+        b = [r[stage] * 1000 for r in on]
+        lines.append(
+            f"{stage:<15} {statistics.median(a):>9.1f} {statistics.median(b):>9.1f} "
+            f"{_pct(a, 0.9):>9.1f} {_pct(b, 0.9):>9.1f}"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--gpus", default="1xH100-80GB")
     p.add_argument("--etcd", default="", help="etcd URL (default: the in-process store, as tide dev)")
+    p.add_argument("--prewarm", choices=["off", "on", "both"], default="both", help="the prewarm pool")
     ns = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     store = ns.etcd or "memory"
     print(f"cold start from zero: {ns.runs} runs, echo handler, process runtime, store {store}")
-    try:
-        import uvloop
-
-        runs = uvloop.run(_bench(ns))
-    except ImportError:
-        runs = asyncio.run(_bench(ns))
-    print(_table(runs))
+    modes = {"off": [False], "on": [True], "both": [False, True]}[ns.prewarm]
+    results = {mode: _run(ns, mode) for mode in modes}
+    for mode, runs in results.items():
+        forked = sum(int(r["forked"]) for r in runs)
+        print(f"prewarm {'on' if mode else 'off'}: {forked}/{len(runs)} workers forked from the pool")
+        print(_table(runs))
+    if len(results) == 2:
+        print(_compare(results[False], results[True]))
     floor = _import_floor()
     print(f"floor: python -c 'import runpod' = {floor * 1000:.1f} ms (best of 3)")
-    ready = statistics.median(r["handler ready"] for r in runs)
-    print(f"handler ready p50 is {ready / floor:.2f}x the import floor")
+    for mode, runs in results.items():
+        ready = statistics.median(r["handler ready"] for r in runs)
+        print(
+            f"prewarm {'on' if mode else 'off'}: handler ready p50 is {ready / floor:.2f}x the import floor"
+        )
 
 
 if __name__ == "__main__":

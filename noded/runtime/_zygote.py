@@ -349,7 +349,8 @@ def run_worker(launch: dict[str, Any]) -> int:
         raise
     except BaseException as exc:
         tb = exc.__traceback__
-        sys.excepthook(type(exc), exc, tb.tb_next if tb is not None else None)  # from the handler's frame
+        exc.with_traceback(tb.tb_next if tb is not None else None)  # start at the handler's own frame
+        sys.excepthook(type(exc), exc, exc.__traceback__)
         return 1
     return 0
 
