@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 from tests.fixtures.etcd import free_port
@@ -29,30 +29,42 @@ def module_cmd(module: str, *args: str) -> list[str]:
 
 
 class NotifySocket:
-    """A bound AF_UNIX datagram socket standing in for systemd's notify socket."""
+    """A bound AF_UNIX datagram socket standing in for systemd's notify socket.
+
+    A thread reads it all the time, as PID 1 does: the daemons' sends block once the
+    socket's queue is full (a few datagrams), which would stall their event loops."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
         self.seen: list[str] = []  # every "KEY=value" line received, in order
+        self._changed = threading.Condition()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name=f"notify {path.name}", daemon=True)
+        self._reader.start()
 
-    def wait_for(self, line: str, timeout: float = 30.0) -> bool:
-        """Read datagrams until one carries ``line`` (e.g. "READY=1"); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while line not in self.seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.sock.settimeout(left)
+    def _read(self) -> None:
+        while not self._closing.is_set():
             try:
                 data = self.sock.recv(4096)
             except TimeoutError:
-                return False
-            self.seen.extend(data.decode().splitlines())
-        return True
+                continue
+            except OSError:
+                return
+            with self._changed:
+                self.seen.extend(data.decode().splitlines())
+                self._changed.notify_all()
+
+    def wait_for(self, line: str, timeout: float = 30.0) -> bool:
+        """Whether a datagram carrying ``line`` (e.g. "READY=1") arrives within ``timeout``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: line in self.seen, timeout)
 
     def close(self) -> None:
+        self._closing.set()
+        self._reader.join(timeout=5)
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

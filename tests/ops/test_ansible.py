@@ -32,18 +32,21 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures.cluster import kill_worker_groups, runtime_workers
 from tests.ops._daemons import REPO_ROOT, Daemon
 from tests.ops._wheel import build_wheel
 
 ANSIBLE_DIR = REPO_ROOT / "ansible"
 ADMIN_KEY = "tk_ops_ansible_admin_key_0123456789abcdef"
 ETCD_HOSTS = ["ctl-1", "ctl-2", "ctl-3"]
+ECHO = f"dir://{REPO_ROOT / 'examples' / 'echo'}"
 GPU_HOSTS = {"gpu-eu": ("EU", "EU-RO-1", "1xH100-80GB"), "gpu-us": ("US", "US-TX-3", "2xA100-80GB")}
 
 
@@ -153,6 +156,7 @@ class Fleet:
         return self.tmp / "hosts" / host
 
     def write(self, **gpu_eu_overrides: Any) -> None:
+        """The inventory; ``gpu_eu_overrides`` are extra host vars for gpu-eu alone."""
         manage = _packages_checkable()
         url = f"http://{self.coordinator}"
         common = {
@@ -347,18 +351,6 @@ def test_installed_units_verify_clean(fleet: tuple[Fleet, Run, Run]) -> None:
     assert (res.returncode, res.stdout + res.stderr) == (0, "")
 
 
-@pytest.mark.slow
-def test_handlers_restart_only_the_host_whose_config_changed(
-    fleet: tuple[Fleet, Run, Run],
-) -> None:
-    f, _, _ = fleet
-    f.write(noded_flashboot_ram_budget_gb=32)  # the fleet keeps it: nothing after depends on it
-    third = f.play("--limit", "gpu_nodes")
-    assert third.notified("Restart tide-noded") == {"gpu-eu"}
-    assert third.changed == {"gpu-eu": 1, "gpu-us": 0}
-    assert "ram-budget-gb = 32.0" in (f.root("gpu-eu") / "etc/tide/noded.toml").read_text()
-
-
 # -- the rendered configs, running -------------------------------------------------------------
 
 
@@ -432,66 +424,142 @@ def _port_open(address: str) -> bool:
         return s.connect_ex((host, int(port))) == 0
 
 
-@pytest.mark.slow
-def test_rendered_configs_run_a_cluster(fleet: tuple[Fleet, Run, Run]) -> None:
-    """etcd members from /etc/default/etcd form a TLS cluster; the coordinator and both
-    nodes run from their rendered configs and the nodes register with their region."""
-    etcd_binary = shutil.which("etcd")
-    if etcd_binary is None or shutil.which("etcdctl") is None:
-        pytest.skip("etcd not installed (Debian package etcd-server)")
-    f, _, _ = fleet
-    daemons: list[Daemon] = []
+class Cluster:
+    """The fleet's daemons, started from the rendered files as systemd would start them."""
 
-    def start(cmd: list[str], log: str, env: dict[str, str] | None = None) -> Daemon:
-        d = Daemon(cmd, log=f.tmp / log, env=env)
-        daemons.append(d)
+    def __init__(self, fleet: Fleet) -> None:
+        self.f = fleet
+        self.daemons: list[Daemon] = []
+        self.noded: dict[str, Daemon] = {}
+
+    def start(self, cmd: list[str], log: str, env: dict[str, str] | None = None) -> Daemon:
+        d = Daemon(cmd, log=self.f.tmp / log)
+        if env is not None:
+            d.env = env
+        self.daemons.append(d)
         d.start()
         return d
 
-    try:
+    def start_etcd(self, etcd: str) -> None:
         for host in ETCD_HOSTS:
             env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
-            env.update(_env_file(f.root(host) / "etc/default/etcd"))
-            d = Daemon([etcd_binary], log=f.tmp / f"{host}-etcd.log")
-            d.env = env
-            daemons.append(d)
-            d.start()
-        health = _wait("the etcd cluster", lambda: _etcdctl(f, "endpoint", "health").returncode == 0)
-        assert health
-        members = _etcdctl(f, "member", "list").stdout
-        assert sorted(line.split(", ")[2] for line in members.splitlines()) == ETCD_HOSTS
-        ctl = f.root("ctl-1")
-        start(
-            [
-                str(ctl / "opt/tide/venv/bin/tide-coordinator"),
-                "--config",
-                str(ctl / "etc/tide/coordinator.toml"),
-            ],
-            "coordinator.log",
-        )
-        _wait("the coordinator", lambda: _port_open(f.coordinator))
-        for host in GPU_HOSTS:
-            root = f.root(host)
-            start(
-                [str(root / "opt/tide/venv/bin/tide-noded"), "--config", str(root / "etc/tide/noded.toml")],
-                f"{host}-noded.log",
-            )
-        nodes = _wait("both nodes to register", lambda: _registered(f))
-        seen = {
-            n["id"]: (n["inventory"]["region"], n["inventory"]["datacenter"], len(n["inventory"]["gpus"]))
-            for n in nodes
-        }
-        assert seen == {h: (r, dc, int(g[0])) for h, (r, dc, g) in GPU_HOSTS.items()}
-        # the coordinator keeps its state in etcd: the nodes are there, under TLS
-        keys = _etcdctl(f, "get", "--prefix", "--keys-only", "/tide/nodes/").stdout.split()
-        assert sorted(keys) == [f"/tide/nodes/{h}" for h in sorted(GPU_HOSTS)]
-        wide = _tide(f, "nodes", "--wide")
-        assert wide.returncode == 0, wide.stderr
-        assert "MIG SLICES" in wide.stdout and "FLASHBOOT" in wide.stdout
-        status = _tide(f, "status", "--json")
-        assert status.returncode == 0, status.stderr
-        regions = {c["region"] for c in json.loads(status.stdout)["capacity"]}
-        assert regions == {"EU", "US"}
-    finally:
-        for d in reversed(daemons):
+            env.update(_env_file(self.f.root(host) / "etc/default/etcd"))
+            self.start([etcd], f"{host}-etcd.log", env)
+
+    def start_coordinator(self) -> None:
+        ctl = self.f.root("ctl-1")
+        cmd = [
+            str(ctl / "opt/tide/venv/bin/tide-coordinator"),
+            "--config",
+            str(ctl / "etc/tide/coordinator.toml"),
+        ]
+        self.start(cmd, "coordinator.log")
+
+    def start_noded(self, host: str) -> Daemon:
+        root = self.f.root(host)
+        cmd = [str(root / "opt/tide/venv/bin/tide-noded"), "--config", str(root / "etc/tide/noded.toml")]
+        self.noded[host] = self.start(cmd, f"{host}-noded.log")
+        return self.noded[host]
+
+    def stop(self) -> None:
+        for d in reversed(self.daemons):
             d.terminate(timeout=15)
+        for host in GPU_HOSTS:  # workers outlive noded on purpose; the test's own go here
+            kill_worker_groups(self.f.root(host) / "var/lib/tide/noded")
+
+
+@pytest.fixture(scope="module")
+def cluster(fleet: tuple[Fleet, Run, Run]) -> Iterator[Cluster]:
+    """Three etcd members from /etc/default/etcd (a TLS cluster), the coordinator and both
+    nodes from their rendered configs and installed binaries, nodes registered."""
+    etcd = shutil.which("etcd")
+    if etcd is None or shutil.which("etcdctl") is None:
+        pytest.skip("etcd not installed (Debian package etcd-server)")
+    c = Cluster(fleet[0])
+    try:
+        c.start_etcd(etcd)
+        _wait("the etcd cluster", lambda: _etcdctl(c.f, "endpoint", "health").returncode == 0)
+        c.start_coordinator()
+        _wait("the coordinator", lambda: _port_open(c.f.coordinator))
+        for host in GPU_HOSTS:
+            c.start_noded(host)
+        _wait("both nodes to register", lambda: _registered(c.f))
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.slow
+def test_rendered_configs_run_a_tls_etcd_cluster_coordinator_and_nodes(cluster: Cluster) -> None:
+    f = cluster.f
+    members = _etcdctl(f, "member", "list").stdout
+    assert sorted(line.split(", ")[2] for line in members.splitlines()) == ETCD_HOSTS
+    nodes = _registered(f)
+    assert nodes is not None
+    seen = {
+        n["id"]: (n["inventory"]["region"], n["inventory"]["datacenter"], len(n["inventory"]["gpus"]))
+        for n in nodes
+    }
+    assert seen == {h: (r, dc, int(g[0])) for h, (r, dc, g) in GPU_HOSTS.items()}
+    # the coordinator keeps its state in etcd, reached here over TLS with the operators' cert
+    keys = _etcdctl(f, "get", "--prefix", "--keys-only", "/tide/nodes/").stdout.split()
+    assert sorted(keys) == [f"/tide/nodes/{h}" for h in sorted(GPU_HOSTS)]
+    wide = _tide(f, "nodes", "--wide")
+    assert wide.returncode == 0, wide.stderr
+    assert "MIG SLICES" in wide.stdout and "FLASHBOOT" in wide.stdout
+    status = _tide(f, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert {c["region"] for c in json.loads(status.stdout)["capacity"]} == {"EU", "US"}
+
+
+def _admin(f: Fleet, method: str, path: str, body: Any = None) -> Any:
+    req = urllib.request.Request(
+        f"http://{f.coordinator}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def _ready_worker(f: Fleet, ep: str) -> dict[str, Any] | None:
+    workers = [
+        w for w in _admin(f, "GET", f"/admin/v1/workers?endpoint={ep}") if w["state"] in ("idle", "running")
+    ]
+    return workers[0] if len(workers) == 1 else None
+
+
+@pytest.mark.slow
+def test_upgrade_restarts_only_the_changed_host_and_keeps_its_workers(cluster: Cluster) -> None:
+    """gpu-eu gets a rebuilt package (same version) and a changed config; gpu-us nothing.  The
+    run restarts noded on gpu-eu only, and that restart (KillMode=process: SIGTERM to noded
+    alone, then the new binary) adopts the worker it left running."""
+    f = cluster.f
+    drained = _tide(f, "node", "drain", "gpu-us")  # so the worker lands on gpu-eu
+    assert drained.returncode == 0, drained.stderr
+    _admin(
+        f, "POST", "/admin/v1/endpoints", {"name": "echo", "image": ECHO, "workersMin": 1, "workersMax": 1}
+    )
+    worker = _wait("a ready worker", lambda: _ready_worker(f, "echo"))
+    assert worker["nodeId"] == "gpu-eu"
+    state_dir = f.root("gpu-eu") / "var/lib/tide/noded"
+    [before] = [w for w in runtime_workers(state_dir) if w.alive()]
+
+    rebuilt = build_wheel(REPO_ROOT, f.tmp / "dist-upgrade", marker="upgrade")
+    f.write(tide_package=str(rebuilt), noded_flashboot_ram_budget_gb=32)
+    upgrade = f.play("--limit", "gpu_nodes")
+    assert upgrade.notified("Restart tide-noded") == {"gpu-eu"}
+    assert upgrade.changed["gpu-us"] == 0
+    assert upgrade.changed["gpu-eu"] >= 3  # package copied, reinstalled, config rendered
+    assert "ram-budget-gb = 32.0" in (f.root("gpu-eu") / "etc/tide/noded.toml").read_text()
+
+    assert cluster.noded["gpu-eu"].terminate() == 0  # what systemd does with KillMode=process
+    assert before.alive()
+    restarted = cluster.start_noded("gpu-eu")
+    _wait("the adoption", lambda: "adopt 1" in restarted.output())
+    [after] = [w for w in runtime_workers(state_dir) if w.alive()]
+    assert (after.id, after.pid, after.pid_start) == (before.id, before.pid, before.pid_start)
+    again = _ready_worker(f, "echo")
+    assert again is not None and again["workerId"] == worker["workerId"]
+    assert _tide(f, "node", "undrain", "gpu-us").returncode == 0
