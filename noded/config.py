@@ -25,6 +25,8 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
     state-dir = "/var/lib/tide/noded"
     containerd-socket = "/run/containerd/containerd.sock"
     stop-grace-s = 30.0
+    prewarm = true                   # process runtime: fork workers from a process that imported...
+    prewarm-modules = ["runpod"]     # ...these first (runpod: its dependencies); e.g. add "torch"
     cdi-dirs = ["/etc/cdi", "/var/run/cdi"]     # GPU CDI specs (containerd)
     cdi-refresh = true               # regenerate into <state-dir>/cdi for new MIG devices
     systemd-cgroup = false           # true when containerd uses SystemdCgroup
@@ -113,6 +115,10 @@ class RuntimeSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=T
     state_dir: str = "/var/lib/tide/noded"
     containerd_socket: str = "/run/containerd/containerd.sock"
     stop_grace_s: float = 30.0
+    # Process runtime: a zygote imports prewarm-modules once (never touching a GPU) and forks each
+    # `python -u handler.py` worker from it, so cold starts skip those imports (noded/runtime/_zygote.py).
+    prewarm: bool = True
+    prewarm_modules: list[str] = msgspec.field(default_factory=lambda: ["runpod"])
     # Where nvidia-ctk cdi generate (or nvidia-cdi-refresh) writes the GPU specs.
     cdi_dirs: list[str] = msgspec.field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
     # When a worker's GPU or MIG device is in no spec (a MIG instance cut since the specs were

@@ -73,7 +73,8 @@ def _runtime(cfg: FileConfig) -> Any:
         return ContainerdRuntime(config)
     from noded.runtime import ProcessRuntime
 
-    return ProcessRuntime(Path(cfg.runtime.state_dir) / "workers")
+    workers = Path(rt.state_dir) / "workers"
+    return ProcessRuntime(workers, prewarm=rt.prewarm, prewarm_modules=rt.prewarm_modules)
 
 
 def _flashboot(cfg: FileConfig) -> Any:
