@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -287,6 +288,44 @@ async def test_prewarm_module_that_fails_to_import(tmp_path: Path) -> None:
     try:
         assert await rt.prewarmed()
         assert rt._pool is not None and "no_such_module_tide" in rt._pool.report["failed"]
+    finally:
+        await rt.close()
+
+
+def _gpu_uuids() -> list[str]:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+async def test_prewarm_torch_zygote_never_touches_cuda(tmp_path: Path) -> None:
+    """torch preloaded: workers are forked, compute, and see exactly their CUDA_VISIBLE_DEVICES
+    (on a GPU host: none, then one GPU they can allocate on; elsewhere the CPU half only)."""
+    pytest.importorskip("torch")
+    rt = ProcessRuntime(tmp_path / "state", prewarm=True, prewarm_modules=("torch",))
+    image = tmp_path / "image"
+    image.mkdir()
+    code = (
+        "import os, torch\n"
+        "n = torch.cuda.device_count()\n"
+        "on_gpu = float(torch.ones(2, device='cuda').sum()) if n else 0.0\n"
+        "on_cpu = float((torch.ones(8, 8) @ torch.ones(8, 8)).sum())\n"
+        "print(os.environ['CUDA_VISIBLE_DEVICES'] or '-', n, on_cpu, on_gpu)\n"
+    )
+    try:
+        assert await rt.prewarmed(120)
+        gpus = _gpu_uuids()
+        for devices in [[], *([gpus[:1]] if gpus else [])]:
+            exit_code, lines, shim_log = await _run(rt, image, code, devices=devices)
+            assert "prewarm: forked" in shim_log and exit_code == 0, lines
+            assert lines == [f"{devices[0]} 1 512.0 2.0" if devices else "- 0 512.0 0.0"]
     finally:
         await rt.close()
 
