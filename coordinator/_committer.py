@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from coordinator.store import Compare, Delete, Get, Op, Put, Store, TxnResult
+from coordinator.store import Compare, Op, Store, TxnResult
 
 __all__ = ["GroupCommitter"]
 
@@ -29,7 +29,7 @@ class _Unit:
     compares: Sequence[Compare]
     ops: Sequence[Op]
     future: asyncio.Future[TxnResult]
-    keys: set[bytes] = field(default_factory=set)
+    keys: set[bytes]
 
 
 class GroupCommitter:
@@ -58,10 +58,11 @@ class GroupCommitter:
     async def commit(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
         if self._task is None:  # not started: commit directly (tools, tests)
             return await self._store.txn(compares, ops)
-        unit = _Unit(compares, ops, asyncio.get_running_loop().create_future(), _unit_keys(ops))
-        self._pending.append(unit)
+        future: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
+        # Every op names one key (a prefix op its prefix): the keys this unit touches.
+        self._pending.append(_Unit(compares, ops, future, {op.key for op in ops}))
         self._wake.set()
-        return await unit.future
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -81,7 +82,7 @@ class GroupCommitter:
         n_ops = 0
         for unit in self._pending:
             fits = n_ops + len(unit.ops) + len(unit.compares) <= _MAX_TXN_OPS or not batch
-            if fits and not (unit.keys & written):
+            if fits and written.isdisjoint(unit.keys):
                 batch.append(unit)
                 written |= unit.keys
                 n_ops += len(unit.ops) + len(unit.compares)
@@ -131,11 +132,3 @@ class GroupCommitter:
             i += len(unit.ops)
             if not unit.future.done():
                 unit.future.set_result(TxnResult(succeeded=True, revision=result.revision, responses=part))
-
-
-def _unit_keys(ops: Sequence[Op]) -> set[bytes]:
-    out: set[bytes] = set()
-    for op in ops:
-        if isinstance(op, Put | Delete | Get):
-            out.add(op.key)
-    return out
