@@ -195,6 +195,7 @@ class Fleet:
                 "noded_address": self.noded_ips[h],
                 "noded_listen": f"{self.noded_ips[h]}:8421",
                 "noded_mig_pool": [0],
+                "noded_flashboot_shm_dir": str(self.root(h) / "dev/shm/tide-flashboot"),
                 **(gpu_eu_overrides if h == "gpu-eu" else {}),
             }
             for h, (region, dc, gpus) in GPU_HOSTS.items()

@@ -134,6 +134,7 @@ def _noded(tmp_path: Path, notify: NotifySocket, url: str, key: str) -> Daemon:
         f'[coordinator]\nurl = "{url}"\njoin-key-file = "{key_file}"\n'
         f'[runtime]\nkind = "process"\nstate-dir = "{tmp_path / "nstate"}"\n'
         '[gpus]\nsource = "simulated"\nsimulated = "1xH100-80GB"\n'
+        f'[flashboot]\nshm-dir = "{tmp_path / "shm"}"\n'
     )
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"}
     return Daemon(module_cmd("noded.main", "--config", str(cfg)), log=tmp_path / "noded.log", env=env)
