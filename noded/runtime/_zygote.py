@@ -330,6 +330,7 @@ def run_worker(launch: dict[str, Any]) -> int:
     argv = launch["argv"]
     script = os.path.abspath(argv[2])
     sys.argv = list(argv[2:])
+    sys.orig_argv = list(argv)  # /proc/<pid>/cmdline still reads the zygote's: ps shows `_zygote.py`
     sys.path[:0] = _worker_path_head(argv[2], os.environ)
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         sys.dont_write_bytecode = True
