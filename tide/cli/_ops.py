@@ -15,6 +15,7 @@ import importlib
 import json
 import math
 import re
+from collections import Counter
 from typing import Any
 
 import msgspec
@@ -216,6 +217,18 @@ def _slices(gpus: list[Any]) -> str:
     return f"{sum(1 for i in insts if i.get('busy'))}/{len(insts)} in use"
 
 
+def _holdings(inv: dict[str, Any]) -> str:
+    """What the host's FlashBoot keeper holds: models, bytes, and how many sit in each tier."""
+    held = [h for h in field(inv, "flashboot") or [] if isinstance(h, dict)]
+    if not held:  # an older node reports fingerprints only
+        n = len(field(inv, "flashbootModels") or [])
+        return f"{n} model" + ("" if n == 1 else "s") if n else "-"
+    tiers = Counter(str(t) for h in held for t in h.get("tiers") or [])
+    gib = sum(int(h.get("nbytes") or 0) for h in held) / 2**30
+    where = " ".join(f"{t}:{n}" for t, n in sorted(tiers.items()))
+    return f"{len(held)} model{'' if len(held) == 1 else 's'} {gib:.1f}G" + (f" ({where})" if where else "")
+
+
 def _nodes_wide(args: argparse.Namespace, ctx: Context) -> int:
     nodes = fetch(ctx, "nodes", "/admin/v1/nodes")
     if not isinstance(nodes, list):
@@ -224,7 +237,6 @@ def _nodes_wide(args: argparse.Namespace, ctx: Context) -> int:
     for n in nodes:
         inv = n.get("inventory") or {}
         gpus = [g for g in inv.get("gpus") or [] if isinstance(g, dict)]
-        held = field(inv, "flashbootModels") or []
         rows.append(
             [
                 n["id"],
@@ -233,7 +245,7 @@ def _nodes_wide(args: argparse.Namespace, ctx: Context) -> int:
                 ", ".join(f"{field(g, 'typeId', '?')}#{g.get('index', '?')}" for g in gpus) or "none",
                 _slices(gpus),
                 len(n.get("workers") or []),
-                f"{len(held)} model" + ("" if len(held) == 1 else "s"),
+                _holdings(inv),
                 node_state(n),
             ]
         )
