@@ -17,10 +17,13 @@ def notify(state: str) -> bool:
     if address.startswith("@"):  # abstract namespace
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # Never block the event loop: a full notify queue drops this message
+        # (systemd reads it continuously; a stalled reader must not stall us).
+        sock.setblocking(False)
         try:
             sock.connect(address)
             sock.sendall(state.encode())
-        except OSError:
+        except OSError:  # includes BlockingIOError
             return False
     return True
 
