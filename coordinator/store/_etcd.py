@@ -21,7 +21,7 @@ import logging
 import math
 import random
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final, final
+from typing import Any, Final, Literal, final
 
 import grpc
 from aetcd import rpc
@@ -75,6 +75,7 @@ _RESULTS: Final = {
     ">": rpc.Compare.GREATER,
 }
 _TxnRequest: Final = rpc.TxnRequest
+_DELETE_EVENT: Final = rpc.Event.DELETE
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_MAX: Final = 2.0
 
@@ -149,9 +150,9 @@ def _responses(ran: Sequence[Op], responses: Any) -> list[list[KeyValue]]:
 
 
 def _event(e: Any) -> WatchEvent:
-    if e.type == rpc.Event.DELETE:
-        return WatchEvent(type="delete", kv=_kv(e.kv), revision=e.kv.mod_revision)
-    return WatchEvent(type="put", kv=_kv(e.kv), revision=e.kv.mod_revision)
+    kv = _kv(e.kv)
+    kind: Literal["put", "delete"] = "delete" if e.type == _DELETE_EVENT else "put"
+    return WatchEvent(type=kind, kv=kv, revision=kv.mod_revision)
 
 
 @final
