@@ -70,14 +70,20 @@ class Signal:
     """A broadcast wake-up: ``wait`` returns after the next ``fire`` (or timeout)."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        # Made by the first wait after a fire: most fires (one per watched change)
+        # find nobody waiting and then cost nothing.
+        self._event: asyncio.Event | None = None
 
     def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
 
     async def wait(self, timeout: float) -> bool:
         event = self._event
+        if event is None:
+            event = self._event = asyncio.Event()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await event.wait()
@@ -266,15 +272,16 @@ class ClusterView:
         key = ev.kv.key
         self.revision = max(self.revision, ev.revision)
         try:
-            if key.startswith((nkeys.NODES, nkeys.WORKERS, nkeys.REASONS, nkeys.MIGLAYOUTS)):
-                self._apply_node_side(ev)
-                self.cluster_changed.fire()
+            # The job path's prefixes first: they are nearly every event.
+            if key.startswith(keys.JOBS):
+                self._apply_job(ev)
             elif key.startswith(keys.QUEUE):
                 self._apply_queue(ev)
-            elif key.startswith(keys.JOBS):
-                self._apply_job(ev)
             elif key.startswith(keys.CLAIMS):
                 self._apply_claim(ev)
+            elif key.startswith((nkeys.NODES, nkeys.WORKERS, nkeys.REASONS, nkeys.MIGLAYOUTS)):
+                self._apply_node_side(ev)
+                self.cluster_changed.fire()
             elif key.startswith(keys.OUTBOX):
                 self._apply_outbox(ev)
             elif key.startswith(keys.RETIRED):
