@@ -59,11 +59,13 @@ class JobService:
         else:
             record = msgspec.structs.replace(record, input=req.input)
         lease = await ctx.lease_of(record)
+        value = encode(record)
         ops: list[Op] = [
-            Put(key=keys.job(ep, record.id), value=encode(record), lease=lease),
+            Put(key=keys.job(ep, record.id), value=value, lease=lease),
             Put(key=keys.queue(ep, record.low_priority, record.seq), value=record.id.encode(), lease=lease),
         ]
-        await ctx.committer.commit([], ops)
+        result = await ctx.committer.commit([], ops)
+        ctx.queued.remember(record, result.revision, len(value))
         return record
 
     # -- read ------------------------------------------------------------

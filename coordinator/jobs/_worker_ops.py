@@ -65,14 +65,17 @@ class WorkerService:
     async def _claim(self, ep: str, worker: str, candidates: list[QueuedJob]) -> list[dict[str, Any]]:
         ctx = self._ctx
         queue = ctx.view.queue(ep)
+        hints = [ctx.queued.recall(c.job_id) for c in candidates]
+        unknown = [c.job_id for c, h in zip(candidates, hints, strict=True) if h is None]
         try:
-            found = await ctx.get_many(ep, [c.job_id for c in candidates])
+            read = iter(await ctx.get_many(ep, unknown))
         except Exception:
             for c in candidates:  # still queued in the store: keep them in the view
                 queue.add(c.key, c.job_id)
             raise
+        found = [(h, True) if h is not None else (next(read), False) for h in hints]
         results = await asyncio.gather(
-            *(self._claim_one(worker, c, f) for c, f in zip(candidates, found, strict=True)),
+            *(self._claim_one(worker, c, f, hint) for c, (f, hint) in zip(candidates, found, strict=True)),
             return_exceptions=True,
         )
         taken: list[dict[str, Any]] = []
@@ -85,8 +88,10 @@ class WorkerService:
         return taken
 
     async def _claim_one(
-        self, worker: str, cand: QueuedJob, found: tuple[JobRecord, int] | None
+        self, worker: str, cand: QueuedJob, found: tuple[JobRecord, int] | None, hint: bool
     ) -> dict[str, Any] | None:
+        """``hint``: ``found`` is what this replica queued, not a read; if it changed
+        since (a retry after another replica ran it), read it and try again."""
         if found is None or found[0].status != "IN_QUEUE":
             return None
         record, rev = found
@@ -114,6 +119,9 @@ class WorkerService:
                 compares=[Compare(key=cand.key, target="create", op=">", value=0)],
             )
         except Conflict:
+            if hint:
+                read = await ctx.get_many(record.endpoint_id, [record.id])
+                return await self._claim_one(worker, cand, read[0], False)
             return None  # another replica or a cancel got there first
         self._remember(started, new_rev)
         job_input = await asyncio.to_thread(ctx.input_of, record) if record.input_blob else record.input
