@@ -134,6 +134,7 @@ def demo(url: str) -> int:
         {
             "name": "torch-mlp",
             "image": f"dir://{HERE / 'torch-mlp'}",
+            "env": {"PYTHONPATH": str(HERE.parent)},  # flashboot, for venvs without Tide installed
             "gpuTypeIds": ["RTXPRO6000-96GB", "H100-80GB"],
             "workersMax": 1,
             **common,
@@ -178,6 +179,14 @@ def demo(url: str) -> int:
     print("\n== idle: every endpoint scales back to zero after idleTimeout (3 s)")
     watch_until(url, t0, lambda: not admin(url, "GET", "/admin/v1/workers"), 60)
 
+    print("\n== torch-mlp again, from zero: FlashBoot restores the weights its node kept")
+    job = mlp.run({"input": {"x": [[0.1] * 16, [0.5] * 16]}})
+    again = job.output(timeout=120)
+    print(f"  same output: {again['y'] == out['y']}   weights from {again['tier']} (shared RAM)")
+    cold = cold_start(url, "torch-mlp", job.job_id)
+    print("  cold start: " + ", ".join(f"{s['stage']} {s['ms']:.0f} ms" for s in cold.get("stages", [])))
+    watch_until(url, t0, lambda: not admin(url, "GET", "/admin/v1/workers"), 60)
+
     usage = admin(url, "GET", "/admin/v1/usage")
     print("\n== usage (GPU-seconds, billed per second of worker lifetime)")
     for row in usage["rows"]:
@@ -191,6 +200,17 @@ def demo(url: str) -> int:
         "all endpoints at zero workers" if not left else f"{len(left)} workers still up",
     )
     return 0
+
+
+def cold_start(url: str, ep: str, job_id: str) -> dict[str, Any]:
+    """The job's coldStart, once the worker's own stages have joined it (a moment after)."""
+    cold: dict[str, Any] = {}
+    for _ in range(50):
+        cold = admin_status(url, ep, job_id).get("coldStart") or {}
+        if cold.get("complete"):
+            break
+        time.sleep(0.1)
+    return cold
 
 
 def admin_status(url: str, ep: str, job_id: str) -> dict[str, Any]:
