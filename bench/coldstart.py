@@ -54,6 +54,7 @@ STAGES = ["placement", "process_start", "runtime_import", "weight_restore", "han
 ROWS = [*STAGES, "server total", "client total"]
 PREWARM_MODULES = ("runpod", "torch", "safetensors.torch")
 X = [[0.01 * i for i in range(16)]]
+TIERS = ["t0", "t1", "t2", "source"]
 
 
 class _Cluster(DevCluster):
@@ -125,7 +126,7 @@ class Bench:
         row = {s["stage"]: s["ms"] / 1000 for s in cold["stages"]}
         row |= {"server total": cold["totalMs"] / 1000, "client total": got - sent}
         row["forked"] = float(self._forked(out["workerId"]))
-        row["tier"] = {"t0": 0, "t1": 1, "t2": 2, "source": 3}.get(cold["weightTier"], -1)
+        row["tier"] = TIERS.index(cold["weightTier"]) if cold["weightTier"] in TIERS else -1
         return row
 
     async def cold_start(self, ep: str, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -271,7 +272,11 @@ def main() -> None:
             results[prewarm] = asyncio.run(_bench(ns, prewarm, weights))
             for mode, runs in results[prewarm].items():
                 forked = sum(int(r["forked"]) for r in runs)
-                print(f"\n {mode} (prewarm {'on' if prewarm else 'off'}, {forked}/{len(runs)} forked)")
+                tiers = sorted({TIERS[int(r["tier"])] if r["tier"] >= 0 else "?" for r in runs})
+                print(
+                    f"\n {mode} (prewarm {'on' if prewarm else 'off'}, {forked}/{len(runs)} forked, "
+                    f"weights from {'/'.join(tiers)})"
+                )
                 print(_table(runs))
         _summary(results)
     finally:
