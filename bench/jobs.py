@@ -14,7 +14,13 @@ For each store (``memory://`` inside the coordinator, and a real etcd) it runs:
 The lightweight worker speaks the same worker HTTP protocol as the runpod SDK
 (job-take-batch long-poll, job-done with form-labelled JSON) without the SDK's
 overhead (its 1 s sleeps when full, its per-job logging).  With ``--sdk`` the
-same is measured with real runpod SDK workers, for reference.
+same is measured with real runpod SDK workers, for reference.  Clients and
+lightweight workers send their requests through a lean keep-alive HTTP/1.1
+client (``--client aiohttp`` for aiohttp's, which costs ~4x the CPU): they
+share the cores they measure.
+
+At concurrency 64 a runsync's latency cannot be below 64 / throughput
+(Little's law): the figures print that floor next to the p50.
 
 Targets (2-core machine): >= 2,000 jobs/s on etcd; runsync p50 <= 5 ms and
 p99 <= 20 ms over the handler's time.  Benchmarks print; they do not assert.
@@ -31,6 +37,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -77,44 +84,91 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class AiohttpClient:
+    """The hot requests through aiohttp's client (``--client aiohttp``)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.s = session
+        self.base = base
+
+    async def send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        async with self.s.request(method, self.base + path, data=body, headers=headers) as resp:
+            return resp.status, await resp.read()
+
+
+class LeanClient:
+    """Keep-alive HTTP/1.1 over asyncio streams, one request per connection at a
+    time: the same requests as aiohttp's client for a fraction of its CPU (which
+    was ~70% of this load generator's), so that the cores it shares go to the
+    coordinator and etcd.  Answers must carry Content-Length (aiohttp's do)."""
+
+    def __init__(self, base: str) -> None:
+        parts = urlsplit(base)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._host_line = f"Host: {self.host}:{self.port}\r\n"
+
+    async def send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        reader, writer = (
+            self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
+        )
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = f"{method} {path} HTTP/1.1\r\n{self._host_line}Content-Length: {len(body)}\r\n{extra}\r\n"
+        writer.write(head.encode() + body)
+        lines = (await reader.readuntil(b"\r\n\r\n")).lower().split(b"\r\n")
+        fields = dict(line.split(b":", 1) for line in lines[1:] if b":" in line)
+        if b"chunked" in fields.get(b"transfer-encoding", b""):
+            raise RuntimeError(f"{method} {path}: chunked answer; LeanClient reads Content-Length only")
+        length = int(fields.get(b"content-length", b"0"))
+        payload = await reader.readexactly(length) if length else b""
+        if b"close" in fields.get(b"connection", b""):
+            writer.close()
+        else:
+            self._idle.append((reader, writer))
+        return int(lines[0][9:12]), payload
+
+    def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+Client = AiohttpClient | LeanClient
+
+
 class LightWorker:
     """job-take-batch -> job-done for each job, as fast as the coordinator allows."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, base: str, ep: str, worker: str, token: str, batch: int
-    ):
-        self.s = session
-        self.take_url = (
-            f"{base}/v2/{ep}/job-take-batch/{worker}?gpu=bench&batch_size={batch}&job_in_progress=0"
-        )
-        self.done_url = f"{base}/v2/{ep}/job-done/{worker}/{{job}}?gpu=bench&isStream=false"
+    def __init__(self, http: Client, ep: str, worker: str, token: str, batch: int):
+        self.http = http
+        self.take_path = f"/v2/{ep}/job-take-batch/{worker}?gpu=bench&batch_size={batch}&job_in_progress=0"
+        self.done_path = f"/v2/{ep}/job-done/{worker}/{{job}}?gpu=bench&isStream=false"
         self.headers = {"Authorization": token}
+        self.done_headers = {**self.headers, **FORM}
         self.done = 0
 
     async def run(self) -> None:
         while True:
-            async with self.s.get(self.take_url, headers=self.headers) as resp:
-                if resp.status == 204:
-                    continue
-                jobs = json.loads(await resp.read())
+            status, raw = await self.http.send("GET", self.take_path, b"", self.headers)
+            if status == 204:
+                continue
+            jobs = json.loads(raw)
             if isinstance(jobs, dict):
                 jobs = [jobs]
             await asyncio.gather(*(self._done(j["id"]) for j in jobs))
 
     async def _done(self, job: str) -> None:
         body = b'{"output": {"ok": true}}'
-        async with self.s.post(
-            self.done_url.format(job=job), data=body, headers={**self.headers, **FORM}
-        ) as r:
-            await r.read()
-            if r.status == 200:
-                self.done += 1
+        status, _ = await self.http.send("POST", self.done_path.format(job=job), body, self.done_headers)
+        if status == 200:
+            self.done += 1
 
 
 class Bench:
-    def __init__(self, coordinator: CoordinatorProcess, session: aiohttp.ClientSession) -> None:
+    def __init__(self, coordinator: CoordinatorProcess, session: aiohttp.ClientSession, http: Client) -> None:
         self.c = coordinator
-        self.s = session
+        self.s = session  # admin calls and metrics
+        self.http = http  # the measured requests
         self.admin = {"Authorization": f"Bearer {coordinator.admin_key}"}
 
     async def call(self, method: str, path: str, body: object = None) -> object:
@@ -135,12 +189,11 @@ class Bench:
 
     async def light_workers(self, ep: str, n: int, batch: int) -> list[LightWorker]:
         return [
-            LightWorker(self.s, self.c.url, ep, f"lw-{i}", await self.token(ep, f"lw-{i}"), batch)
-            for i in range(n)
+            LightWorker(self.http, ep, f"lw-{i}", await self.token(ep, f"lw-{i}"), batch) for i in range(n)
         ]
 
     async def submit(self, ep: str, total: int, concurrency: int) -> float:
-        url = f"{self.c.url}/v2/{ep}/run"
+        path = f"/v2/{ep}/run"
         body = b'{"input": {"n": 1}}'
         headers = {**self.admin, "Content-Type": "application/json"}
         left = [total]
@@ -148,9 +201,8 @@ class Bench:
         async def client() -> None:
             while left[0] > 0:
                 left[0] -= 1
-                async with self.s.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    assert resp.status == 200, resp.status
+                status, raw = await self.http.send("POST", path, body, headers)
+                assert status == 200, (status, raw)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -179,7 +231,7 @@ class Bench:
         self._health_completed = int(out["jobs"]["completed"])
 
     async def runsync(self, ep: str, concurrency: int, total: int) -> list[float]:
-        url = f"{self.c.url}/v2/{ep}/runsync"
+        path = f"/v2/{ep}/runsync"
         headers = {**self.admin, "Content-Type": "application/json"}
         latencies: list[float] = []
         left = [total]
@@ -188,8 +240,8 @@ class Bench:
             while left[0] > 0:
                 left[0] -= 1
                 t0 = time.perf_counter()
-                async with self.s.post(url, data=b'{"input": {}}', headers=headers) as resp:
-                    out = json.loads(await resp.read())
+                _, raw = await self.http.send("POST", path, b'{"input": {}}', headers)
+                out = json.loads(raw)
                 latencies.append(time.perf_counter() - t0)
                 assert out["status"] == "COMPLETED", out
 
@@ -219,11 +271,14 @@ def _ok(good: bool) -> str:
     return "MET" if good else "MISSED"
 
 
-async def run_light(c: CoordinatorProcess, store: str, jobs: int, etcd_pid: int | None) -> Figures:
-    fig = Figures(store, "lightweight (job-take-batch)")
+async def run_light(
+    c: CoordinatorProcess, store: str, jobs: int, etcd_pid: int | None, client: str
+) -> Figures:
+    fig = Figures(store, f"lightweight (job-take-batch), {client} client")
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as s:
-        b = Bench(c, s)
+        http = LeanClient(c.url) if client == "lean" else AiohttpClient(s, c.url)
+        b = Bench(c, s, http)
         ep = await b.endpoint("bench")
         workers = await b.light_workers(ep, 4, 64)
         tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -265,17 +320,20 @@ async def run_light(c: CoordinatorProcess, store: str, jobs: int, etcd_pid: int 
             )
             latency_rows(fig, "c=1", await b.runsync(ep, 1, 400))
             latency_rows(fig, "c=64", await b.runsync(ep, 64, 3000))
+            fig.add("c=64 floor: 64 in flight / throughput", f"{64 / rate * 1000:.2f} ms", "(Little's law)")
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(http, LeanClient):
+                http.close()
     return fig
 
 
 async def run_sdk(c: CoordinatorProcess, store: str, jobs: int) -> Figures:
     fig = Figures(store, "runpod SDK 1.12.0 (2 workers, concurrency 16)")
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        b = Bench(c, s)
+        b = Bench(c, s, AiohttpClient(s, c.url))
         ep = await b.endpoint("bench-sdk")
         env = {"NOOP_CONCURRENCY": "16", "RUNPOD_LOG_LEVEL": "ERROR"}
         workers = [
@@ -308,6 +366,12 @@ async def main() -> None:
     ap.add_argument("--jobs", type=int, default=6000)
     ap.add_argument("--sdk", action="store_true", help="also measure with real runpod SDK workers")
     ap.add_argument("--sdk-jobs", type=int, default=600)
+    ap.add_argument(
+        "--client",
+        choices=("lean", "aiohttp"),
+        default="lean",
+        help="HTTP client of the lightweight runs (lean: keep-alive over asyncio streams, less CPU)",
+    )
     args = ap.parse_args()
     # The load generator shares the cores it measures.  At the default thresholds its
     # cyclic collector took ~20% of its CPU (gc callbacks), finding almost no garbage.
@@ -332,7 +396,9 @@ async def main() -> None:
         coordinator = CoordinatorProcess(store_url=url, claim_grace_s=30.0)
         try:
             coordinator.start()
-            figs.append(await run_light(coordinator, store, args.jobs, etcd.pid if etcd else None))
+            figs.append(
+                await run_light(coordinator, store, args.jobs, etcd.pid if etcd else None, args.client)
+            )
             if args.sdk:
                 figs.append(await run_sdk(coordinator, store, args.sdk_jobs))
         finally:
