@@ -16,10 +16,12 @@ that loads nothing through FlashBoot) imports and weights are part of handler_re
 
 ``ColdStartTracker`` runs on every replica, fed by the view's watch: it notes the first job each
 worker takes (for workers placed after this replica started watching, so that it saw all their
-jobs) and joins it with the worker's assignment and its node's report; the job's status envelope
-shows it as ``coldStart``.  ``ColdStartRecorder`` (leader only) appends each finished cold start,
-once the worker's boot report is in (or clearly will not come), to ``/tide/coldstarts/<ep>``: the
-admin API's ``lastColdStart`` and the metrics' histograms come from there, on every replica.
+jobs) and, when that job was waiting before the worker was placed (a cold start: the job waited
+for a worker to start, not a warm worker for a job), joins it with the worker's assignment and
+its node's report; the job's status envelope shows it as ``coldStart``.  ``ColdStartRecorder``
+(leader only) appends each finished cold start, once the worker's boot report is in (or clearly
+will not come), to ``/tide/coldstarts/<ep>``: the admin API's ``lastColdStart`` and the metrics'
+histograms come from there, on every replica.
 """
 
 from __future__ import annotations
@@ -156,9 +158,13 @@ class ColdStartTracker:
                 submitted_at=record.created_at,
                 taken_at=record.started_at,
             )
-            self._first[worker] = self._by_job[record.id] = first
+            self._first[worker] = first
+            if record.created_at <= a.created_at:  # it waited for this worker to start
+                self._by_job[record.id] = first
             self._trim()
-        if first.job_id == record.id and record.finished_at and not first.finished_at:
+        if record.id not in self._by_job or first.job_id != record.id or first.finished_at:
+            return
+        if record.finished_at:
             first.finished_at = record.finished_at
             if self._join(first) is not None:
                 self._pending[record.id] = None
@@ -193,6 +199,7 @@ class ColdStartTracker:
         return self._join(first) or done
 
     def of_worker(self, worker: str) -> ColdStart | None:
+        """The worker's cold start, if its first job waited for it and is done."""
         first = self._first.get(worker)
         return self._done.get(first.job_id) if first is not None else None
 

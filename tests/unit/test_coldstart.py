@@ -126,6 +126,17 @@ def test_tracker_notes_only_the_first_job_of_workers_placed_while_it_watched() -
     assert tracker.due(now=104.0) == [cs]
 
 
+def test_a_first_job_that_came_after_the_worker_was_placed_is_no_cold_start() -> None:
+    """workersMin >= 1: the worker started without waiting jobs; its first job waited for nothing."""
+    view = _view(_assignment("w-1"), reports=[_report(_boot())])
+    tracker = ColdStartTracker(view, clock=lambda: 50.0)
+    late = _job("j-1", "COMPLETED", created_at=ASSIGNED + 60, started_at=ASSIGNED + 60, finished_at=161.0)
+    tracker.observe(late)
+    tracker.observe(_job("j-2", "COMPLETED", created_at=90.0, started_at=162.0, finished_at=163.0))
+    assert tracker.of_job(late) is None and tracker.of_worker("w-1") is None
+    assert tracker.due(now=170.0) == []
+
+
 def test_tracker_waits_for_the_boot_report_then_records_without_it() -> None:
     view = _view(_assignment("w-1"), reports=[_report(None)])
     tracker = ColdStartTracker(view, clock=lambda: 50.0)
