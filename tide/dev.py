@@ -223,10 +223,14 @@ class DevCluster:
             await server.stop()
         for agent in self._agents:
             await agent.runtime.close()  # workers keep running; this closes connections only
-        if stop_workers:  # nothing runs on this cluster's T1 any more: give the RAM back
-            for agent in self._agents:
-                if agent.flashboot is not None:
-                    shutil.rmtree(agent.flashboot.keeper.config.shm_dir, ignore_errors=True)
+        for agent in self._agents:  # T1: give the RAM back once no worker can map it
+            if agent.flashboot is not None:
+                shm = agent.flashboot.keeper.config.shm_dir
+                if stop_workers:
+                    shutil.rmtree(shm, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(shm)  # only if empty: workers left running may still use it
         if self._coordinator is not None:
             await self._coordinator.stop()
         if self._store is not None:
