@@ -42,23 +42,21 @@ Example (all keys optional)::
 from __future__ import annotations
 
 import hashlib
-import re
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from coordinator._app import CoordinatorSettings
 from coordinator.jobs import JobSettings
 from tide.api.errors import InvalidArgument
+from tide.config_file import Migration, load_toml_config
 
 __all__ = ["CONFIG_VERSION", "FileConfig", "load_config", "to_settings"]
 
 CONFIG_VERSION = 1
 # version n -> a function that upgrades a decoded version-n file to version n + 1
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+_MIGRATIONS: dict[int, Migration] = {}
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -111,48 +109,9 @@ def load_config(path: str | None) -> FileConfig:
     """Decode, upgrade and validate; InvalidArgument names the file and the bad key."""
     if path is None:
         return FileConfig()
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidArgument(f"{path}: {exc}") from None
-    try:
-        return msgspec.convert(_migrate(raw, path), FileConfig)
-    except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"{path}: {_describe(exc)}") from None
-
-
-def _migrate(raw: dict[str, Any], path: str) -> dict[str, Any]:
-    version = raw.get("version", CONFIG_VERSION)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise InvalidArgument(f"{path}: `$.version` must be an integer, got {version!r}")
-    if version > CONFIG_VERSION:
-        raise InvalidArgument(
-            f"{path}: config version {version} is newer than this tide-coordinator reads "
-            f"({CONFIG_VERSION}); upgrade Tide or write a version {CONFIG_VERSION} file"
-        )
-    while version < CONFIG_VERSION:
-        step = _MIGRATIONS.get(version)
-        if step is None:
-            raise InvalidArgument(
-                f"{path}: config version {version} is not supported (this tide-coordinator reads "
-                f"version {CONFIG_VERSION})"
-            )
-        version += 1
-        raw = {**step(raw), "version": version}
-    return raw
-
-
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
-
-
-def _describe(exc: msgspec.ValidationError) -> str:
-    """msgspec's message with the full key path first: unknown key `$.jobs.claim-grace`."""
-    m = _AT.match(str(exc))
-    msg, at = (m["msg"], m["path"] or "$") if m else (str(exc), "$")
-    if unknown := _UNKNOWN.match(msg):
-        return f"unknown key `{at}.{unknown['key']}`"
-    return f"`{at}`: {msg[:1].lower()}{msg[1:]}"
+    return load_toml_config(
+        path, FileConfig, version=CONFIG_VERSION, migrations=_MIGRATIONS, program="tide-coordinator"
+    )
 
 
 def to_settings(cfg: FileConfig) -> CoordinatorSettings:

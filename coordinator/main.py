@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 
 from coordinator._app import Coordinator
 from coordinator.config import load_config, to_settings
 from coordinator.store import open_store
 from tide.api.errors import TideError
-from tide.sdnotify import notify, watchdog_interval
+from tide.sdnotify import serve_until_signalled
 
 __all__ = ["main"]
 
@@ -44,21 +42,9 @@ async def _serve(args: argparse.Namespace) -> int:
         settings.host, settings.port = host, int(port)
     store = open_store(args.store or cfg.store.url)
     coordinator = Coordinator(store, settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     await coordinator.start()
-    notify(f"READY=1\nSTATUS=serving on {coordinator.url}")
     log.info("ready on %s", coordinator.url)
-    interval = watchdog_interval()
-    while not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval or 3600):
-                await stopping.wait()
-        if interval:
-            notify("WATCHDOG=1")
-    notify("STOPPING=1")
+    await serve_until_signalled(f"serving on {coordinator.url}")
     log.info("stopping")
     await coordinator.stop()
     await store.close()

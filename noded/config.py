@@ -56,16 +56,16 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
 
 from __future__ import annotations
 
-import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from tide.api.errors import InvalidArgument
+from tide.config_file import Migration, describe_validation_error, load_toml_config
 
 if TYPE_CHECKING:
     from noded.runtime import RegistryAuth
@@ -81,7 +81,7 @@ __all__ = [
 
 CONFIG_VERSION = 1
 # version n -> a function that upgrades a decoded version-n file to version n + 1
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+_MIGRATIONS: dict[int, Migration] = {}
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -164,53 +164,14 @@ def load_config(path: str | None) -> FileConfig:
     """Decode, upgrade and validate; InvalidArgument names the file and the bad key."""
     if path is None:
         return FileConfig()
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidArgument(f"{path}: {exc}") from None
-    try:
-        cfg = msgspec.convert(_migrate(raw, path), FileConfig)
-    except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"{path}: {_describe(exc)}") from None
+    cfg = load_toml_config(
+        path, FileConfig, version=CONFIG_VERSION, migrations=_MIGRATIONS, program="tide-noded"
+    )
     if cfg.gpus.source == "simulated" and not cfg.gpus.simulated:
         raise InvalidArgument(f'{path}: `$.gpus.simulated` must name the GPUs, e.g. "2xH100-80GB"')
     if len(set(cfg.mig.pool)) != len(cfg.mig.pool):
         raise InvalidArgument(f"{path}: `$.mig.pool` names a GPU twice: {cfg.mig.pool}")
     return cfg
-
-
-def _migrate(raw: dict[str, Any], path: str) -> dict[str, Any]:
-    version = raw.get("version", CONFIG_VERSION)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise InvalidArgument(f"{path}: `$.version` must be an integer, got {version!r}")
-    if version > CONFIG_VERSION:
-        raise InvalidArgument(
-            f"{path}: config version {version} is newer than this tide-noded reads "
-            f"({CONFIG_VERSION}); upgrade Tide or write a version {CONFIG_VERSION} file"
-        )
-    while version < CONFIG_VERSION:
-        step = _MIGRATIONS.get(version)
-        if step is None:
-            raise InvalidArgument(
-                f"{path}: config version {version} is not supported (this tide-noded reads "
-                f"version {CONFIG_VERSION})"
-            )
-        version += 1
-        raw = {**step(raw), "version": version}
-    return raw
-
-
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
-
-
-def _describe(exc: msgspec.ValidationError) -> str:
-    """msgspec's message with the full key path first: unknown key `$.gpus.sourc`."""
-    m = _AT.match(str(exc))
-    msg, at = (m["msg"], m["path"] or "$") if m else (str(exc), "$")
-    if unknown := _UNKNOWN.match(msg):
-        return f"unknown key `{at}.{unknown['key']}`"
-    return f"`{at}`: {msg[:1].lower()}{msg[1:]}"
 
 
 class _RegistriesFile(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -225,7 +186,7 @@ def load_registries(path: str) -> dict[str, RegistrySection]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidArgument(f"{path}: {exc}") from None
     except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"{path}: {_describe(exc)}") from None
+        raise InvalidArgument(f"{path}: {describe_validation_error(exc)}") from None
 
 
 def registry_auth(registries: Mapping[str, RegistrySection]) -> dict[str, RegistryAuth]:

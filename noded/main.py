@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 import zlib
 from pathlib import Path
@@ -18,7 +16,7 @@ from noded._client import CoordinatorClient
 from noded._server import NodeServer
 from noded.config import FileConfig, load_config, registry_auth
 from tide.api.errors import InvalidArgument, TideError
-from tide.sdnotify import notify, watchdog_interval
+from tide.sdnotify import serve_until_signalled
 
 __all__ = ["main"]
 
@@ -116,20 +114,8 @@ async def _serve(cfg: FileConfig, join_key: str) -> int:
         report_dir=str(Path(cfg.runtime.state_dir) / "reports"),
     )
     agent = NodeAgent(client, runtime, _gpus(cfg), settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     await agent.start()
-    notify(f"READY=1\nSTATUS=node {settings.hostname} serving")
-    interval = watchdog_interval()
-    while not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval or 3600):
-                await stopping.wait()
-        if interval:
-            notify("WATCHDOG=1")
-    notify("STOPPING=1")
+    await serve_until_signalled(f"node {settings.hostname} serving")
     log.info("stopping the agent; workers keep running")
     await agent.stop()
     await server.stop()

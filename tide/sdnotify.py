@@ -3,10 +3,13 @@ Type=notify units.  A no-op when not run by systemd (NOTIFY_SOCKET unset)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import socket
 
-__all__ = ["notify", "watchdog_interval"]
+__all__ = ["notify", "serve_until_signalled", "watchdog_interval"]
 
 
 def notify(state: str) -> bool:
@@ -35,3 +38,21 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and int(pid) != os.getpid()):
         return None
     return int(usec) / 2_000_000
+
+
+async def serve_until_signalled(status: str) -> None:
+    """The daemon's life between start and stop: send READY (with ``status``),
+    ping the watchdog while waiting for SIGTERM or SIGINT, then send STOPPING."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    notify(f"READY=1\nSTATUS={status}")
+    interval = watchdog_interval()
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval or 3600):
+                await stopping.wait()
+        if interval:
+            notify("WATCHDOG=1")
+    notify("STOPPING=1")
