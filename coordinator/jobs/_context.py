@@ -78,10 +78,32 @@ def new_seq(now: float) -> str:
     return f"{int(now * 1_000_000):017d}{_seq_counter:06d}"
 
 
+class _Entropy:
+    """os.urandom read 4 KiB at a time: one system call per 256 job ids, not one each
+    (system calls are dear in sandboxes).  A forked child starts with a fresh pool."""
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.pos = 0
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.pool, self.pos = b"", 0
+
+    def take16(self) -> bytes:
+        if self.pos + 16 > len(self.pool):
+            self.pool, self.pos = os.urandom(4096), 0
+        self.pos += 16
+        return self.pool[self.pos - 16 : self.pos]
+
+
+_entropy = _Entropy()
+
+
 def new_job_id(sync: bool) -> str:
     """A random (version 4) UUID with RunPod's suffix; formatted here, not by
     ``uuid.uuid4()``, which costs twice as much on every /run."""
-    b = bytearray(os.urandom(16))
+    b = bytearray(_entropy.take16())
     b[6] = (b[6] & 0x0F) | 0x40  # version 4
     b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = b.hex()
