@@ -30,9 +30,10 @@ class WorkerRoutes:
 
     def add_to(self, app: web.Application) -> None:
         r = app.router
-        r.add_get("/v2/{ep}/job-take/{worker}", self.take)
-        r.add_get("/v2/{ep}/job-take-batch/{worker}", self.take_batch)
+        # aiohttp tries /v2/{ep}/... routes in the order added: the per-job ones first.
         r.add_post("/v2/{ep}/job-done/{worker}/{job}", self.done)
+        r.add_get("/v2/{ep}/job-take-batch/{worker}", self.take_batch)
+        r.add_get("/v2/{ep}/job-take/{worker}", self.take)
         r.add_post("/v2/{ep}/job-stream/{worker}/{job}", self.stream)
         r.add_get("/v2/{ep}/ping/{worker}", self.ping)
         r.add_get("/v2/{ep}/job-stop/{worker}", self.stop)
