@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -30,6 +31,7 @@ class PublicRoutes:
         self._settings = settings
         self._metrics = metrics
         self._endpoints = endpoints
+        self._submitted: dict[str, Any] = {}  # endpoint -> its counter (labels() takes a lock and a lookup)
 
     def add_to(self, app: web.Application) -> None:
         r = app.router
@@ -58,7 +60,10 @@ class PublicRoutes:
         body = await read_body(request, limit)
         req = decode_body(body, JobRequest, what="job request (it must be a JSON object with an 'input' key)")
         record = await self._jobs.submit(ep, req, sync=sync, timeout_ms=self._timeout_ms(ep))
-        self._metrics.jobs_submitted.labels(ep).inc()
+        counter = self._submitted.get(ep)
+        if counter is None:
+            counter = self._submitted[ep] = self._metrics.jobs_submitted.labels(ep)
+        counter.inc()
         return ep, record.id
 
     async def run(self, request: web.Request) -> web.Response:

@@ -138,9 +138,12 @@ class JobsContext:
         *,
         extra: list[Op] | None = None,
         compares: list[Compare] | None = None,
+        lease: int | None = None,
     ) -> int:
-        """Replace a job record if it still is at ``old_rev``; Conflict otherwise."""
-        lease = await self.leases.lease_until(self.expiry_of(record))
+        """Replace a job record if it still is at ``old_rev``; Conflict otherwise.
+        ``lease``: the caller's ``lease_of(record)``, when it has it already."""
+        if lease is None:
+            lease = await self.leases.lease_until(self.expiry_of(record))
         key = keys.job(record.endpoint_id, record.id)
         ops: list[Op] = [Put(key=key, value=encode(record), lease=lease), *(extra or [])]
         cmp = [Compare(key=key, target="mod", op="==", value=old_rev), *(compares or [])]

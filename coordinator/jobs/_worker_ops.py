@@ -117,6 +117,7 @@ class WorkerService:
                     Delete(key=keys.stop(worker, record.id)),
                 ],
                 compares=[Compare(key=cand.key, target="create", op=">", value=0)],
+                lease=lease,
             )
         except Conflict:
             if hint:
