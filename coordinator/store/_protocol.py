@@ -135,9 +135,7 @@ class Store(Protocol):
         """One key, or None when absent."""
         ...
 
-    async def range(
-        self, prefix: bytes, *, limit: int = 0, start: bytes | None = None
-    ) -> RangeResult:
+    async def range(self, prefix: bytes, *, limit: int = 0, start: bytes | None = None) -> RangeResult:
         """Keys starting with ``prefix`` in key order, from ``start`` (inclusive) if given."""
         ...
 
