@@ -54,27 +54,36 @@ class PublicRoutes:
     def _timeout_ms(self, ep: str) -> int:
         return self._endpoints[ep][0].spec.execution_timeout_ms
 
-    async def _submit(self, request: web.Request, *, sync: bool) -> tuple[str, str]:
+    async def _job_request(self, request: web.Request, *, sync: bool) -> tuple[str, JobRequest]:
         ep = self._ep(request)
         limit = self._settings.runsync_limit if sync else self._settings.run_limit
         body = await read_body(request, limit)
         req = decode_body(body, JobRequest, what="job request (it must be a JSON object with an 'input' key)")
-        record = await self._jobs.submit(ep, req, sync=sync, timeout_ms=self._timeout_ms(ep))
+        return ep, req
+
+    def _count_submitted(self, ep: str) -> None:
         counter = self._submitted.get(ep)
         if counter is None:
             counter = self._submitted[ep] = self._metrics.jobs_submitted.labels(ep)
         counter.inc()
-        return ep, record.id
 
     async def run(self, request: web.Request) -> web.Response:
-        _, job_id = await self._submit(request, sync=False)
-        return json_response({"id": job_id, "status": "IN_QUEUE"})
+        ep, req = await self._job_request(request, sync=False)
+        record = await self._jobs.submit(ep, req, sync=False, timeout_ms=self._timeout_ms(ep))
+        self._count_submitted(ep)
+        return json_response({"id": record.id, "status": "IN_QUEUE"})
 
     async def runsync(self, request: web.Request) -> web.Response:
         t0 = time.perf_counter()
         wait_ms = query_int(request, "wait", self._settings.runsync_wait_ms, 1000, 300_000)
-        ep, job_id = await self._submit(request, sync=True)
-        envelope = await self._jobs.wait_final(ep, job_id, wait_ms / 1000.0)
+        ep, req = await self._job_request(request, sync=True)
+        envelope = await self._jobs.run_sync(
+            ep,
+            req,
+            timeout_ms=self._timeout_ms(ep),
+            wait_s=wait_ms / 1000.0,
+            on_submitted=lambda: self._count_submitted(ep),
+        )
         if envelope["status"] in FINAL_STATES:
             self._metrics.runsync_seconds.labels(ep).observe(time.perf_counter() - t0)
         return json_response(envelope)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -31,16 +32,21 @@ class JobService:
 
     # -- submit ----------------------------------------------------------
     async def submit(
-        self, ep: str, req: JobRequest, *, sync: bool, timeout_ms: int, batch_id: str = ""
+        self, ep: str, req: JobRequest, *, sync: bool, timeout_ms: int, batch_id: str = "", job_id: str = ""
     ) -> JobRecord:
         ctx = self._ctx
         now = ctx.clock()
         policy = req.policy
+        raw_input = encode(req.input)
+        large = len(raw_input) > ctx.settings.inline_limit
+        blob = await asyncio.to_thread(ctx.blobs.put, raw_input) if large else ""
         record = JobRecord(
-            id=new_job_id(sync),
+            id=job_id or new_job_id(sync),
             endpoint_id=ep,
             status="IN_QUEUE",
             created_at=now,
+            input=None if large else req.input,
+            input_blob=blob,
             webhook=req.webhook or "",
             s3_config=msgspec.to_builtins(req.s3_config) if req.s3_config else None,
             low_priority=bool(policy and policy.low_priority),
@@ -52,12 +58,6 @@ class JobService:
             seq=new_seq(now),
             batch_id=batch_id,
         )
-        raw_input = encode(req.input)
-        if len(raw_input) > ctx.settings.inline_limit:
-            blob = await asyncio.to_thread(ctx.blobs.put, raw_input)
-            record = msgspec.structs.replace(record, input_blob=blob)
-        else:
-            record = msgspec.structs.replace(record, input=req.input)
         lease = await ctx.lease_of(record)
         value = encode(record)
         ops: list[Op] = [
@@ -68,6 +68,18 @@ class JobService:
         ctx.queued.remember(record, result.revision, len(value))
         return record
 
+    async def run_sync(
+        self, ep: str, req: JobRequest, *, timeout_ms: int, wait_s: float, on_submitted: Callable[[], None]
+    ) -> dict[str, Any]:
+        """/runsync: submit (then ``on_submitted()``), and the status once final or
+        when ``wait_s`` elapses.  Listening from before the submission, it needs no
+        first read."""
+        job_id = new_job_id(True)
+        with _JobChanges(self._ctx, job_id) as changes:
+            record = await self.submit(ep, req, sync=True, timeout_ms=timeout_ms, job_id=job_id)
+            on_submitted()
+            return await self._wait(ep, record, wait_s, changes)
+
     # -- read ------------------------------------------------------------
     async def status(self, ep: str, job_id: str) -> dict[str, Any]:
         record, _ = await self._ctx.read_job(ep, job_id)
@@ -75,36 +87,23 @@ class JobService:
 
     async def wait_final(self, ep: str, job_id: str, wait_s: float) -> dict[str, Any]:
         """The status once final, or the current one when ``wait_s`` elapses."""
-        changes: list[JobRecord | None] = []
-        changed = asyncio.Event()
-
-        def on_change(record: JobRecord | None) -> None:
-            changes.append(record)
-            changed.set()
-
-        unsubscribe = self._ctx.view.on_job(job_id, on_change)
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + wait_s
+        with _JobChanges(self._ctx, job_id) as changes:
             record, _ = await self._ctx.read_job(ep, job_id)
-            while record.status not in FINAL_STATES:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return self._ctx.envelope((await self._ctx.read_job(ep, job_id))[0])
-                if not changes:  # a change that came during the read must not be slept through
-                    changed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(min(remaining, 5.0)):  # re-read now and then
-                            await changed.wait()
-                newest = changes[-1] if changes else None
-                changes.clear()
-                if newest is not None and newest.status in FINAL_STATES:
-                    record = newest  # the watch brought the final record: no read needed
-                elif newest is None:  # a periodic re-read, or the job was deleted (NotFound)
-                    record, _ = await self._ctx.read_job(ep, job_id)
-            return self._ctx.envelope(record)
-        finally:
-            unsubscribe()
+            return await self._wait(ep, record, wait_s, changes)
+
+    async def _wait(self, ep: str, record: JobRecord, wait_s: float, changes: _JobChanges) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while record.status not in FINAL_STATES:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return self._ctx.envelope((await self._ctx.read_job(ep, record.id))[0])
+            newest = await changes.next(min(remaining, 5.0))  # re-read now and then
+            if newest is not None and newest.status in FINAL_STATES:
+                record = newest  # the watch brought the final record: no read needed
+            elif newest is None:  # a periodic re-read, or the job was deleted (NotFound)
+                record, _ = await self._ctx.read_job(ep, record.id)
+        return self._ctx.envelope(record)
 
     async def stream(self, ep: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
         """Undelivered chunks, each exactly once and in order (§2.5)."""
@@ -212,3 +211,38 @@ class JobService:
                 counts["idle"] += 1
         counts["ready"] = counts["idle"] + counts["running"]
         return counts
+
+
+class _JobChanges:
+    """The changes of one job the view announces, from ``with`` on (none is lost
+    between announcements: a change that comes while the caller reads is kept)."""
+
+    def __init__(self, ctx: JobsContext, job_id: str) -> None:
+        self._view = ctx.view
+        self._job_id = job_id
+        self._changes: list[JobRecord | None] = []
+        self._changed = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def __enter__(self) -> _JobChanges:
+        self._unsubscribe = self._view.on_job(self._job_id, self._on_change)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    def _on_change(self, record: JobRecord | None) -> None:
+        self._changes.append(record)
+        self._changed.set()
+
+    async def next(self, timeout: float) -> JobRecord | None:
+        """The newest change since the last call; None on a timeout or a deletion."""
+        if not self._changes:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+        newest = self._changes[-1] if self._changes else None
+        self._changes.clear()
+        return newest
