@@ -41,10 +41,12 @@ def build_app(
     auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
     app[APP_KEY_AUTH] = auth
     metrics = Metrics(view, commit_seconds)
+    # Worker routes first: aiohttp tries /v2/{ep}/... routes in order, and
+    # job-take/job-done are the hottest.
+    WorkerRoutes(workers=workers, auth=auth, settings=settings.jobs, metrics=metrics).add_to(app)
     PublicRoutes(
         jobs=jobs, auth=auth, settings=settings.jobs, metrics=metrics, endpoints=view.endpoints
     ).add_to(app)
-    WorkerRoutes(workers=workers, auth=auth, settings=settings.jobs, metrics=metrics).add_to(app)
     AdminRoutes(store=store, view=view, auth=auth, jobs=jobs).add_to(app)
     # Workers ping at least three times per claim grace, so a live worker's claims never lapse.
     ping_s = min(settings.jobs.ping_interval_s, settings.jobs.claim_grace_s / 3)

@@ -13,6 +13,7 @@ them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -78,6 +79,8 @@ class Scheduler:
             except TideError as exc:
                 log.warning("scheduling pass failed: %s", exc.message)
             await self._view.cluster_changed.wait(1.0)
+            # At most ~20 passes a second: a burst of submits is one pass, not one per job.
+            await asyncio.sleep(0.05)
 
     async def tick(self, now: float) -> None:
         if self._leading_since is None:
