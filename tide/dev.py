@@ -188,6 +188,9 @@ class DevCluster:
         await agent.start()
         self._agents.append(agent)
         self._servers.append(server)
+        prewarmed = getattr(runtime, "prewarmed", None)
+        if prewarmed is not None:  # "ready" means the first cold start is already fast
+            await prewarmed(timeout=15.0)
         return agent
 
     def flashboot_config(self, name: str) -> Any:
