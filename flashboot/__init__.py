@@ -12,6 +12,7 @@ from ._image import ImageIndex, TensorEntry, read_index
 from ._keeper import ENV_DIR, ENV_OWNER, Holdings, Keeper, KeeperConfig, ModelHolding
 from ._source import source_stamp
 from ._stats import LoadStats, StageTiming
+from ._tmpfs import T1Backing, t1_advice
 from ._writer import convert_safetensors, write_image
 from .worker import last_load_stats, load, page_in, page_out, release
 
@@ -26,6 +27,7 @@ __all__ = [
     "LoadStats",
     "ModelHolding",
     "StageTiming",
+    "T1Backing",
     "TensorEntry",
     "convert_safetensors",
     "last_load_stats",
@@ -36,5 +38,6 @@ __all__ = [
     "read_index",
     "release",
     "source_stamp",
+    "t1_advice",
     "write_image",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "anon_map",
     "copy_all",
     "host_tensor",
+    "populate",
     "private_map",
     "register_host",
     "resolve_device",
@@ -52,16 +53,30 @@ def anon_map(nbytes: int) -> mmap.mmap:
     return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
-def private_map(path: str, nbytes: int) -> mmap.mmap:
-    """Map a T1 file copy-on-write and prefault it: reads share the T1 pages, writes stay private."""
+def private_map(path: str, nbytes: int, *, populate: bool = True) -> mmap.mmap:
+    """Map a T1 file copy-on-write: reads share the T1 pages, writes stay private.
+
+    ``populate`` prefaults the whole mapping now; a caller filling the file chunk by chunk passes
+    False and calls ``populate`` per chunk instead, overlapping the page-table work with its reads.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         m = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
-    with contextlib.suppress(OSError):  # older kernels: pages fault in on first touch instead
-        m.madvise(_MADV_POPULATE_READ)
+    if populate:
+        _populate(m, 0, nbytes)
     return m
+
+
+def populate(m: mmap.mmap, start: int, end: int) -> None:
+    """Prefault ``[start, end)`` of a mapping for reading (``start`` page-aligned); no bytes move."""
+    _populate(m, start, end)
+
+
+def _populate(m: mmap.mmap, start: int, end: int) -> None:
+    with contextlib.suppress(OSError):  # older kernels: pages fault in on first touch instead
+        m.madvise(_MADV_POPULATE_READ, start, end - start)
 
 
 def _cuda_rc(rc: Any) -> int:

@@ -17,8 +17,9 @@ worker making room) takes ``state.lock`` and succeeds only where the exclusive p
 
 Where T1 lives: any tmpfs directory works (``/dev/shm/...``).  A tmpfs mounted with ``huge=always``
 (or ``huge=within_size``) is much better: T1 is then mapped with 2 MiB pages, so a CPU restore maps a
-GiB in about a millisecond instead of ~50-100 ms of 4 KiB faults, and ``cudaHostRegister`` has 512x
-fewer pages to pin.  Mounting it is the operator's (Ansible's) job; the keeper only takes the path.
+GiB in about a millisecond instead of ~70 ms of 4 KiB page-table work, and ``cudaHostRegister`` has
+512x fewer pages to pin.  Mounting it is the operator's (Ansible's) job; the keeper takes the path
+and says what backs it (``t1_backing``), so noded can warn about a 4 KiB or non-RAM T1.
 
 Budgets: T1 holds at most ``ram_budget_bytes`` and T2 at most ``disk_budget_bytes``; the least
 recently used unpinned models go first, T1 copies being demoted to T2 (image written) while the disk
@@ -46,6 +47,7 @@ from ._plan import EvictionPlan
 from ._registry import live_t0
 from ._repair import reconcile
 from ._store import HostStore, StoreConfig
+from ._tmpfs import T1Backing, t1_backing
 
 __all__ = ["ENV_DIR", "ENV_OWNER", "Holdings", "Keeper", "KeeperConfig", "ModelHolding", "Tier"]
 
@@ -132,6 +134,10 @@ class Keeper:
             )
             if missing >= 4096:  # slow (allocates and zeroes pages), but off every restore path
                 _pool.preallocate(self.config.shm_dir, missing - missing % 4096)
+
+    def t1_backing(self) -> T1Backing:
+        """What backs the T1 directory (RAM or not, 4 KiB or 2 MiB pages).  Cheap: reads the mount table."""
+        return t1_backing(self.config.shm_dir)
 
     def env(self, owner: str = "") -> dict[str, str]:
         """Environment a worker needs to find this keeper; ``owner`` (e.g. the worker's endpoint)

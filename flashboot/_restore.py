@@ -1,7 +1,7 @@
 """Worker-side restore: find the nearest tier holding a model and build T0 from it.  Imports torch.
 
     T1 (shared RAM)  --map + H2D-------------------------------> T0
-    T2 (disk image)  --O_DIRECT reads into a T1 segment --H2D per chunk, pipelined--> T0
+    T2 (disk image)  --O_DIRECT reads into a T1 segment --on to T0 per chunk, pipelined--> T0
     source           --pack into a T1 segment (hash, header)--> T1 --> T0
 
 The T1 segment a restore fills is published for the next worker (when the RAM budget has room;
@@ -10,6 +10,7 @@ otherwise a private buffer stands in and, for a source load, the image goes stra
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import weakref
@@ -21,7 +22,7 @@ import torch
 
 from tide.api.errors import InvalidArgument
 
-from ._device import ChunkCopier, anon_map, copy_all, host_tensor, private_map, register_host
+from ._device import ChunkCopier, anon_map, copy_all, host_tensor, populate, private_map, register_host
 from ._image import ImageIndex, read_index
 from ._io import ChunkReader
 from ._locks import SharedLock
@@ -205,6 +206,8 @@ def _from_t2(
     device: torch.device,
     rec: StageRecorder,
 ) -> Restored:
+    """T2 -> T1 -> T0, pipelined chunk by chunk: each chunk that lands in T1 goes on to T0 at once
+    (CUDA: an async H2D copy; CPU: its pages are mapped into the copy-on-write T0 view)."""
     path = store.t2_path(fp)
     index = read_index(path)
     n = index.data_bytes
@@ -216,14 +219,20 @@ def _from_t2(
     if host is not None:
         with rec.stage("pin", "t1", n):
             registered = register_host(host)
+    # CPU T0 maps the T1 segment copy-on-write (the mapping outlives the segment's rename).
+    t0_map = private_map(seg.tmp_path, n, populate=False) if seg is not None and not cuda else None
+    on_chunk: Callable[[int, int], None] | None = None
     copier = ChunkCopier(flat, host) if flat is not None and host is not None else None
+    if copier is not None:
+        on_chunk = copier.submit
+    elif t0_map is not None:
+        on_chunk = functools.partial(populate, t0_map)
     cfg = store.config
     try:
-        on_chunk = copier.submit if copier is not None else None
         with (
             ChunkReader(path, threads=cfg.read_threads, direct=cfg.direct_io) as reader,
             memoryview(buf) as view,
-            rec.stage("t2->t1->t0" if cuda else "t2->t1", "t2", n),
+            rec.stage("t2->t1->t0", "t2", n),
         ):
             result = reader.read_into(
                 view, index.data_offset, chunk_bytes=cfg.read_chunk_bytes, on_chunk=on_chunk
@@ -238,35 +247,32 @@ def _from_t2(
         seg.commit(index, store.header(fp), model_id=model_id, stamp=stamp)
     else:
         store.touch(fp)
-    if not cuda:
-        if seg is not None:  # T0 on CPU: map the published T1 copy-on-write, share its pages
-            loaded = _from_t1(store, model_id, fp, pin, device, rec, "t2")
-            loaded.keepalive = buf
-        else:
-            flat = _cpu_view(buf, pin)
-            loaded = Loaded(
-                model_id=model_id,
-                fingerprint=fp,
-                device=device,
-                index=index,
-                flat=flat,
-                tensors=views_of(flat, index.tensors),
-                in_t1=False,
-            )
-        return Restored(loaded=loaded, tier="t2", direct_io=result.direct)
-    assert flat is not None and host is not None
-    loaded = Loaded(
-        model_id=model_id,
-        fingerprint=fp,
-        device=device,
-        index=index,
-        flat=flat,
-        tensors=views_of(flat, index.tensors),
-        host=host,
-        registered=registered,
-        pin=pin,
-        in_t1=seg is not None,
-    )
+    if cuda:
+        assert flat is not None and host is not None
+        loaded = Loaded(
+            model_id=model_id,
+            fingerprint=fp,
+            device=device,
+            index=index,
+            flat=flat,
+            tensors=views_of(flat, index.tensors),
+            host=host,
+            registered=registered,
+            pin=pin,
+            in_t1=seg is not None,
+        )
+    else:
+        flat = _cpu_view(t0_map if t0_map is not None else buf, pin)
+        loaded = Loaded(
+            model_id=model_id,
+            fingerprint=fp,
+            device=device,
+            index=index,
+            flat=flat,
+            tensors=views_of(flat, index.tensors),
+            in_t1=seg is not None,
+            keepalive=buf if t0_map is not None else None,
+        )
     return Restored(loaded=loaded, tier="t2", direct_io=result.direct)
 
 

@@ -15,7 +15,7 @@ Source = Literal["t0", "t1", "t2", "source"]
 
 
 class StageTiming(msgspec.Struct, frozen=True, kw_only=True):
-    stage: str  # e.g. "lookup", "t2->t1", "t1->t0", "pin", "pack", "t1->t2"
+    stage: str  # e.g. "lookup", "t2->t1->t0", "t1->t0", "pin", "pack", "t1->t2"
     tier: str  # the tier the stage read from ("t1", "t2", "source", "t0", "-")
     nbytes: int
     seconds: float

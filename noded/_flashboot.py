@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 
-from flashboot import ENV_REPORT_DIR, Holdings, Keeper, KeeperConfig
+from flashboot import ENV_REPORT_DIR, Holdings, Keeper, KeeperConfig, t1_advice
 from noded.runtime import Mount
 from tide.api.errors import TideError
 from tide.api.nodes import FlashbootHolding
@@ -59,6 +59,12 @@ class FlashbootHost:
             self.ready = True
         except (TideError, OSError) as exc:
             log.error("FlashBoot keeper did not start (%s); workers load weights from source", exc)
+            return
+        backing = self.keeper.t1_backing()
+        if hint := t1_advice(backing):
+            log.warning("%s", hint)
+        else:
+            log.info("FlashBoot T1 on %s (%s, huge=%s)", backing.mount_point, backing.fstype, backing.huge)
 
     def worker_env(self, endpoint_id: str) -> dict[str, str]:
         return self.keeper.env(owner=endpoint_id) if self.ready else {}

@@ -18,6 +18,7 @@ def test_exported_names() -> None:
             "LoadStats",
             "ModelHolding",
             "StageTiming",
+            "T1Backing",
             "TensorEntry",
             "convert_safetensors",
             "last_load_stats",
@@ -28,6 +29,7 @@ def test_exported_names() -> None:
             "read_index",
             "release",
             "source_stamp",
+            "t1_advice",
             "write_image",
         ]
     )

@@ -75,7 +75,7 @@ def test_round_trip_source_t1_t2_t1_t0(keeper: Keeper) -> None:
     _assert_same(got, sd)
     t2 = flashboot.last_load_stats()
     assert t2.tier == "t2" and t2.direct_io is True and t2.nbytes > 0
-    assert any(s.stage == "t2->t1" and s.nbytes == t2.nbytes for s in t2.stages)
+    assert any(s.stage == "t2->t1->t0" and s.nbytes == t2.nbytes for s in t2.stages)
     assert keeper.holdings().t1 == (stats.fingerprint,)  # T1 refilled for the next worker
     assert keeper.verify(stats.fingerprint) == {"t1": True, "t2": True}
 
