@@ -6,6 +6,11 @@ these Structs, and a test checks that every key appears below).  ``main`` decode
 the file once and converts it into the runtime settings the components take.
 ``version`` is optional and defaults to the current one; an older file is
 upgraded step by step through ``_MIGRATIONS``, a newer one is refused.
+
+TLS to etcd is chosen by the URL's scheme alone: ``etcds://`` (TLS) or
+``etcd://`` (plaintext); the ``*-file`` keys and ``server-name`` apply to
+``etcds://`` only and are an error with a plaintext URL.  The files are read
+and checked once, at startup and by ``--check-config``; restart to rotate them.
 Example (all keys optional)::
 
     version = 1                      # the file format; this build reads 1
@@ -15,7 +20,14 @@ Example (all keys optional)::
     public-url = ""                  # how workers and nodes reach us; default http://<listen>
 
     [store]
-    url = "etcd://127.0.0.1:2379"    # or "memory://" (single process, nothing survives a restart)
+    # url: "etcd://h:p[,h:p]" plaintext, "etcds://h:p[,h:p]" TLS (the keys below), or
+    # "memory://" (one process, nothing survives a restart)
+    url = "etcd://127.0.0.1:2379"
+    ca-file = ""                     # PEM CA that signed etcd's certificates; "" = public roots
+    cert-file = ""                   # PEM client certificate (etcd --client-cert-auth); needs key-file
+    key-file = ""                    # its unencrypted PEM key, readable by the coordinator only
+    server-name = ""                 # name checked in etcd's certificates; "" = the endpoint's host;
+                                     # set it for several hosts: a name every member's cert carries
 
     [auth]
     admin-key-sha256 = []            # SHA-256 hex digests of bootstrap admin keys
@@ -42,6 +54,8 @@ Example (all keys optional)::
 from __future__ import annotations
 
 import hashlib
+import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -49,10 +63,11 @@ import msgspec
 
 from coordinator._app import CoordinatorSettings
 from coordinator.jobs import JobSettings
+from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
 from tide.config_file import Migration, load_toml_config
 
-__all__ = ["CONFIG_VERSION", "FileConfig", "load_config", "to_settings"]
+__all__ = ["CONFIG_VERSION", "FileConfig", "load_config", "to_settings", "to_store"]
 
 CONFIG_VERSION = 1
 # version n -> a function that upgrades a decoded version-n file to version n + 1
@@ -70,6 +85,10 @@ class ServerConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 class StoreConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     url: str = "etcd://127.0.0.1:2379"
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
 
 
 class AuthConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -143,3 +162,67 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         node_lost_after_s=cfg.nodes.lost_after_s,
         mig_recut_interval_s=cfg.nodes.mig_recut_interval_s,
     )
+
+
+def to_store(cfg: FileConfig, *, url: str = "") -> Store:
+    """The Store ``[store]`` describes (``url``, if given, overrides store.url, as --store
+    does).  Reads and checks the TLS files now, so a missing, unreadable or mismatched one
+    fails startup and ``--check-config`` with the key to fix; no network I/O."""
+    url = url or cfg.store.url
+    tls = _store_tls(cfg.store, url)
+    try:
+        return open_store(url, tls=tls)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"`$.store`: {exc.message}") from None
+
+
+def _store_tls(s: StoreConfig, url: str) -> EtcdTls | None:
+    given = {
+        "ca-file": s.ca_file,
+        "cert-file": s.cert_file,
+        "key-file": s.key_file,
+        "server-name": s.server_name,
+    }
+    if not url.startswith(("etcds://", "https://")):
+        if extra := [k for k, v in given.items() if v]:
+            raise InvalidArgument(
+                f"`$.store.{extra[0]}` is set, but `$.store.url` ({url}) is plaintext: "
+                "use etcds://host:port[,host:port] for TLS, or remove the TLS keys"
+            )
+        return None
+    if bool(s.cert_file) != bool(s.key_file):
+        missing, present = ("key-file", "cert-file") if s.cert_file else ("cert-file", "key-file")
+        raise InvalidArgument(
+            f"`$.store.{missing}` is empty but `$.store.{present}` is set: a client certificate needs both"
+        )
+    ca = _read_pem("ca-file", s.ca_file, "CERTIFICATE") if s.ca_file else None
+    if ca is not None:
+        _check_tls("ca-file", lambda ctx: ctx.load_verify_locations(cadata=ca.decode("ascii", "replace")))
+    cert = key = None
+    if s.cert_file:
+        cert = _read_pem("cert-file", s.cert_file, "CERTIFICATE")
+        key = _read_pem("key-file", s.key_file, "PRIVATE KEY")
+        if b"ENCRYPTED" in key:
+            raise InvalidArgument(f"`$.store.key-file`: {s.key_file} is encrypted; grpc needs a plain key")
+        _check_tls("cert-file", lambda ctx: ctx.load_cert_chain(s.cert_file, s.key_file, password=b""))
+    return EtcdTls(ca=ca, cert=cert, key=key, server_name=s.server_name)
+
+
+def _read_pem(key: str, path: str, kind: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"`$.store.{key}`: cannot read {path}: {exc.strerror or exc}") from None
+    if f"{kind}-----".encode() not in data:  # BEGIN CERTIFICATE-----, BEGIN EC PRIVATE KEY-----
+        raise InvalidArgument(f"`$.store.{key}`: {path} holds no PEM {kind.lower()}")
+    return data
+
+
+def _check_tls(key: str, load: Callable[[ssl.SSLContext], None]) -> None:
+    """Let OpenSSL parse what grpc will use: a bad CA or a key that is not the
+    certificate's fails here, by key, instead of as a handshake error later."""
+    try:
+        load(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    except (ssl.SSLError, ValueError) as exc:
+        what = "the certificate and key-file do not match or do not parse" if key == "cert-file" else "bad CA"
+        raise InvalidArgument(f"`$.store.{key}`: {what}: {exc}") from None

@@ -10,8 +10,7 @@ import logging
 import sys
 
 from coordinator._app import Coordinator
-from coordinator.config import load_config, to_settings
-from coordinator.store import open_store
+from coordinator.config import load_config, to_settings, to_store
 from tide.api.errors import TideError
 from tide.sdnotify import serve_until_signalled
 
@@ -30,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config file (see coordinator/config.py for every key)")
     p.add_argument("--check-config", action="store_true", help="validate the config file and exit")
     p.add_argument("--listen", help="override server.listen (host:port)")
-    p.add_argument("--store", help="override store.url (etcd://host:port or memory://)")
+    p.add_argument("--store", help="override store.url (etcd://host:port, etcds://host:port or memory://)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return p
 
@@ -41,7 +40,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.listen:
         host, _, port = args.listen.rpartition(":")
         settings.host, settings.port = host, int(port)
-    store = open_store(args.store or cfg.store.url)
+    store = to_store(cfg, url=args.store or "")
     coordinator = Coordinator(store, settings)
     await coordinator.start()
     # Long-lived objects made at startup never need scanning again, and the job
@@ -65,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.check_config:
         try:
-            to_settings(load_config(args.config))
+            cfg = load_config(args.config)
+            to_settings(cfg)
+            to_store(cfg, url=args.store or "")
         except TideError as exc:
             print(f"config error: {exc.message}", file=sys.stderr)
             return 2

@@ -5,7 +5,10 @@ compares, a long-lived keepalive stream, resumable watches), so this adapter
 speaks etcd's gRPC API through aetcd's generated stubs on ONE ``grpc.aio``
 channel, shared by every call (no per-call connect).  grpc reconnects the
 channel by itself; unary calls use ``wait_for_ready`` with a deadline, so a
-call made while etcd restarts waits for it instead of failing at once.
+call made while etcd restarts waits for it instead of failing at once.  When
+such a deadline passes with the channel down, a fail-fast probe fetches grpc's
+last connect error (refused, TLS handshake failed) for the ``Unavailable``.
+The channel is plaintext or TLS (``EtcdTls``, see ``_etcd_tls``).
 
 Watches are one gRPC stream each.  Each remembers the next revision it owes
 its caller and, when the stream breaks (etcd restart: "Stream removed"),
@@ -26,7 +29,8 @@ from typing import Any, Final, Literal, final
 import grpc
 from aetcd import rpc
 
-from coordinator.store._etcd_grpc import KeepAliveStream, grpc_target, host_port, translate
+from coordinator.store._etcd_grpc import KeepAliveStream, grpc_target, translate
+from coordinator.store._etcd_tls import EtcdTls, open_channel, plan_endpoints, unreachable_message
 from coordinator.store._protocol import (
     Compacted,
     Compare,
@@ -44,6 +48,7 @@ from tide.api.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    TideError,
     Unavailable,
 )
 
@@ -159,17 +164,21 @@ def _event(e: Any) -> WatchEvent:
 class EtcdStore:
     """Store over etcd v3.4+.  See ``Store`` for the contract.
 
-    ``endpoints``: "http://host:port" strings (or "host:port"), tried in order.
+    ``endpoints``: "http://host:port" strings (or "host:port"), tried in order;
+    "https://host:port" (or bare endpoints with ``tls``) speak TLS.
     ``request_timeout`` bounds each unary call, including the wait for a reconnect.
+    ``tls``: the CA, client certificate and server name for TLS endpoints.
     Construction does no I/O; the channel opens on first use, or use
     ``await EtcdStore.connect(...)`` to fail fast when etcd is unreachable.
     """
 
-    def __init__(self, endpoints: Sequence[str] | str, *, request_timeout: float = 5.0) -> None:
+    def __init__(
+        self, endpoints: Sequence[str] | str, *, request_timeout: float = 5.0, tls: EtcdTls | None = None
+    ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not eps:
             raise InvalidArgument("EtcdStore needs at least one endpoint")
-        self._endpoints = [host_port(e) for e in eps]
+        self._endpoints, self._tls = plan_endpoints(eps, tls)
         self._timeout = request_timeout
         self._channel: grpc.aio.Channel | None = None
         self._kv: Any = None
@@ -181,9 +190,11 @@ class EtcdStore:
         self._closed = False
 
     @classmethod
-    async def connect(cls, endpoints: Sequence[str] | str, *, request_timeout: float = 5.0) -> EtcdStore:
-        """A store whose etcd answered once; ``Unavailable`` otherwise."""
-        store = cls(endpoints, request_timeout=request_timeout)
+    async def connect(
+        cls, endpoints: Sequence[str] | str, *, request_timeout: float = 5.0, tls: EtcdTls | None = None
+    ) -> EtcdStore:
+        """A store whose etcd answered once; ``Unavailable`` (saying why) otherwise."""
+        store = cls(endpoints, request_timeout=request_timeout, tls=tls)
         try:
             await store.revision()
         except BaseException:
@@ -197,7 +208,7 @@ class EtcdStore:
         async with self._open_lock:
             if self._kv is None:
                 target = await grpc_target(self._endpoints)
-                self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+                self._channel = open_channel(target, self._tls, _CHANNEL_OPTIONS)
                 self._lease = rpc.LeaseStub(self._channel)
                 self._watch_stub = rpc.WatchStub(self._channel)
                 self._keepalive = KeepAliveStream(
@@ -210,7 +221,25 @@ class EtcdStore:
         try:
             return await method(request, timeout=self._timeout, wait_for_ready=True)
         except grpc.aio.AioRpcError as e:
+            if e.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise await self._explain_timeout(e) from e
             raise translate(e) from e
+
+    async def _explain_timeout(self, e: grpc.aio.AioRpcError) -> TideError:
+        """A wait-for-ready deadline hides why the channel is down ("Deadline Exceeded");
+        one fail-fast probe, bounded, returns grpc's last connect error instead."""
+        channel, kv = self._channel, self._kv
+        if self._closed or channel is None or kv is None:
+            return translate(e)
+        if channel.get_state() is grpc.ChannelConnectivity.READY:
+            return translate(e)  # connected: etcd itself was slow
+        try:
+            probe = rpc.RangeRequest(key=b"\0", count_only=True)
+            await kv.Range(probe, timeout=min(1.0, self._timeout), wait_for_ready=False)
+        except grpc.aio.AioRpcError as p:
+            if p.code() is grpc.StatusCode.UNAVAILABLE:
+                return Unavailable(unreachable_message(self._endpoints, self._tls, p.details() or ""))
+        return translate(e)
 
     # -- KV ------------------------------------------------------------------
 

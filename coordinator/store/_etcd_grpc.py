@@ -1,4 +1,4 @@
-"""grpc plumbing for ``EtcdStore`` that needs no etcd types: endpoint parsing,
+"""grpc plumbing for ``EtcdStore`` that needs no etcd types: the channel target,
 error translation, and the shared lease keepalive stream.  Imports ``grpc`` but
 not ``aetcd`` (message classes are passed in), so ``_etcd`` stays the only
 module that knows aetcd.
@@ -13,7 +13,6 @@ import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import grpc
 
@@ -30,7 +29,7 @@ from tide.api.errors import (
     Unavailable,
 )
 
-__all__ = ["KeepAliveStream", "grpc_target", "host_port", "translate"]
+__all__ = ["KeepAliveStream", "grpc_target", "translate"]
 
 _ERRORS: Final[dict[grpc.StatusCode, type[TideError]]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
@@ -52,15 +51,6 @@ def translate(e: grpc.aio.AioRpcError) -> TideError:
             return Compacted(f"etcd: {details}", compact_revision=0)
         return InvalidArgument(f"etcd: {details}")
     return _ERRORS.get(e.code(), Internal)(f"etcd: {e.code().name}: {details}")
-
-
-def host_port(endpoint: str) -> tuple[str, int]:
-    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-    if parts.scheme not in ("http", "etcd"):
-        raise InvalidArgument(f"unsupported etcd endpoint {endpoint!r} (TLS is not supported yet)")
-    if not parts.hostname:
-        raise InvalidArgument(f"etcd endpoint {endpoint!r} has no host")
-    return parts.hostname, parts.port or 2379
 
 
 async def grpc_target(endpoints: Sequence[tuple[str, int]]) -> str:
