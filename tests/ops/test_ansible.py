@@ -16,8 +16,9 @@ hook for a pre-built dependency tree).  Nothing is fetched.
 Then the results are checked (files, modes, users, units, configs accepted by
 ``--check-config``), a second run must change nothing, a changed input restarts
 only the service whose config changed, and the rendered configs run: three etcd
-members form a TLS cluster, the coordinator serves on it, and both nodes register
-with their region and data center.
+members form a TLS cluster with no plaintext listener, the coordinator reaches all
+three over TLS with the client certificate the etcd role issued it and serves
+/readyz, and both nodes register with their region and data center.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,13 +177,7 @@ class Fleet:
             "noded_manage_packages": manage,
         }
         etcd_hosts = {
-            h: {
-                "tide_root": str(self.root(h)),
-                "etcd_address": ip,
-                "etcd_local_address": ip,  # stands in for this host's own 127.0.0.1
-                "etcd_local_port": 2381,
-            }
-            for h, ip in self.etcd_ips.items()
+            h: {"tide_root": str(self.root(h)), "etcd_address": ip} for h, ip in self.etcd_ips.items()
         }
         gpu_hosts = {
             h: {
@@ -310,7 +306,32 @@ def test_playbook_results_on_the_hosts(fleet: tuple[Fleet, Run, Run]) -> None:
     for host in ETCD_HOSTS:
         pki = f.root(host) / "etc/etcd/pki"
         assert oct((pki / "member.key").stat().st_mode & 0o777) == "0o600"
-        assert "ETCD_INITIAL_CLUSTER=" in (f.root(host) / "etc/default/etcd").read_text()
+        env = _env_file(f.root(host) / "etc/default/etcd")
+        assert "ETCD_INITIAL_CLUSTER" in env
+        # TLS only: no plaintext client listener unless etcd_plaintext_localhost
+        assert env["ETCD_LISTEN_CLIENT_URLS"] == f"https://{f.etcd_ips[host]}:2379"
+
+
+@pytest.mark.slow
+def test_coordinator_config_reaches_every_etcd_member_over_tls(fleet: tuple[Fleet, Run, Run]) -> None:
+    f, _, _ = fleet
+    root = f.root("ctl-1")
+    store = tomllib.loads((root / "etc/tide/coordinator.toml").read_text())["store"]
+    tls_dir = root / "etc/tide/etcd"
+    assert store == {
+        "url": "etcds://" + ",".join(f"{ip}:2379" for ip in f.etcd_ips.values()),
+        "ca-file": str(tls_dir / "ca.crt"),
+        "cert-file": str(tls_dir / "client.crt"),
+        "key-file": str(tls_dir / "client.key"),
+        "server-name": "tide-etcd",  # in every member's certificate
+    }
+    pki = f.tmp / "pki"
+    assert (tls_dir / "ca.crt").read_bytes() == (pki / "ca.crt").read_bytes()
+    assert (tls_dir / "client.key").read_bytes() == (pki / "coordinator.key").read_bytes()
+    gid = (root / "etc/tide").stat().st_gid
+    for name, mode in [("ca.crt", "0o644"), ("client.crt", "0o644"), ("client.key", "0o640")]:
+        st = (tls_dir / name).stat()
+        assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == (mode, 0, gid), name
 
 
 def _check_config(f: Fleet, host: str, daemon: str) -> subprocess.CompletedProcess[str]:
@@ -419,10 +440,14 @@ def _registered(f: Fleet) -> list[dict[str, Any]] | None:
     return nodes if len(nodes) == len(GPU_HOSTS) else None
 
 
-def _port_open(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    with socket.socket() as s:
-        return s.connect_ex((host, int(port))) == 0
+def _readyz(address: str) -> dict[str, Any] | None:
+    """The coordinator's /readyz once it answers 200 (its store view loaded from etcd)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 class Cluster:
@@ -481,7 +506,7 @@ def cluster(fleet: tuple[Fleet, Run, Run]) -> Iterator[Cluster]:
         c.start_etcd(etcd)
         _wait("the etcd cluster", lambda: _etcdctl(c.f, "endpoint", "health").returncode == 0)
         c.start_coordinator()
-        _wait("the coordinator", lambda: _port_open(c.f.coordinator))
+        _wait("the coordinator to be ready", lambda: _readyz(c.f.coordinator))
         for host in GPU_HOSTS:
             c.start_noded(host)
         _wait("both nodes to register", lambda: _registered(c.f))
@@ -493,6 +518,9 @@ def cluster(fleet: tuple[Fleet, Run, Run]) -> Iterator[Cluster]:
 @pytest.mark.slow
 def test_rendered_configs_run_a_tls_etcd_cluster_coordinator_and_nodes(cluster: Cluster) -> None:
     f = cluster.f
+    # the coordinator's store reached etcd, which serves TLS only (no plaintext listener)
+    ready = _readyz(f.coordinator)
+    assert ready is not None and ready["ready"] and ready["revision"] > 0
     members = _etcdctl(f, "member", "list").stdout
     assert sorted(line.split(", ")[2] for line in members.splitlines()) == ETCD_HOSTS
     nodes = _registered(f)
