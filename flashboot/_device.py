@@ -23,7 +23,6 @@ __all__ = [
     "anon_map",
     "copy_all",
     "host_tensor",
-    "populate",
     "private_map",
     "register_host",
     "resolve_device",
@@ -56,8 +55,8 @@ def anon_map(nbytes: int) -> mmap.mmap:
 def private_map(path: str, nbytes: int, *, populate: bool = True) -> mmap.mmap:
     """Map a T1 file copy-on-write: reads share the T1 pages, writes stay private.
 
-    ``populate`` prefaults the whole mapping now; a caller filling the file chunk by chunk passes
-    False and calls ``populate`` per chunk instead, overlapping the page-table work with its reads.
+    ``populate`` prefaults the whole mapping now (the restore pays for its page tables, not the
+    caller's first touch); without it pages fault in on first touch.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -65,18 +64,9 @@ def private_map(path: str, nbytes: int, *, populate: bool = True) -> mmap.mmap:
     finally:
         os.close(fd)
     if populate:
-        _populate(m, 0, nbytes)
+        with contextlib.suppress(OSError):  # older kernels: pages fault in on first touch instead
+            m.madvise(_MADV_POPULATE_READ)
     return m
-
-
-def populate(m: mmap.mmap, start: int, end: int) -> None:
-    """Prefault ``[start, end)`` of a mapping for reading (``start`` page-aligned); no bytes move."""
-    _populate(m, start, end)
-
-
-def _populate(m: mmap.mmap, start: int, end: int) -> None:
-    with contextlib.suppress(OSError):  # older kernels: pages fault in on first touch instead
-        m.madvise(_MADV_POPULATE_READ, start, end - start)
 
 
 def _cuda_rc(rc: Any) -> int:

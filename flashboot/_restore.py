@@ -1,7 +1,7 @@
 """Worker-side restore: find the nearest tier holding a model and build T0 from it.  Imports torch.
 
     T1 (shared RAM)  --map + H2D-------------------------------> T0
-    T2 (disk image)  --O_DIRECT reads into a T1 segment --on to T0 per chunk, pipelined--> T0
+    T2 (disk image)  --O_DIRECT reads into a T1 segment --H2D per chunk, pipelined--> T0
     source           --pack into a T1 segment (hash, header)--> T1 --> T0
 
 The T1 segment a restore fills is published for the next worker (when the RAM budget has room;
@@ -10,7 +10,6 @@ otherwise a private buffer stands in and, for a source load, the image goes stra
 
 from __future__ import annotations
 
-import functools
 import mmap
 import os
 import weakref
@@ -22,7 +21,7 @@ import torch
 
 from tide.api.errors import InvalidArgument
 
-from ._device import ChunkCopier, anon_map, copy_all, host_tensor, populate, private_map, register_host
+from ._device import ChunkCopier, anon_map, copy_all, host_tensor, private_map, register_host
 from ._image import ImageIndex, read_index
 from ._io import ChunkReader
 from ._locks import SharedLock
@@ -206,8 +205,8 @@ def _from_t2(
     device: torch.device,
     rec: StageRecorder,
 ) -> Restored:
-    """T2 -> T1 -> T0, pipelined chunk by chunk: each chunk that lands in T1 goes on to T0 at once
-    (CUDA: an async H2D copy; CPU: its pages are mapped into the copy-on-write T0 view)."""
+    """T2 -> T1 -> T0.  CUDA: pipelined chunk by chunk (each chunk that lands in T1 goes on to T0
+    at once, an async H2D copy).  CPU: T0 is a copy-on-write view of the T1 segment being filled."""
     path = store.t2_path(fp)
     index = read_index(path)
     n = index.data_bytes
@@ -219,14 +218,12 @@ def _from_t2(
     if host is not None:
         with rec.stage("pin", "t1", n):
             registered = register_host(host)
-    # CPU T0 maps the T1 segment copy-on-write (the mapping outlives the segment's rename).
+    # CPU T0 maps the T1 segment copy-on-write (the mapping outlives the segment's rename).  Its
+    # pages fault in on first touch: as fast as prefaulting each chunk as it lands, which held
+    # the GIL against the reader threads (measured with bench/flashboot.py on /dev/shm).
     t0_map = private_map(seg.tmp_path, n, populate=False) if seg is not None and not cuda else None
-    on_chunk: Callable[[int, int], None] | None = None
     copier = ChunkCopier(flat, host) if flat is not None and host is not None else None
-    if copier is not None:
-        on_chunk = copier.submit
-    elif t0_map is not None:
-        on_chunk = functools.partial(populate, t0_map)
+    on_chunk = copier.submit if copier is not None else None
     cfg = store.config
     try:
         with (
