@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import tarfile
 import threading
@@ -62,6 +63,9 @@ RUNC_DEVICE_RULES |= {f"c {n} rwm" for n in ("1:3", "1:5", "1:7", "1:8", "1:9", 
 
 
 # -- the image ------------------------------------------------------------------------------
+ECHO_HANDLER = REPO_ROOT / "examples/echo/handler.py"
+MLP_HANDLER = REPO_ROOT / "examples/torch-mlp/handler.py"
+MLP_HIDDEN = 64
 
 
 def _layer(files: dict[str, bytes]) -> tuple[str, Blob]:
@@ -78,12 +82,12 @@ def _layer(files: dict[str, bytes]) -> tuple[str, Blob]:
     return "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest(), Blob(OCI_LAYER_GZIP, zipped.getvalue())
 
 
-def echo_image() -> OciImage:
-    """The fixtures' skeleton image plus /app/handler.py (examples/echo, unmodified), with an
+def handler_image(handler_file: Path) -> OciImage:
+    """The fixtures' skeleton image plus /app/handler.py (an example's, unmodified), with an
     entrypoint that runs it: the endpoint gives no command, so the image's own is used."""
     base = build_test_image()
     base_config = json.loads(base.config.data)
-    diff_id, handler = _layer({"app/handler.py": (REPO_ROOT / "examples/echo/handler.py").read_bytes()})
+    diff_id, handler = _layer({"app/handler.py": handler_file.read_bytes()})
     arch = base_config["architecture"]
     config = {
         "architecture": arch,
@@ -107,6 +111,12 @@ def echo_image() -> OciImage:
     manifest_blob = Blob(OCI_MANIFEST, json.dumps(manifest, sort_keys=True).encode())
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [manifest_blob.descriptor()]}
     return OciImage(layers, config_blob, manifest_blob, Blob(OCI_INDEX, json.dumps(index).encode()))
+
+
+def weights_dir(root: Path) -> Path:
+    path = root / "weights"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def write_fake_cdi(cdi_dir: Path, gpu_uuids: list[str]) -> dict[str, str]:
@@ -193,10 +203,12 @@ class Dev:
 
 
 class Env:
-    def __init__(self, dev: Dev, endpoint: str, devices: dict[str, str]) -> None:
+    def __init__(self, dev: Dev, endpoint: str, devices: dict[str, str], root: Path, registry: str) -> None:
         self.dev = dev
         self.endpoint = endpoint
         self.devices = devices  # GPU uuid -> its fake node's name
+        self.root = root
+        self.registry = registry  # host:port
 
     def sdk(self) -> Any:
         import runpod
@@ -233,11 +245,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     try:
         server.start()
         registry.start()
-        push_image(echo_image(), registry.url, "tide/echo", "1")
+        push_image(handler_image(ECHO_HANDLER), registry.url, "tide/echo", "1")
+        push_image(handler_image(MLP_HANDLER), registry.url, "tide/torch-mlp", "1")
         argv = ["--port", "0", "--nodes", "0", "--gpus", "3xH100-80GB", "--claim-grace", "3"]
         argv += ["--state-dir", str(root / "state"), "--runtime", "containerd"]
         argv += ["--containerd-socket", server.socket, "--cdi-dir", str(root / "cdi")]
-        for src, _ in host_python_mounts():
+        # The host's Python, plus the checkout (an editable install's flashboot lives there) and
+        # the torch example's weights, which every worker must see at one path with one mtime.
+        for src in [*(src for src, _ in host_python_mounts()), str(REPO_ROOT), str(weights_dir(root))]:
             argv += ["--containerd-bind", src]
         dev = Dev(argv)
         dev.start()
@@ -258,7 +273,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 "memoryMb": MEMORY_MB,
             },
         )
-        yield Env(dev, ep, devices)
+        yield Env(dev, ep, devices, root, registry.host)
     finally:
         if dev is not None:
             dev.stop()
@@ -377,6 +392,43 @@ class TestContainerdCluster:
         assert set(env.dev.agent.runners) == set(before)
         assert env.sdk().run_sync({"after": "restart"}, timeout=45) == {"echo": {"after": "restart"}}
         assert {w.id: w.pid for w in env.dev.workers()} == before
+
+    def test_a_flashboot_endpoint_restores_its_weights_from_t1_in_a_new_container(self, env: Env) -> None:
+        """torch-mlp (unmodified) in containers: the first worker loads the weights file, the
+        keeper keeps them in T1 after the endpoint scales to zero, the next container maps them."""
+        weights = weights_dir(env.root) / f"torch-mlp-{MLP_HIDDEN}.safetensors"
+        gen_env = {**os.environ, "TIDE_EXAMPLE_WEIGHTS": str(weights)}
+        gen_env["TIDE_EXAMPLE_MLP_HIDDEN"] = str(MLP_HIDDEN)
+        code = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='gen')"
+        subprocess.run([sys.executable, "-c", code, str(MLP_HANDLER)], env=gen_env, check=True, timeout=60)
+        ep = f"mlp-{uuid.uuid4().hex[:6]}"
+        env_vars = {"TIDE_EXAMPLE_WEIGHTS": str(weights), "TIDE_EXAMPLE_MLP_HIDDEN": str(MLP_HIDDEN)}
+        env_vars["PYTHONPATH"] = str(REPO_ROOT)  # Tide's worker SDK (flashboot), as an image would ship it
+        spec = {"name": ep, "image": f"{env.registry}/tide/torch-mlp:1", "env": env_vars}
+        spec |= {"flashboot": True, "workersMin": 0, "workersMax": 1, "idleTimeout": 1}
+        spec |= {"cpus": 1, "memoryMb": 1024}
+        env.dev.admin.call("POST", "/admin/v1/endpoints", spec)
+        url = f"{env.dev.cluster.url}/v2/{ep}/runsync?wait=60000"
+        body = {"input": {"x": [[0.01 * i for i in range(16)]]}}
+        outputs = []
+        for _ in range(2):
+            wait_until(lambda: not _endpoint_containers(env, ep), timeout=60, what=f"{ep} at zero workers")
+            code_, out = http_json("POST", url, body, key=env.dev.cluster.api_key)
+            assert code_ == 200 and out["status"] == "COMPLETED", out
+            outputs.append(out["output"])
+        assert [o["tier"] for o in outputs] == ["source", "t1"]
+        assert outputs[0]["y"] == outputs[1]["y"]  # bitwise the same weights
+
+        def last_cold_start() -> Any:  # the worker's boot report reaches noded, then the coordinator
+            cold = env.dev.admin.call("GET", f"/admin/v1/endpoints/{ep}")["lastColdStart"]
+            return cold if cold and cold["workerId"] == out["workerId"] and cold["complete"] else None
+
+        cold = wait_until(last_cold_start, timeout=20, what="the second worker's cold start report")
+        assert cold["weightTier"] == "t1" and cold["weightBytes"] > 0
+
+
+def _endpoint_containers(env: Env, endpoint: str) -> list[WorkerStatus]:
+    return [w for w in env.dev.workers() if w.labels.get("tide.endpoint") == endpoint]
 
 
 # -- the plumbing the cluster relies on (pure; no containerd needed) ----------------------
