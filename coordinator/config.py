@@ -20,8 +20,9 @@ Example (all keys optional)::
     public-url = ""                  # how workers and nodes reach us; default http://<listen>
 
     [store]
-    # url: "etcd://h:p[,h:p]" plaintext, "etcds://h:p[,h:p]" TLS (the keys below), or
-    # "memory://" (one process, nothing survives a restart)
+    # url: "etcd://h:p[,h:p]" plaintext etcd; "etcds://h:p[,h:p]" etcd over TLS, the only
+    # scheme the four keys below go with (files read at startup); "memory://" (one
+    # process, nothing survives a restart)
     url = "etcd://127.0.0.1:2379"
     ca-file = ""                     # PEM CA that signed etcd's certificates; "" = public roots
     cert-file = ""                   # PEM client certificate (etcd --client-cert-auth); needs key-file
