@@ -345,6 +345,8 @@ def _method(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         "torch.load": torch_load,
         "torch.load mmap": torch_load_mmap,
         "flashboot T1": fb,
+        "flashboot T1 register": fb,
+        "flashboot T1 ring": fb,
         "flashboot T2": fb,
         "flashboot T2 fresh": fb,
         "flashboot T1 copy": fb_t1_copy,
@@ -352,7 +354,12 @@ def _method(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     return table[spec["method"]]
 
 
+_HOST_COPY = {"flashboot T1 register": "register", "flashboot T1 ring": "ring"}
+
+
 def child(spec: dict[str, Any]) -> None:
+    if spec["method"] in _HOST_COPY:
+        os.environ["TIDE_FLASHBOOT_HOST_COPY"] = _HOST_COPY[spec["method"]]
     t = time.perf_counter()
     import torch
 
@@ -383,7 +390,7 @@ def child(spec: dict[str, Any]) -> None:
         "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "maxrss_mib": cpu1.ru_maxrss / 1024,
     }
-    if spec["method"] in ("flashboot T1", "flashboot T2", "flashboot T2 fresh"):
+    if spec["method"].startswith("flashboot") and spec["method"] not in ("flashboot T1 copy",):
         import flashboot
 
         stats = flashboot.last_load_stats()
@@ -391,6 +398,7 @@ def child(spec: dict[str, Any]) -> None:
         result["tier"] = stats.tier
         result["stages"] = [[s.stage, round(s.seconds, 4)] for s in stats.stages]
         result["direct_io"] = stats.direct_io
+        result["pinned_host"] = stats.pinned_host
     if spec["device"] == "cuda":
         result["max_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     if spec["verify"]:
@@ -490,6 +498,8 @@ def plan_runs(device: str) -> list[tuple[str, str]]:
         runs.insert(2, ("load_file+to", "warm"))
         runs.insert(3, ("load_file+to", "cold"))
         runs.remove(("flashboot T1 copy", "T1"))
+        at = runs.index(("flashboot T1", "T1")) + 1
+        runs[at:at] = [("flashboot T1 register", "T1"), ("flashboot T1 ring", "T1")]
         runs.append(("flashboot out/in", "T1"))
     return runs
 
@@ -504,7 +514,7 @@ def prepare(method: str, state: str, paths: dict[str, Path], store: HostStore, f
                 _pool.trim(store.config.shm_dir, 1 << 62)  # no free memory: the fill allocates pages
             make_cold([store.t2_path(fp)], drop)
             return resident_fraction(Path(store.t2_path(fp)))
-        ensure_t1(store, fp)
+        ensure_t1(store, fp)  # "flashboot T1*" and "out/in"
         make_cold([store.t2_path(fp)], drop)
         return resident_fraction(Path(store.t2_path(fp)))
     if state == "cold":
@@ -543,7 +553,8 @@ def environment(workdir: Path, device: str) -> list[str]:
     return lines
 
 
-_EXTRA = ("tier", "stages", "direct_io", "ctx_s", "max_reserved_gib", "page_out_free_s", "d2h_s", "pinned")
+_EXTRA = ("tier", "stages", "direct_io", "pinned_host", "ctx_s", "max_reserved_gib", "page_out_free_s")
+_EXTRA += ("d2h_s", "pinned")
 
 
 def summarize(name: str, state: str, results: list[dict[str, Any]], nbytes: int) -> dict[str, Any]:
@@ -754,6 +765,11 @@ def targets(rows: dict[tuple[str, str], dict[str, Any]], roof: dict[str, float],
                 f"    (on CPU both map RAM-resident bytes without copying; each ends by touching every "
                 f"page, {floor * 1e3:.1f} ms of the total)"
             )
+    for name in ("flashboot T1 register", "flashboot T1 ring"):  # CUDA: the two host-copy modes
+        row = rows.get((name, "T1"), {})
+        if "gbps" in row:
+            pct = 100 * row["gbps"] / copy_roof
+            print(f"  {name}: {row['median']:.3f} s, {row['gbps']:.2f} GB/s = {pct:.0f}% of pinned H2D")
     if "gbps" in copy and "memcpy fresh dst" in roof:
         pct = 100 * copy["gbps"] / roof["memcpy fresh dst"]
         print(

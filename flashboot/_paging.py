@@ -12,7 +12,7 @@ import torch
 
 from tide.api.errors import InvalidArgument
 
-from ._device import copy_all, host_tensor, unregister_host
+from ._device import PinnedRing, copy_all, host_tensor, unregister_host
 from ._restore import Loaded
 from ._store import HostStore
 
@@ -63,7 +63,7 @@ def page_in(store: HostStore | None, loaded: Loaded) -> None:
     storage.resize_(loaded.index.data_bytes)
     if loaded.host is None:
         raise InvalidArgument(f"model {loaded.model_id!r}: no host copy to page in from")
-    copy_all(loaded.flat, loaded.host)
+    copy_all(loaded.flat, loaded.host, ring=None if loaded.registered else PinnedRing.shared())
     loaded.resident = True
 
 

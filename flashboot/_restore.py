@@ -21,7 +21,17 @@ import torch
 
 from tide.api.errors import InvalidArgument
 
-from ._device import ChunkCopier, anon_map, copy_all, host_tensor, private_map, register_host
+from ._device import (
+    ChunkCopier,
+    PinnedRing,
+    StagedCopier,
+    anon_map,
+    copy_all,
+    host_copy_mode,
+    host_tensor,
+    private_map,
+    register_host,
+)
 from ._image import ImageIndex, read_index
 from ._io import ChunkReader
 from ._locks import SharedLock
@@ -169,11 +179,10 @@ def _from_t1(
     shared = store.map_t1(fp)
     assert shared is not None  # we hold the pin, so the copy cannot have been evicted
     host = host_tensor(shared)
-    with rec.stage("pin", "t1", n):
-        registered = register_host(host)
+    registered, ring = _pin_or_ring(store, host, rec)
     flat = torch.empty(n, dtype=torch.uint8, device=device)
     with rec.stage("t1->t0", "t1", n):
-        copy_all(flat, host)
+        copy_all(flat, host, ring=ring)
         tensors = views_of(flat, index.tensors)
     return Loaded(
         model_id=model_id,
@@ -186,6 +195,22 @@ def _from_t1(
         registered=registered,
         pin=pin,
     )
+
+
+def _pin_or_ring(store: HostStore, host: torch.Tensor, rec: StageRecorder) -> tuple[bool, PinnedRing | None]:
+    """CUDA: page-lock ``host`` (register mode), else, or when that fails, this process's ring."""
+    if host_copy_mode(store.t1_huge_pages()) == "register":
+        with rec.stage("pin", "t1", host.numel()):
+            if register_host(host):
+                return True, None
+    return False, _ring(rec)
+
+
+def _ring(rec: StageRecorder) -> PinnedRing:
+    if PinnedRing._shared is None:
+        with rec.stage("ring", "-"):  # once per process: pinned staging slots
+            return PinnedRing.shared()
+    return PinnedRing.shared()
 
 
 def _fill_target(
@@ -212,17 +237,18 @@ def _from_t2(
     n = index.data_bytes
     seg, buf = _fill_target(store, fp, n, rec)
     cuda = device.type == "cuda"
-    registered = False
+    registered, ring = False, None
     host = host_tensor(buf) if cuda else None
     flat = torch.empty(n, dtype=torch.uint8, device=device) if cuda else None
     if host is not None:
-        with rec.stage("pin", "t1", n):
-            registered = register_host(host)
+        registered, ring = _pin_or_ring(store, host, rec)
     # CPU T0 maps the T1 segment copy-on-write (the mapping outlives the segment's rename).  Its
     # pages fault in on first touch: as fast as prefaulting each chunk as it lands, which held
     # the GIL against the reader threads (measured with bench/flashboot.py on /dev/shm).
     t0_map = private_map(seg.tmp_path, n, populate=False) if seg is not None and not cuda else None
-    copier = ChunkCopier(flat, host) if flat is not None and host is not None else None
+    copier: ChunkCopier | StagedCopier | None = None
+    if flat is not None and host is not None:
+        copier = ChunkCopier(flat, host) if ring is None else StagedCopier(flat, host, ring)
     on_chunk = copier.submit if copier is not None else None
     cfg = store.config
     try:
@@ -335,7 +361,7 @@ def _private_t0(
     host = host_tensor(buf)
     flat = torch.empty(index.data_bytes, dtype=torch.uint8, device=device)
     with rec.stage("t1->t0", "t1", index.data_bytes):
-        copy_all(flat, host)
+        copy_all(flat, host, ring=_ring(rec))
     return Loaded(
         model_id=model_id,
         fingerprint=fp,

@@ -40,6 +40,7 @@ from ._image import ImageIndex, parse_header
 from ._io import write_file_atomic
 from ._locks import SharedLock, exclusive, try_exclusive
 from ._plan import EvictionPlan, ModelState, plan_evictions
+from ._tmpfs import t1_backing
 
 __all__ = ["Alias", "HostStore", "ModelRecord", "StoreConfig", "StoreIndex", "T1Segment"]
 
@@ -125,6 +126,7 @@ class HostStore:
         self.config = config
         self.clock = clock
         self._index_codec = msgspec.json.Decoder(StoreIndex)
+        self._t1_huge: bool | None = None
 
     @classmethod
     def open(cls, state_dir: str, *, clock: Callable[[], float] = time.time) -> HostStore:
@@ -139,6 +141,12 @@ class HostStore:
         except msgspec.DecodeError as exc:
             raise InvalidArgument(f"{state_dir}/config.json: {exc}") from exc
         return cls(state_dir, config, clock=clock)
+
+    def t1_huge_pages(self) -> bool:
+        """Whether T1 sits on 2 MiB pages (read from the mount table once per store object)."""
+        if self._t1_huge is None:
+            self._t1_huge = t1_backing(self.config.shm_dir).huge_pages
+        return self._t1_huge
 
     def create_dirs(self) -> None:
         for sub in ("images", "headers", "pins", "workers"):
