@@ -175,9 +175,15 @@ class Scheduler:
     def _snapshot(self, removed: set[str], mig: MigPass) -> ClusterSnapshot:
         view = self._view
         in_use: dict[str, list[str]] = {}
+        cpus: dict[str, float] = {}  # what the assigned workers ask for: their endpoints' current
+        memory_mb: dict[str, int] = {}  # cpus / memoryMb, which noded applies (nodes/_desired.py)
         for a in view.assignments.values():
             if a.worker_id not in removed:
                 in_use.setdefault(a.node_id, []).extend(a.devices)
+                ep = view.endpoints.get(a.endpoint_id)
+                if ep is not None:
+                    cpus[a.node_id] = cpus.get(a.node_id, 0.0) + ep[0].spec.cpus
+                    memory_mb[a.node_id] = memory_mb.get(a.node_id, 0) + ep[0].spec.memory_mb
         for node_id, (rec, _) in view.nodes.items():
             in_use.setdefault(node_id, []).extend(mig.withheld(rec.inventory.gpus))
         nodes = [
@@ -190,6 +196,8 @@ class Scheduler:
                 in_use=in_use.get(node_id, []),
                 # Endpoints whose weights this host's FlashBoot keeper holds (RAM or disk).
                 flashboot_endpoints=sorted({ep for h in rec.inventory.flashboot for ep in h.endpoints}),
+                requested_cpus=cpus.get(node_id, 0.0),
+                requested_memory_mb=memory_mb.get(node_id, 0),
             )
             for node_id, (rec, rev) in sorted(view.nodes.items())
         ]

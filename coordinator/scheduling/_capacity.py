@@ -11,7 +11,7 @@ first time an endpoint asks and kept current on every take.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 __all__ = ["Buckets", "Pool"]
 
@@ -40,14 +40,25 @@ class Buckets:
         names = self._by if dcs is None else [dc for dc in dcs if dc in self._by]
         return max((max(self._by[dc]) for dc in names if self._by[dc]), default=0)
 
-    def best(self, count: int, dcs: Collection[str] | None) -> tuple[int, str] | None:
-        """(free count, node) of the fullest host with >= ``count`` free in ``dcs`` (None = any)."""
+    def best(
+        self, count: int, dcs: Collection[str] | None, fits: Callable[[str], bool] | None = None
+    ) -> tuple[int, str] | None:
+        """(free count, node) of the fullest host with >= ``count`` free in ``dcs`` (None = any).
+
+        ``fits`` (None = every host) filters hosts on something the buckets do not
+        index (CPU and RAM): with it, a walk may scan the hosts of a level.
+        """
         names = sorted(self._by) if dcs is None else sorted(dc for dc in dcs if dc in self._by)
         for free in range(count, self._top + 1):
             for dc in names:
                 level = self._by[dc].get(free)
-                if level:
+                if not level:
+                    continue
+                if fits is None:
                     return free, next(iter(level))
+                for node in level:
+                    if fits(node):
+                        return free, node
         return None
 
 

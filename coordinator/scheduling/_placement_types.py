@@ -44,6 +44,11 @@ class NodeSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     # The caller maps inventory.flashboot_models to endpoints; the placer has no
     # model fingerprints.
     flashboot_endpoints: list[str] = []
+    # What the workers assigned here asked for: the sums of their endpoints' ``cpus`` and
+    # ``memoryMb`` (0 = no ask).  The placer subtracts them, and its host reserve, from the
+    # inventory's CPUs and memory (see _resources.py).
+    requested_cpus: float = 0.0
+    requested_memory_mb: int = 0
 
 
 class ClusterSnapshot(msgspec.Struct, frozen=True, kw_only=True):

@@ -24,99 +24,34 @@ placed in the order given; the caller orders them by priority):
    it can re-cut is reserved for this worker (a :class:`SliceRecut` in the
    plan: the MIG planner creates the slice and a later pass places the
    worker).  A reserved card gives no free instances to later workers.
-6. When nothing fits, the worker and the rest of its request are unplaced,
+6. A host takes a worker only when its free CPUs and RAM also fit the
+   endpoint's ``cpus`` and ``memoryMb`` (see _resources.py: host reserve,
+   0 = no ask, hosts reporting 0 are unconstrained); hosts that do not are
+   skipped as if their devices were taken, and rules 2-5 are otherwise
+   unchanged.  A re-cut charges its worker's ask to the host at once.
+7. When nothing fits, the worker and the rest of its request are unplaced,
    with one human reason per endpoint naming every entry tried.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
 from coordinator.scheduling._capacity import Buckets, Pool
-from coordinator.scheduling._gpu_types import (
-    ANY_GPU,
-    GpuNeed,
-    canonical_gpu_type,
-    parse_gpu_type_id,
-    profile_memory_gb,
-)
+from coordinator.scheduling._gpu_types import GpuNeed
+from coordinator.scheduling._index import Index, Want, gpu_pools, mig_pool_groups
 from coordinator.scheduling._placement_types import (
     NO_RECUT,
     Assignment,
     ClusterSnapshot,
-    NodeSnapshot,
     PlacementPlan,
     PlacementRequest,
     SliceFitter,
     SliceRecut,
 )
-from tide.api.nodes import GpuInfo
+from coordinator.scheduling._reasons import reason
 
 __all__ = ["plan_placement"]
-
-Tiers = list[tuple[str, list[str]]]  # (view name, hosts) in preference order
-
-
-class _Index:
-    """Free capacity of one snapshot, consumed as the plan is built."""
-
-    def __init__(self, snapshot: ClusterSnapshot) -> None:
-        self.gpu_pools: dict[str, Pool] = {}
-        self.mig_pools: dict[str, Pool] = {}  # "type:profile" -> pool
-        self.mig_memory: dict[str, int] = {}  # "type:profile" -> GB
-        self.mig_cards: dict[str, list[tuple[str, GpuInfo]]] = {}  # type -> (node, card)
-        self.card_in_use: dict[str, set[str]] = {}  # card uuid -> MIG uuids in use
-        self.mig_home: dict[str, tuple[str, str]] = {}  # free MIG uuid -> (pool key, card uuid)
-        self.dc_of: dict[str, str] = {}
-        self.revision: dict[str, int] = {}
-        self.flashboot: dict[str, list[str]] = {}  # endpoint id -> hosts
-        self.images: dict[str, list[str]] = {}  # image -> hosts
-        self.reserved: set[str] = set()  # cards re-cut by this plan
-        self.no_recut: set[tuple[str, tuple[str, ...] | None]] = set()
-        for node in snapshot.nodes:
-            if not (node.draining or node.lost):
-                self._add_node(node.node_id, node.inventory.datacenter, node)
-        for pool in (*self.gpu_pools.values(), *self.mig_pools.values()):
-            pool.seal()
-
-    def _add_node(self, node_id: str, dc: str, node: NodeSnapshot) -> None:
-        self.dc_of[node_id] = dc
-        self.revision[node_id] = node.revision
-        in_use = set(node.in_use)
-        for ep in node.flashboot_endpoints:
-            self.flashboot.setdefault(ep, []).append(node_id)
-        for image in node.inventory.images:
-            self.images.setdefault(image, []).append(node_id)
-        for gpu in sorted(node.inventory.gpus, key=lambda g: g.index):
-            type_id = canonical_gpu_type(gpu.type_id)
-            if not gpu.mig_enabled:
-                if gpu.uuid not in in_use:
-                    self.gpu_pools.setdefault(type_id, Pool(key=type_id)).add(node_id, dc, gpu.uuid)
-                continue
-            self.mig_cards.setdefault(type_id, []).append((node_id, gpu))
-            used = self.card_in_use[gpu.uuid] = set()
-            for inst in gpu.mig_instances:
-                if inst.busy or inst.uuid in in_use:
-                    used.add(inst.uuid)
-                    continue
-                key = f"{type_id}:{inst.profile}"
-                self.mig_pools.setdefault(key, Pool(key=key)).add(node_id, dc, inst.uuid)
-                self.mig_memory[key] = profile_memory_gb(inst.profile)
-                self.mig_home[inst.uuid] = (key, gpu.uuid)
-
-    def take_mig(self, pool: Pool, node: str) -> str:
-        uuid = pool.take(node, 1)[0]
-        _, card = self.mig_home.pop(uuid)
-        self.card_in_use[card].add(uuid)
-        return uuid
-
-    def reserve_card(self, node: str, card: GpuInfo) -> None:
-        """A re-cut may destroy the card's idle instances: hand none of them out."""
-        self.reserved.add(card.uuid)
-        for inst in card.mig_instances:
-            home = self.mig_home.pop(inst.uuid, None)
-            if home is not None:
-                self.mig_pools[home[0]].remove(node, inst.uuid)
 
 
 def plan_placement(
@@ -126,29 +61,25 @@ def plan_placement(
     slice_fitter: SliceFitter = NO_RECUT,
 ) -> PlacementPlan:
     """Place every requested worker it can.  Pure and deterministic; see the module docstring."""
-    ix = _Index(snapshot)
+    ix = Index(snapshot)
     assignments: list[Assignment] = []
     recuts: list[SliceRecut] = []
     unplaced: dict[str, list[str]] = {}
     reasons: dict[str, str] = {}
     for req in requests:
-        needs = [parse_gpu_type_id(t) for t in req.spec.gpu_type_ids] or [ANY_GPU]
-        dcs = frozenset(req.spec.data_center_ids) or None
-        tiers: Tiers = [
-            (f"flashboot:{req.endpoint_id}", ix.flashboot.get(req.endpoint_id, [])),
-            (f"image:{req.spec.image}", ix.images.get(req.spec.image, [])),
-        ]
+        want = Want.of(ix, req)
         for i, worker_id in enumerate(req.worker_ids):
-            placed = _place_worker(ix, req, worker_id, needs, dcs, tiers, slice_fitter)
-            if isinstance(placed, Assignment):
-                assignments.append(placed)
-            elif isinstance(placed, SliceRecut):
-                recuts.append(placed)
-            else:
+            placed = _place_worker(ix, want, worker_id, slice_fitter)
+            if placed is None:
                 rest = req.worker_ids[i:]
                 unplaced.setdefault(req.endpoint_id, []).extend(rest)
-                reasons[req.endpoint_id] = _reason(ix, needs, req.spec.gpu_count, len(rest), dcs)
+                reasons[req.endpoint_id] = reason(ix, want, len(rest))
                 break
+            ix.charge(placed.node_id, want.ask)
+            if isinstance(placed, Assignment):
+                assignments.append(placed)
+            else:
+                recuts.append(placed)
     touched = {a.node_id for a in assignments} | {r.node_id for r in recuts}
     return PlacementPlan(
         assignments=assignments,
@@ -161,25 +92,18 @@ def plan_placement(
 
 
 def _place_worker(
-    ix: _Index,
-    req: PlacementRequest,
-    worker_id: str,
-    needs: list[GpuNeed],
-    dcs: frozenset[str] | None,
-    tiers: Tiers,
-    fitter: SliceFitter,
+    ix: Index, want: Want, worker_id: str, fitter: SliceFitter
 ) -> Assignment | SliceRecut | None:
-    count = req.spec.gpu_count
-    for need in needs:
+    count = want.gpu_count
+    for need in want.needs:
         if need.kind in ("gpu", "any"):
-            pools = list(ix.gpu_pools.values()) if need.kind == "any" else _pools(ix.gpu_pools, need.type_id)
-            pick = _pick(pools, count, dcs, tiers)
+            pick = _pick(gpu_pools(ix, need), count, want)
             if pick is not None:
                 pool, node = pick
                 devices = pool.take(node, count)
                 return Assignment(
                     worker_id=worker_id,
-                    endpoint_id=req.endpoint_id,
+                    endpoint_id=want.endpoint_id,
                     node_id=node,
                     gpu_type=pool.key,
                     devices=devices,
@@ -188,60 +112,36 @@ def _place_worker(
             continue
         if count > 1:
             continue  # one MIG device per worker; gpuCount > 1 needs whole GPUs
-        placed = _place_mig(ix, req, worker_id, need, dcs, tiers, fitter)
+        placed = _place_mig(ix, want, worker_id, need, fitter)
         if placed is not None:
             return placed
     return None
 
 
 def _place_mig(
-    ix: _Index,
-    req: PlacementRequest,
-    worker_id: str,
-    need: GpuNeed,
-    dcs: frozenset[str] | None,
-    tiers: Tiers,
-    fitter: SliceFitter,
+    ix: Index, want: Want, worker_id: str, need: GpuNeed, fitter: SliceFitter
 ) -> Assignment | SliceRecut | None:
-    for pools in _mig_pool_groups(ix, need):
-        pick = _pick(pools, 1, dcs, tiers)
+    for pools in mig_pool_groups(ix, need):
+        pick = _pick(pools, 1, want)
         if pick is not None:
             pool, node = pick
             uuid = ix.take_mig(pool, node)
             type_id, profile = pool.key.split(":", 1)
             return Assignment(
                 worker_id=worker_id,
-                endpoint_id=req.endpoint_id,
+                endpoint_id=want.endpoint_id,
                 node_id=node,
                 gpu_type=type_id,
                 devices=[uuid],
                 mig_profile=profile,
                 price_key=pool.key,
             )
-    return _recut(ix, req, worker_id, need, dcs, fitter)
+    return _recut(ix, want, worker_id, need, fitter)
 
 
-def _mig_pool_groups(ix: _Index, need: GpuNeed) -> list[list[Pool]]:
-    """Pools that satisfy a MIG need, grouped by preference (smallest adequate memory first)."""
-    if need.kind == "mig":
-        return [_pools(ix.mig_pools, f"{need.type_id}:{need.profile}")]
-    by_memory: dict[int, list[Pool]] = {}
-    for key, pool in ix.mig_pools.items():
-        gb = ix.mig_memory[key]
-        if gb >= need.min_memory_gb:
-            by_memory.setdefault(gb, []).append(pool)
-    return [by_memory[gb] for gb in sorted(by_memory)]
-
-
-def _recut(
-    ix: _Index,
-    req: PlacementRequest,
-    worker_id: str,
-    need: GpuNeed,
-    dcs: frozenset[str] | None,
-    fitter: SliceFitter,
-) -> SliceRecut | None:
-    key = (need.label, None if dcs is None else tuple(sorted(dcs)))
+def _recut(ix: Index, want: Want, worker_id: str, need: GpuNeed, fitter: SliceFitter) -> SliceRecut | None:
+    dcs = want.dcs
+    key = (need.label, None if dcs is None else tuple(sorted(dcs)), want.ask)
     if key in ix.no_recut:
         return None  # capacity only shrinks during a plan: a failed scan stays failed
     types = [need.type_id] if need.kind == "mig" else sorted(ix.mig_cards)
@@ -249,6 +149,8 @@ def _recut(
         for node, card in ix.mig_cards.get(type_id, []):
             if card.uuid in ix.reserved or (dcs is not None and ix.dc_of[node] not in dcs):
                 continue
+            if want.fits is not None and not want.fits(node):
+                continue  # the slice would be cut for a worker this host has no CPU/RAM for
             profile = fitter.fit(gpu=card, in_use=frozenset(ix.card_in_use[card.uuid]), need=need)
             if profile is not None:
                 ix.reserve_card(node, card)
@@ -256,65 +158,27 @@ def _recut(
                     node_id=node,
                     gpu_uuid=card.uuid,
                     profile=profile,
-                    endpoint_id=req.endpoint_id,
+                    endpoint_id=want.endpoint_id,
                     worker_id=worker_id,
                 )
     ix.no_recut.add(key)
     return None
 
 
-def _pools(pools: dict[str, Pool], key: str) -> list[Pool]:
-    found = pools.get(key)
-    return [] if found is None else [found]
-
-
-def _pick(
-    pools: list[Pool], count: int, dcs: Collection[str] | None, tiers: Tiers
-) -> tuple[Pool, str] | None:
+def _pick(pools: list[Pool], count: int, want: Want) -> tuple[Pool, str] | None:
     """The host to use: the first preference tier with a fit, fullest host there (ties: pool key)."""
-    for name, hosts in tiers:
+    for name, hosts in want.tiers:
         if hosts:
-            found = _fullest([(p, p.view(name, hosts)) for p in pools], count, dcs)
+            found = _fullest([(p, p.view(name, hosts)) for p in pools], count, want)
             if found is not None:
                 return found
-    return _fullest([(p, p.main) for p in pools], count, dcs)
+    return _fullest([(p, p.main) for p in pools], count, want)
 
 
-def _fullest(
-    candidates: list[tuple[Pool, Buckets]], count: int, dcs: Collection[str] | None
-) -> tuple[Pool, str] | None:
+def _fullest(candidates: list[tuple[Pool, Buckets]], count: int, want: Want) -> tuple[Pool, str] | None:
     best: tuple[int, str, Pool, str] | None = None
     for pool, buckets in candidates:
-        found = buckets.best(count, dcs)
+        found = buckets.best(count, want.dcs, want.fits)
         if found is not None and (best is None or (found[0], pool.key) < best[:2]):
             best = (found[0], pool.key, pool, found[1])
     return None if best is None else (best[2], best[3])
-
-
-def _reason(ix: _Index, needs: list[GpuNeed], count: int, workers: int, dcs: frozenset[str] | None) -> str:
-    """One line naming, for each entry tried, why it did not fit."""
-    where = "any data center" if dcs is None else ", ".join(sorted(dcs))
-    parts: list[str] = []
-    for need in needs:
-        if need.kind in ("mig", "mig-class"):
-            if count > 1:
-                parts.append(f"{need.label} is a MIG slice but gpuCount {count} needs whole GPUs")
-            else:
-                what = need.label if need.kind == "mig" else f"MIG slice of at least {need.min_memory_gb} GB"
-                parts.append(
-                    f"no free {what} in {where} ({workers} requested, 0 free) "
-                    "and no MIG card can be re-cut to fit it"
-                )
-            continue
-        pools = list(ix.gpu_pools.values()) if need.kind == "any" else _pools(ix.gpu_pools, need.type_id)
-        caps = [p.capacity(dcs) for p in pools]
-        total, most = sum(c[0] for c in caps), max((c[1] for c in caps), default=0)
-        wanted = workers * count
-        if total >= count:
-            parts.append(
-                f"no host with {count} free {need.label} in {where} "
-                f"({wanted} requested, {total} free, at most {most} on one host)"
-            )
-        else:
-            parts.append(f"no free {need.label} in {where} ({wanted} requested, {total} free)")
-    return "; ".join(parts)
