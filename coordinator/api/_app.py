@@ -12,6 +12,7 @@ from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._http import Auth, error_middleware, json_response
 from coordinator.api._metrics import Metrics
 from coordinator.api._public_routes import PublicRoutes
+from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
 from coordinator.jobs import ClusterView, JobService, WorkerService
 from coordinator.store import Store
@@ -40,12 +41,18 @@ def build_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY)
     auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
     app[APP_KEY_AUTH] = auth
+    app[APP_KEY_THROTTLE] = Throttle(view)
     metrics = Metrics(view, commit_seconds)
     # Worker routes first: aiohttp tries /v2/{ep}/... routes in order, and
     # job-take/job-done are the hottest.
     WorkerRoutes(workers=workers, auth=auth, settings=settings.jobs, metrics=metrics).add_to(app)
     PublicRoutes(
-        jobs=jobs, auth=auth, settings=settings.jobs, metrics=metrics, endpoints=view.endpoints
+        jobs=jobs,
+        auth=auth,
+        settings=settings.jobs,
+        metrics=metrics,
+        endpoints=view.endpoints,
+        throttle=app[APP_KEY_THROTTLE],
     ).add_to(app)
     AdminRoutes(store=store, view=view, auth=auth, jobs=jobs).add_to(app)
     # Workers ping at least three times per claim grace, so a live worker's claims never lapse.

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from coordinator.api._limits import RateLimited
 from coordinator.jobs import ClusterView
 from tide.api.endpoints import ApiKey
 from tide.api.errors import (
@@ -53,6 +54,10 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except RateLimited as exc:
+        response = json_response({"error": exc.message}, exc.http_status)
+        response.headers["Retry-After"] = str(exc.retry_after_s)  # whole seconds (RFC 9110 §10.2.3)
+        return response
     except TideError as exc:
         return json_response({"error": exc.message}, exc.http_status)
     except msgspec.ValidationError as exc:
@@ -163,12 +168,14 @@ class Auth:
         if key is not None and key.scope not in ("admin", "node"):
             raise PermissionDenied(f"key {key.name!r} may not register nodes (needs scope admin or node)")
 
-    def require_client(self, request: web.Request, ep: str) -> None:
+    def require_client(self, request: web.Request, ep: str) -> ApiKey | None:
+        """The key that may use ``ep`` (None = the bootstrap admin key)."""
         key = self._lookup(request, allow_query=True)
         if key is not None and key.scope != "admin" and key.endpoint_ids and ep not in key.endpoint_ids:
             raise PermissionDenied(f"key {key.name!r} may not use endpoint {ep!r}")
         if ep not in self._view.endpoints:
             raise NotFound(f"endpoint {ep!r} not found; 'tide endpoint list' shows the endpoints")
+        return key
 
     def require_worker(self, request: web.Request, ep: str, worker: str) -> None:
         presented = _presented_key(request, allow_query=False)

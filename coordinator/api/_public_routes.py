@@ -8,7 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.api._http import Auth, decode_body, json_response, query_int, read_body
+from coordinator.api._limits import Route
 from coordinator.api._metrics import Metrics
+from coordinator.api._throttle import Handler, Throttle, guard
 from coordinator.jobs import JobService, JobSettings
 from tide.api.endpoints import Endpoint
 from tide.api.jobs import FINAL_STATES, JobRequest
@@ -25,31 +27,36 @@ class PublicRoutes:
         settings: JobSettings,
         metrics: Metrics,
         endpoints: dict[str, tuple[Endpoint, int]],
+        throttle: Throttle,
     ) -> None:
         self._jobs = jobs
         self._auth = auth
+        self._throttle = throttle
         self._settings = settings
         self._metrics = metrics
         self._endpoints = endpoints
         self._submitted: dict[str, Any] = {}  # endpoint -> its counter (labels() takes a lock and a lookup)
 
     def add_to(self, app: web.Application) -> None:
-        r = app.router
-        r.add_post("/v2/{ep}/run", self.run)
-        r.add_post("/v2/{ep}/runsync", self.runsync)
+        def add(verb: str, path: str, route: Route | None, handler: Handler) -> None:
+            # Every route goes through the guard: it authenticates, then applies
+            # the route's per-endpoint limits (None: not limited).
+            app.router.add_route(verb, path, guard(self._auth, self._throttle, route, handler))
+
+        add("POST", "/v2/{ep}/run", "run", self.run)
+        add("POST", "/v2/{ep}/runsync", "runsync", self.runsync)
         for verb in ("GET", "POST"):
-            r.add_route(verb, "/v2/{ep}/status/{job}", self.status)
-            r.add_route(verb, "/v2/{ep}/status-sync/{job}", self.status_sync)
-            r.add_route(verb, "/v2/{ep}/stream/{job}", self.stream)
-        r.add_post("/v2/{ep}/cancel/{job}", self.cancel)
-        r.add_post("/v2/{ep}/retry/{job}", self.retry)
-        r.add_post("/v2/{ep}/purge-queue", self.purge_queue)
-        r.add_get("/v2/{ep}/health", self.health)
+            add(verb, "/v2/{ep}/status/{job}", "status", self.status)
+            add(verb, "/v2/{ep}/status-sync/{job}", "status", self.status_sync)
+            add(verb, "/v2/{ep}/stream/{job}", "stream", self.stream)
+        add("POST", "/v2/{ep}/cancel/{job}", "cancel", self.cancel)
+        add("POST", "/v2/{ep}/retry/{job}", None, self.retry)
+        add("POST", "/v2/{ep}/purge-queue", "purge-queue", self.purge_queue)
+        # add_get: HEAD too, as before.
+        app.router.add_get("/v2/{ep}/health", guard(self._auth, self._throttle, None, self.health))
 
     def _ep(self, request: web.Request) -> str:
-        ep = request.match_info["ep"]
-        self._auth.require_client(request, ep)
-        return ep
+        return request.match_info["ep"]  # authenticated by the guard
 
     def _timeout_ms(self, ep: str) -> int:
         return self._endpoints[ep][0].spec.execution_timeout_ms
