@@ -7,9 +7,12 @@ sched/epoch                    b"<n>"            (guards the placer's commits)
 sched/reasons/<ep>             why workers of <ep> do not fit (empty = they do)
 miglayouts/<node>/<gpu uuid>   MigLayoutRecord   (the MIG profiles noded must make that card hold)
 coldstarts/<ep>                ColdStartHistory  (the endpoint's last cold starts, by the leader)
+migdemand/<region>/<bucket>    MigDemandRecord   (devices demanded per region and hour bucket, by the leader)
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 import msgspec
 
@@ -19,6 +22,8 @@ __all__ = [
     "ColdStart",
     "ColdStartHistory",
     "ColdStartStage",
+    "MigDemandCell",
+    "MigDemandRecord",
     "MigLayoutRecord",
     "NodeRecord",
     "UsageRecord",
@@ -70,6 +75,32 @@ class MigLayoutRecord(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""  # what it was cut for, e.g. "endpoint ep-1 needs 2g.20gb"
 
 
+class MigDemandCell(msgspec.Struct, frozen=True, kw_only=True):
+    """One demand key of an hour bucket: ``"H100-80GB:3g.40gb"`` (a slice) or ``"H100-80GB"``
+    (one whole GPU), in concurrent devices."""
+
+    key: str
+    avg: float = 0.0  # EWMA over the bucket's completed occurrences
+    total: float = 0.0  # sum of this occurrence's samples (mean = total / samples)
+
+
+class MigDemandRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What a region demanded in one hour bucket (coordinator/nodes/_mig_demand.py).
+
+    ``bucket`` is ``"w033"`` (hour 33 of the week, Monday 00:00 UTC = 0) or ``"d09"`` (hour 9 of
+    the day, UTC).  An occurrence is one real hour (unix hour ``occurrence``); the leader adds at
+    most one sample a minute, and folds an occurrence into ``avg`` when the next one starts.
+    """
+
+    region: str
+    bucket: str
+    occurrences: int = 0  # completed occurrences folded into the cells' avg
+    occurrence: int = -1  # unix hour of the occurrence being sampled
+    samples: int = 0  # samples taken in that occurrence
+    last_minute: int = -1  # unix minute of the last sample: one per minute, whoever leads
+    cells: list[MigDemandCell] = []
+
+
 class ColdStartStage(msgspec.Struct, frozen=True, kw_only=True):
     # placement | process_start | runtime_import | weight_restore | handler_ready | first_job
     stage: str
@@ -105,6 +136,7 @@ class nkeys:
     REASONS = b"/tide/sched/reasons/"
     MIGLAYOUTS = b"/tide/miglayouts/"
     COLDSTARTS = b"/tide/coldstarts/"
+    MIGDEMAND = b"/tide/migdemand/"
 
     @staticmethod
     def node(node: str) -> bytes:
@@ -129,3 +161,8 @@ class nkeys:
     @staticmethod
     def mig_layout(node: str, gpu: str) -> bytes:
         return f"/tide/miglayouts/{node}/{gpu}".encode()
+
+    @staticmethod
+    def mig_demand(region: str, bucket: str) -> bytes:
+        # "~" stands for the unnamed region ("" in inventories); names are one path segment.
+        return f"/tide/migdemand/{quote(region, safe='') or '~'}/{bucket}".encode()
