@@ -41,8 +41,10 @@ def build_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY)
     auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
     app[APP_KEY_AUTH] = auth
-    app[APP_KEY_THROTTLE] = Throttle(view)
     metrics = Metrics(view, commit_seconds)
+    app[APP_KEY_THROTTLE] = Throttle(
+        view, on_refused=lambda ep, route, kind: metrics.api_refused.labels(ep, route, kind).inc()
+    )
     # Worker routes first: aiohttp tries /v2/{ep}/... routes in order, and
     # job-take/job-done are the hottest.
     WorkerRoutes(workers=workers, auth=auth, settings=settings.jobs, metrics=metrics).add_to(app)

@@ -51,6 +51,8 @@ WINDOW_S: Final = 10.0
 # When a concurrency limit refuses, the wait is unknowable (it ends when some
 # request in flight ends); 1 s is the shortest Retry-After that HTTP can say.
 CONCURRENCY_RETRY_AFTER_S: Final = 1
+# Refill arithmetic in floats: a client at exactly the rate may find 0.9999999 tokens.
+_EPSILON: Final = 1e-9
 
 
 class RouteLimit(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,10 +133,10 @@ def admit(bucket: Bucket, limit: RouteLimit, *, now: float, workers: int) -> Ref
     concurrent = limit.effective_concurrent(workers)
     if concurrent is not None and bucket.inflight >= concurrent:
         return Refusal(kind="concurrent", allowed=concurrent, retry_after_s=CONCURRENCY_RETRY_AFTER_S)
-    if tokens < 1.0:
+    if tokens < 1.0 - _EPSILON:
         wait = (1.0 - tokens) / per_s
-        return Refusal(kind="rate", allowed=capacity, retry_after_s=max(1, math.ceil(wait - 1e-9)))
-    bucket.tokens = tokens - 1.0
+        return Refusal(kind="rate", allowed=capacity, retry_after_s=max(1, math.ceil(wait - _EPSILON)))
+    bucket.tokens = max(0.0, tokens - 1.0)
     bucket.inflight += 1
     return None
 

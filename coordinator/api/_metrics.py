@@ -38,6 +38,12 @@ class Metrics:
         r = self.registry
         self.jobs_submitted = Counter("tide_jobs_submitted", "Jobs accepted", ["endpoint"], registry=r)
         self.jobs_taken = Counter("tide_jobs_taken", "Jobs handed to workers", ["endpoint"], registry=r)
+        self.api_refused = Counter(
+            "tide_api_refused",
+            "Public API requests refused with 429 by a per-endpoint limit (limit = rate | concurrent)",
+            ["endpoint", "route", "limit"],
+            registry=r,
+        )
         self.runsync_seconds = Histogram(
             "tide_runsync_seconds",
             "runsync latency to a final state",

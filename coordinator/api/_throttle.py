@@ -57,10 +57,12 @@ class Throttle:
         *,
         clock: Callable[[], float] = time.monotonic,
         limits: dict[Route, RouteLimit] = LIMITS,
+        on_refused: Callable[[str, Route, str], None] = lambda ep, route, kind: None,
     ) -> None:
         self._view = view
         self.clock = clock  # public: tests freeze it
         self.limits = limits
+        self._on_refused = on_refused  # (endpoint, route, "rate" | "concurrent"): a metric
         self._buckets: dict[tuple[str, Route], Bucket] = {}
         self._workers: dict[str, tuple[float, int]] = {}  # ep -> (counted at, running workers)
 
@@ -75,9 +77,14 @@ class Throttle:
             bucket = self._new_bucket(ep, route, limit, now, workers)
         refusal = admit(bucket, limit, now=now, workers=workers)
         if refusal is not None:
+            self._on_refused(ep, route, refusal.kind)
             message = _message(ep, route, limit, refusal, workers)
             raise RateLimited(message, retry_after_s=refusal.retry_after_s)
         return bucket
+
+    def in_flight(self, ep: str, route: Route) -> int:
+        bucket = self._buckets.get((ep, route))
+        return bucket.inflight if bucket is not None else 0
 
     def running_workers(self, ep: str, now: float) -> int:
         """Healthy workers of ``ep`` that are up (busy or idle; /health's ``ready``)."""
