@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import secrets
@@ -29,6 +30,17 @@ __all__ = ["DevCluster", "main"]
 log = logging.getLogger("tide.dev")
 
 PREWARM = True  # --prewarm's default: cold starts ~2 s -> ~0.25 s (bench/scale.py --prewarm both)
+
+
+def prewarm_modules() -> tuple[str, ...]:
+    """What tide dev's prewarm pool imports: runpod's dependencies, plus torch and safetensors when
+    installed.  Most GPU handlers import them, and ``import torch`` (~3 s here) then happens once,
+    in the pool, instead of in every cold start (bench/coldstart.py)."""
+    from noded.runtime._pool import DEFAULT_PREWARM_MODULES
+
+    extra = tuple(m for m in ("torch", "safetensors.torch") if importlib.util.find_spec(m.partition(".")[0]))
+    return (*DEFAULT_PREWARM_MODULES, *extra)
+
 
 _EPILOG = """examples:
   tide dev                                   # coordinator on :8420, one node with simulated GPUs
@@ -75,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=PREWARM,
         help="process runtime: fork each worker from a process that has already imported runpod's "
-        f"dependencies, so cold starts skip them (default {'on' if PREWARM else 'off'})",
+        "dependencies (and torch, when installed), so cold starts skip them "
+        f"(default {'on' if PREWARM else 'off'})",
     )
     c = p.add_argument_group("with --runtime containerd (workers are containers; needs root)")
     c.add_argument(
@@ -214,7 +227,8 @@ class DevCluster:
             return _containerd_runtime(self.args, root, owner=f"tide-dev-{name}")
         from noded.runtime import ProcessRuntime
 
-        return ProcessRuntime(root / "workers", prewarm=getattr(self.args, "prewarm", PREWARM))
+        prewarm = getattr(self.args, "prewarm", PREWARM)
+        return ProcessRuntime(root / "workers", prewarm=prewarm, prewarm_modules=prewarm_modules())
 
     async def stop(self, *, stop_workers: bool = True) -> None:
         for agent in self._agents:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 _ZYGOTE = str(Path(__file__).with_name("_zygote.py"))
 DEFAULT_PREWARM_MODULES = ("runpod",)
+# Threads a preloaded module starts at import and that are known to survive a fork harmlessly:
+# torch starts one idle native thread, and its DataLoader forks after import by design.
+_IDLE_THREADS_AT_IMPORT = {"torch": 1}
 
 
 def fork_eligible(argv: Sequence[str], python: str) -> bool:
@@ -53,6 +56,7 @@ class PrewarmPool:
         self._gone = False
         self.report: dict[str, Any] = {}
         self._started = time.monotonic()
+        self._expected_threads = 1 + sum(_IDLE_THREADS_AT_IMPORT.get(m.partition(".")[0], 0) for m in modules)
         self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         home = root / ".zygote-home"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -103,7 +107,7 @@ class PrewarmPool:
         log.info("prewarm pool ready after %.1fs: %s", took, self.report)
         if self.report.get("failed"):
             log.warning("prewarm pool: not preloaded: %s", self.report["failed"])
-        if self.report.get("threads", 1) > 1:  # forking a threaded process is only as safe as its libraries
+        if self.report.get("threads", 1) > self._expected_threads:  # a fork is only as safe as its libraries
             log.warning("prewarm pool: the zygote runs %s threads after its imports", self.report["threads"])
 
     def wait_ready(self, timeout: float) -> bool:
