@@ -75,7 +75,7 @@ class AheadCard(msgspec.Struct, frozen=True, kw_only=True):
     draining: bool = False  # its node drains: leave it alone
 
 
-class CardTarget(msgspec.Struct, frozen=True, kw_only=True):
+class CardTarget(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     node_id: str
     gpu_uuid: str
     type_id: str
@@ -85,7 +85,7 @@ class CardTarget(msgspec.Struct, frozen=True, kw_only=True):
     gains: dict[str, int]  # demand keys this cut adds
 
 
-class AheadPlan(msgspec.Struct, frozen=True, kw_only=True):
+class AheadPlan(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One region's pass: what it wanted, had and lacked, and the cards it re-cuts."""
 
     wanted: dict[str, int] = {}  # forecast slices, rounded

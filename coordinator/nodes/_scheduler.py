@@ -25,6 +25,7 @@ from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator._schema import encode, keys
 from coordinator.jobs import ClusterView
 from coordinator.nodes._mig import MigPass
+from coordinator.nodes._mig_ahead_loop import MigAhead
 from coordinator.scheduling import (
     ClusterSnapshot,
     CurrentWorker,
@@ -69,6 +70,7 @@ class Scheduler:
         self._clock = clock
         self._scaler: dict[str, ScalerState] = {}
         self.last_plan: PlacementPlan | None = None
+        self.ahead = MigAhead(store, view)  # ahead-of-time MIG re-cuts (rate-limits itself)
 
     async def run(self) -> None:
         await self._view.ready.wait()
@@ -87,6 +89,7 @@ class Scheduler:
             self._leading_since = now
         await self._mark_lost(now)
         stop, targets = self._autoscale(now)
+        await self.ahead.tick(now, targets)
         view = self._view
         current = [
             CurrentWorker(worker_id=a.worker_id, endpoint_id=a.endpoint_id) for a in self._assignments()
