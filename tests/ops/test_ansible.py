@@ -334,6 +334,32 @@ def test_coordinator_config_reaches_every_etcd_member_over_tls(fleet: tuple[Flee
         assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == (mode, 0, gid), name
 
 
+def _t1_mount_unit(f: Fleet, host: str) -> str:
+    """The name systemd gives the mount unit of the host's FlashBoot T1 directory."""
+    where = str(f.root(host) / "dev/shm/tide-flashboot")
+    res = subprocess.run(
+        ["systemd-escape", "--path", "--suffix=mount", where], capture_output=True, text=True, check=True
+    )
+    return res.stdout.strip()
+
+
+@pytest.mark.slow
+def test_flashboot_t1_is_a_huge_page_tmpfs_that_noded_requires(fleet: tuple[Fleet, Run, Run]) -> None:
+    f, _, _ = fleet
+    for host in GPU_HOSTS:
+        etc = f.root(host) / "etc/systemd/system"
+        where = str(f.root(host) / "dev/shm/tide-flashboot")
+        unit = etc / _t1_mount_unit(f, host)
+        text = unit.read_text()
+        assert f"Where={where}\n" in text and "Type=tmpfs" in text
+        options = next(line for line in text.splitlines() if line.startswith("Options="))
+        assert "huge=within_size" in options
+        assert "size=67139m" in options  # the 64 GB (10^9) default budget + 10%, in MiB
+        assert (etc / "local-fs.target.wants" / unit.name).is_symlink()
+        drop_in = (etc / "tide-noded.service.d/20-flashboot-t1.conf").read_text()
+        assert f"RequiresMountsFor={where}\n" in drop_in
+
+
 def _check_config(f: Fleet, host: str, daemon: str) -> subprocess.CompletedProcess[str]:
     binary = f.root(host) / f"opt/tide/venv/bin/tide-{daemon}"
     config = f.root(host) / f"etc/tide/{daemon}.toml"
@@ -365,7 +391,12 @@ def test_installed_units_verify_clean(fleet: tuple[Fleet, Run, Run]) -> None:
     out = f.tmp / "verify"
     out.mkdir(exist_ok=True)
     units = []
-    for host, unit in [("ctl-1", "tide-coordinator.service"), ("gpu-eu", "tide-noded.service")]:
+    t1_unit = _t1_mount_unit(f, "gpu-eu")
+    for host, unit in [
+        ("ctl-1", "tide-coordinator.service"),
+        ("gpu-eu", "tide-noded.service"),
+        ("gpu-eu", t1_unit),
+    ]:
         text = (f.root(host) / "etc/systemd/system" / unit).read_text()
         (out / unit).write_text(text.replace("/opt/tide/", f"{f.root(host)}/opt/tide/"))
         units.append(str(out / unit))
