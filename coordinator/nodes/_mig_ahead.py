@@ -135,10 +135,9 @@ def _why_not(card: AheadCard, now: float, settings: AheadSettings) -> str | None
     state = card_state(card.gpu, rec, card.error)
     if state in ("pending", "failed"):
         return f"its last re-cut is {state}" + (f": {card.error}" if card.error else "")
-    if rec is not None and now - rec.written_at < settings.card_interval_s:
-        return (
-            f"re-cut {int(now - rec.written_at)} s ago (at most once per {int(settings.card_interval_s)} s)"
-        )
+    if rec is not None and (age := now - rec.written_at) < settings.card_interval_s:
+        when = f"{int(age)} s ago" if age >= 0 else "after that time"  # a report about the past
+        return f"re-cut {when} (at most once per {int(settings.card_interval_s)} s)"
     return None
 
 

@@ -23,6 +23,7 @@ from coordinator._schema import encode
 from coordinator.api._http import Auth, decode_body, json_response
 from coordinator.jobs import ClusterView
 from coordinator.nodes._mig import card_state, catalog_of
+from coordinator.nodes._mig_forecast_routes import MigForecastRoutes
 from coordinator.store import Store
 from mig import Catalog, Layout, Transition, plan_layout, plan_transition
 from tide.api.errors import FailedPrecondition, NotFound
@@ -46,6 +47,7 @@ class MigRoutes:
         app.router.add_post("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.set_layout)
         app.router.add_get("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.get_layout)
         app.router.add_delete("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.forget_layout)
+        MigForecastRoutes(store=self._store, view=self._view, auth=self._auth).add_to(app)
 
     def _card(self, request: web.Request) -> tuple[str, GpuInfo, Catalog]:
         node, ref = request.match_info["node"], request.match_info["gpu"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,16 +103,12 @@ def _apply(cards: list[AheadCard], plan: AheadPlan, now: float) -> list[AheadCar
         gone = set(t.destroy)
         kept = [i for i in card.gpu.mig_instances if Slot(profile=i.profile, start=i.start) not in gone]
         made = _gpu(card.gpu.type_id, list(t.create), card.gpu.uuid).mig_instances
-        gpu = GpuInfo(**{**_fields(card.gpu), "mig_instances": sorted([*kept, *made], key=lambda i: i.start)})
+        gpu = msgspec.structs.replace(card.gpu, mig_instances=sorted([*kept, *made], key=lambda i: i.start))
         rec = MigLayoutRecord(
             node_id=card.node_id, gpu_uuid=gpu.uuid, profiles=t.profiles, written_at=now, source="ahead"
         )
         out.append(AheadCard(node_id=card.node_id, gpu=gpu, in_use=card.in_use, record=rec))
     return out
-
-
-def _fields(gpu: GpuInfo) -> dict[str, object]:
-    return {f: getattr(gpu, f) for f in gpu.__struct_fields__}
 
 
 @SETTINGS

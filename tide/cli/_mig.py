@@ -7,6 +7,9 @@ created; it changes nothing.  ``apply`` stores the layout; the host's noded then
 card, destroying only idle slices.  Slices a worker uses are never planned away (the
 coordinator answers 409 and names them).  ``release`` forgets the card's stored layout: noded
 leaves its instances as they are and the scheduler cuts it again only when demand asks.
+``forecast`` shows, per region, the demand the coordinator expects in the coming hour (learnt
+per hour of week, or of day until two weeks are seen) and the idle cards it would re-cut ahead
+of time for it.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import argparse
 from typing import Any
 
 from tide.cli._client import route_missing
-from tide.cli._cluster import fetch
+from tide.cli._cluster import fetch, parse_since
 from tide.cli._context import Context, seg
 from tide.cli._errors import CliError, UsageError
-from tide.cli._format import field
+from tide.cli._format import ago, field, table
 from tide.cli._gpus import render_bar
 from tide.cli._parsing import Subparsers, add_command
 
@@ -38,6 +41,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                 f"tide mig plan gpu-07 0 {_EXAMPLE}",
                 f"tide mig apply gpu-07 0 {_EXAMPLE}",
                 "tide mig apply gpu-07 1 none",
+                "tide mig forecast --region EU",
             ]
         ),
         subcommands=True,
@@ -66,6 +70,17 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("host", metavar="HOST", help="node id or hostname")
     p.add_argument("gpu", metavar="GPU", help="the card's index on the host, or its GPU uuid")
+    p = add_command(
+        msub,
+        common,
+        "forecast",
+        "the demand expected next hour per region, and the idle cards re-cut ahead of time for it",
+        "tide mig forecast --region EU --hours 6",
+        _forecast,
+    )
+    p.add_argument("--region", help="one region only")
+    p.add_argument("--at", metavar="TIME", help="plan as of this ISO time (UTC if no zone) instead of now")
+    p.add_argument("--hours", type=int, default=12, help="how many coming hours to list (default 12)")
 
 
 def parse_layout(words: list[str]) -> list[str]:
@@ -125,3 +140,81 @@ def _release(args: argparse.Namespace, ctx: Context) -> int:
     node = _node(fetch(ctx, "nodes", "/admin/v1/nodes"), args.host)
     res = ctx.client.delete(f"/admin/v1/nodes/{seg(str(node['id']))}/gpus/{seg(args.gpu)}/mig")
     return ctx.emit(res, lambda: ctx.say(f"{res.get('nodeId')} GPU {res.get('gpu')}: layout forgotten"))
+
+
+def _forecast(args: argparse.Namespace, ctx: Context) -> int:
+    query: dict[str, object] = {"hours": max(1, min(168, args.hours))}
+    if args.region:
+        query["region"] = args.region
+    if args.at:
+        query["at"] = _parse_at(args.at, ctx.now)
+    try:
+        res = ctx.client.get("/admin/v1/mig/forecast", **query)
+    except CliError as err:
+        if route_missing(err):
+            raise CliError("this coordinator does not forecast MIG demand yet", status=404) from None
+        raise
+    return ctx.emit(res, lambda: _render_forecast(ctx, res))
+
+
+def _parse_at(text: str, now: float) -> float:
+    if "T" in text and not text.endswith("Z") and "+" not in text:
+        text += "Z"  # an ISO time without a zone means UTC, as the hour buckets do
+    return parse_since(text, now)
+
+
+def _render_forecast(ctx: Context, res: dict[str, Any]) -> None:
+    regions = res.get("regions") or []
+    if not regions:
+        ctx.say("no live nodes")
+    for r in regions:
+        _render_region(ctx, r, float(res.get("at") or ctx.now))
+
+
+def _render_region(ctx: Context, r: dict[str, Any], at: float) -> None:
+    starts = int(r.get("hour", 0)) * 3600
+    basis = str(r.get("basis"))
+    seen = f" ({r.get('occurrences')} seen)" if basis != "none" else ": no forecast yet (needs 2 days)"
+    ctx.say(f"{r.get('region') or '(no region)'}: {r.get('label')} ({ago(starts, at)}), from {basis}{seen}")
+    plan = r.get("plan") or {}
+    forecast = r.get("forecast") or {}
+    keys = sorted(set(forecast) | set(plan.get("capacity") or {}))
+    rows = [
+        [k, f"{forecast.get(k, 0):.1f}", *(str((plan.get(c) or {}).get(k, "-")) for c in _COLUMNS)]
+        for k in keys
+        if ":" in k
+    ]
+    if rows:
+        ctx.say(
+            table(
+                ["  SLICE", "FORECAST", "WANTED", "HELD", "MISSING", "SURPLUS"],
+                [["  " + x[0], *x[1:]] for x in rows],
+            )
+        )
+    whole = {k: v for k, v in forecast.items() if ":" not in k}
+    cards = field(r, "wholeGpus") or {}
+    for k in sorted(set(whole) | set(cards)):
+        ctx.say(f"  whole {k}: {whole.get(k, 0):.1f} forecast, {cards.get(k, 0)} non-MIG card(s)")
+    if plan:
+        _render_plan(ctx, plan)
+    upcoming = r.get("upcoming") or []
+    if len(upcoming) > 1:
+        hours = ", ".join(f"{u['label'][4:9]} {u['slices']:g}+{field(u, 'wholeGpus'):g}" for u in upcoming)
+        ctx.say(f"  coming hours (slices+whole): {hours}")
+
+
+_COLUMNS = ("wanted", "capacity", "deficit", "surplus")
+
+
+def _render_plan(ctx: Context, plan: dict[str, Any]) -> None:
+    missing, threshold = field(plan, "deficitCards", 0.0), field(plan, "thresholdCards", 0.0)
+    ctx.say(f"  missing {missing:g} card(s) of slices; re-cuts start at {threshold:g}")
+    for t in plan.get("targets") or []:
+        made = ", ".join(f"{s['profile']}@{s['start']}" for s in t.get("create") or []) or "nothing"
+        gone = ", ".join(f"{s['profile']}@{s['start']}" for s in t.get("destroy") or []) or "nothing"
+        ctx.say(f"  re-cut {t.get('nodeId')} {t.get('gpuUuid')}: {','.join(t.get('profiles') or [])}")
+        ctx.say(f"    destroy: {gone}; create: {made}")
+    for gpu, why in sorted((plan.get("skipped") or {}).items()):
+        ctx.say(f"  left alone {gpu}: {why}")
+    if plan.get("reason"):
+        ctx.say(f"  {plan['reason']}")
