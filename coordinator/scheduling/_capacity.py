@@ -7,6 +7,10 @@ in these data centers with at least n free" is a walk up from bucket n, never a
 scan of hosts.  Preference tiers (hosts holding the endpoint's FlashBoot
 snapshot or image) are extra bucket sets over a subset of hosts, built the
 first time an endpoint asks and kept current on every take.
+
+CPU and RAM are not indexed: an endpoint that asks for them passes a host
+filter to :meth:`Buckets.best`, which then walks the hosts of each level until
+one has room (a scan only where hosts the buckets offer are short of CPU/RAM).
 """
 
 from __future__ import annotations
