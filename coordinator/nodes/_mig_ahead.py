@@ -26,6 +26,7 @@ instances yields the same placements).  Pure and deterministic.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -149,7 +150,21 @@ class _Fill(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _fits(catalog: Catalog, gpu: GpuInfo, wanted: list[str], held: list[Slot]) -> Layout | None:
-    layout = plan_layout(catalog, gpu.mig_instances, wanted, busy=held)
+    """mig.plan_layout for ``wanted`` keeping ``held`` (and instances marked busy), or None."""
+    instances = tuple(sorted(Slot(profile=i.profile, start=i.start) for i in gpu.mig_instances))
+    busy = {Slot(profile=i.profile, start=i.start) for i in gpu.mig_instances if i.busy}
+    return _layout(catalog.type_id, instances, tuple(sorted(wanted)), tuple(sorted(busy | set(held))))
+
+
+@functools.lru_cache(maxsize=8192)
+def _layout(
+    type_id: str, instances: tuple[Slot, ...], wanted: tuple[str, ...], busy: tuple[Slot, ...]
+) -> Layout | None:
+    # Memoised: a pass evaluates the same card shapes again after each card it picks, and
+    # fleets hold many identical cards.  Pure, so a cache cannot change an answer.
+    catalog = catalog_of(type_id)
+    assert catalog is not None
+    layout = plan_layout(catalog, instances, wanted, busy=busy)
     return layout if isinstance(layout, Layout) else None
 
 
@@ -161,6 +176,9 @@ def _fill_card(
     idle = Counter(i.profile for i in gpu.mig_instances) - Counter(s.profile for s in held)
     optional = Counter({p: min(n, budget[p]) for p, n in idle.items() if budget[p] > 0})
     wanted = [s.profile for s in held] + sorted((idle - optional).elements())
+    room = catalog.grid - sum(catalog.profile(p).size for p in wanted)
+    if all(catalog.profile(p).size > room for p in deficit):
+        return None  # cheap and common on a busy fleet: nothing missing fits the room left
     added: list[str] = []
     by_size = sorted(deficit, key=lambda p: (-catalog.profile(p).size, p))
     for profile in by_size:

@@ -14,6 +14,7 @@ planned again on the next pass.  :meth:`MigAhead.report` is the same plan as a r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import Counter
@@ -177,17 +178,23 @@ class MigAhead:
         week, day = buckets_of(hour)
         return forecast_for(hour, history.get((region, week)), history.get((region, day)))
 
-    def plan(self, history: History, region: str, now: float) -> tuple[Forecast, AheadPlan | None]:
+    async def plan(self, history: History, region: str, now: float) -> tuple[Forecast, AheadPlan | None]:
+        """The region's forecast for the hour to prepare at ``now``, and its plan (None: no
+        forecast yet).  The planner runs in a thread: a large region takes a few hundred ms."""
         fc = self.forecast(history, region, window_hour(now, self.settings.lead_s))
         if fc.basis == "none":
             return fc, None
-        return fc, plan_ahead(forecast=fc.demand, cards=self.cards(region), now=now, settings=self.settings)
+        cards = self.cards(region)
+        plan = await asyncio.to_thread(
+            plan_ahead, forecast=fc.demand, cards=cards, now=now, settings=self.settings
+        )
+        return fc, plan
 
     async def recut(self, now: float) -> None:
         """Plan every region for the coming hour and store the new layouts."""
         history = await self.history()
         for region in self.regions():
-            fc, plan = self.plan(history, region, now)
+            fc, plan = await self.plan(history, region, now)
             if plan is None:
                 continue
             self.last[region] = plan
@@ -230,7 +237,7 @@ class MigAhead:
         history = await self.history()
         out = []
         for region in self.regions():
-            fc, plan = self.plan(history, region, now)
+            fc, plan = await self.plan(history, region, now)
             upcoming = [self._summary(self.forecast(history, region, fc.hour + i)) for i in range(hours)]
             out.append(
                 RegionForecast(
