@@ -166,6 +166,8 @@ async def test_idle_cards_are_recut_before_the_hour_toward_its_learnt_mix(cluste
         await cluster.hour_of("batch", "H100-80GB:7g.80gb", 1, base + 2 * HOUR)
         await cluster.hour_of("peak", "H100-80GB:1g.10gb", 6, base + 9 * HOUR)
         await cluster.step(base + 15 * HOUR)  # a quiet hour sampled too
+    # A new leader for the fourth day: it knows only what the store kept.
+    cluster.scheduler = Scheduler(cluster.store, cluster.view, lost_after_s=HOUR)
     steady = next(a for a in cluster.view.assignments.values() if a.endpoint_id == "steady").devices[0]
     us_card = cluster.card("us-1", 0).uuid
 
