@@ -54,6 +54,14 @@ _record_decoder = msgspec.json.Decoder(MigDemandRecord)
 History = dict[tuple[str, str], MigDemandRecord]  # (region, bucket) -> record
 
 
+def _decode(raw: bytes) -> MigDemandRecord | None:
+    try:
+        return _record_decoder.decode(raw)
+    except msgspec.DecodeError:
+        log.warning("undecodable MIG demand record; it is started again")
+        return None
+
+
 class UpcomingHour(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     hour: int
     label: str
@@ -129,7 +137,7 @@ class MigAhead:
     async def _add(self, region: str, bucket: str, sample: dict[str, float], now: float) -> None:
         key = nkeys.mig_demand(region, bucket)
         kv = await self._store.get(key)
-        old = _record_decoder.decode(kv.value) if kv is not None else None
+        old = _decode(kv.value) if kv is not None else None  # undecodable: start the bucket again
         new = update_demand(old, region=region, bucket=bucket, sample=sample, now=now, alpha=alpha_of(bucket))
         if new != old:  # a lost race means another leader sampled this minute: nothing to redo
             guard = Compare(key=key, target="mod", op="==", value=kv.mod_revision if kv else 0)
@@ -139,12 +147,8 @@ class MigAhead:
         res = await self._store.range(nkeys.MIGDEMAND)
         out: History = {}
         for kv in res.kvs:
-            try:
-                rec = _record_decoder.decode(kv.value)
-            except msgspec.DecodeError:
-                log.warning("undecodable MIG demand record at %r", kv.key)
-                continue
-            out[(rec.region, rec.bucket)] = rec
+            if (rec := _decode(kv.value)) is not None:
+                out[(rec.region, rec.bucket)] = rec
         return out
 
     def regions(self) -> list[str]:
