@@ -3,8 +3,9 @@
 The keeper owns a state directory on local disk and a directory in shared memory; together they hold
 T2 (images on disk) and T1 (data sections in ``/dev/shm``) for every model this host has run.  Worker
 processes reach it through the directory convention documented in ``_store.py``: noded passes
-``Keeper.env()`` (``TIDE_FLASHBOOT_DIR=<state dir>``) into each worker's environment and mounts both
-directories into its container; ``flashboot.load`` does the rest.  There is no server, so noded can
+``Keeper.env(owner)`` (``TIDE_FLASHBOOT_DIR=<the owner's state dir>``) into each worker's environment
+and mounts that owner's two directories into its container (one store per owner: ``_owners.py``);
+``flashboot.load`` does the rest.  There is no server, so noded can
 restart at any time without breaking a restore, and T1 copies outlive both workers and noded
 (they go only with a reboot, an eviction or ``forget``).
 
@@ -43,6 +44,7 @@ from tide.api.errors import InvalidArgument, ResourceExhausted
 from . import _pool
 from ._image import ImageIndex, compute_chunk_hashes, iter_chunks, read_index
 from ._io import ChunkReader, write_file_atomic
+from ._owners import enforce_all, owner_key, owner_keys, owner_paths
 from ._plan import EvictionPlan
 from ._registry import live_t0
 from ._repair import reconcile
@@ -54,6 +56,7 @@ __all__ = ["ENV_DIR", "ENV_OWNER", "Holdings", "Keeper", "KeeperConfig", "ModelH
 ENV_DIR = "TIDE_FLASHBOOT_DIR"
 ENV_OWNER = "TIDE_FLASHBOOT_OWNER"  # recorded with every model the worker loads (noded: endpoint id)
 Tier = Literal["t0", "t1", "t2"]
+_TIERS: tuple[Tier, ...] = ("t0", "t1", "t2")
 
 
 class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -104,6 +107,10 @@ class Keeper:
     coordination is flock).  ``enforce``, ``import_image``, ``verify`` and ``forget`` may move whole
     images and are slow: noded calls them through ``asyncio.to_thread``.  ``start`` is idempotent
     and is how a restarted keeper adopts what its predecessor left (T2 images, live T1 copies).
+
+    Models live in one store per owner (``_owners.py``): ``env(owner)`` and ``dirs(owner)`` name
+    that owner's store, the rest of the API covers every store on the host.  The root store (owner
+    "") serves callers that name no owner (tests, benchmarks, a worker run by hand).
     """
 
     def __init__(self, config: KeeperConfig, *, clock: Callable[[], float] = time.time):
@@ -122,11 +129,10 @@ class Keeper:
         self._store = HostStore(config.state_dir, store_config, clock=clock)
 
     def start(self) -> None:
-        """Create the directories, publish the config for workers, repair the index.  Idempotent."""
-        self._store.create_dirs()
-        config_path = os.path.join(self.config.state_dir, "config.json")
-        write_file_atomic(config_path, [msgspec.json.encode(self._store.config)], durable=False)
-        reconcile(self._store, now=self._clock())
+        """Create the directories, publish the config for workers, repair the indexes.  Idempotent."""
+        for store in self._stores():
+            self._open(store)
+            reconcile(store, now=self._clock())
         self.enforce()
         with self._store.locked():
             missing = (
@@ -135,68 +141,91 @@ class Keeper:
             if missing >= 4096:  # slow (allocates and zeroes pages), but off every restore path
                 _pool.preallocate(self.config.shm_dir, missing - missing % 4096)
 
+    def _open(self, store: HostStore) -> None:
+        store.create_dirs()
+        config_path = os.path.join(store.state_dir, "config.json")
+        write_file_atomic(config_path, [msgspec.json.encode(store.config)], durable=False)
+
+    def _owner_store(self, owner: str) -> HostStore:
+        return self._store_at(owner_key(owner))
+
+    def _store_at(self, key: str) -> HostStore:
+        state_dir, shm_dir = owner_paths(self.config.state_dir, self.config.shm_dir, key)
+        config = msgspec.structs.replace(self._store.config, shm_dir=shm_dir)
+        return HostStore(state_dir, config, clock=self._clock)
+
+    def _stores(self) -> list[HostStore]:
+        """The root store, then every owner store that exists (always in this order)."""
+        return [self._store, *(self._store_at(k) for k in owner_keys(self.config.state_dir))]
+
     def t1_backing(self) -> T1Backing:
         """What backs the T1 directory (RAM or not, 4 KiB or 2 MiB pages).  Cheap: reads the mount table."""
         return t1_backing(self.config.shm_dir)
 
+    def dirs(self, owner: str = "") -> tuple[str, str]:
+        """(state dir, T1 dir) a worker of ``owner`` needs, and nothing more: what noded binds into
+        its container.  Creates the owner's store on first use."""
+        if not owner:
+            return self.config.state_dir, self.config.shm_dir
+        store = self._owner_store(owner)
+        if not os.path.exists(os.path.join(store.state_dir, "config.json")):
+            self._open(store)
+        return store.state_dir, store.config.shm_dir
+
     def env(self, owner: str = "") -> dict[str, str]:
-        """Environment a worker needs to find this keeper; ``owner`` (e.g. the worker's endpoint)
-        is recorded with every model the worker loads and comes back in ``holdings()``."""
-        return {ENV_DIR: self.config.state_dir, **({ENV_OWNER: owner} if owner else {})}
+        """Environment a worker of ``owner`` (e.g. its endpoint) needs to find its store; the owner
+        is also recorded with every model the worker loads and comes back in ``holdings()``."""
+        state_dir, _ = self.dirs(owner)
+        return {ENV_DIR: state_dir, **({ENV_OWNER: owner} if owner else {})}
 
     def enforce(self) -> EvictionPlan:
         """Bring both tiers within budget (LRU, pinned models skipped).  Slow: may write images."""
-        return self._store.make_room()
+        stores = self._stores()
+        if len(stores) == 1:
+            return self._store.make_room()
+        return enforce_all(
+            stores, ram_budget=self.config.ram_budget_bytes, disk_budget=self.config.disk_budget_bytes
+        )
 
     def holdings(self) -> Holdings:
-        """Fingerprints per tier plus per-model detail.  Cheap: stats files and tries locks."""
-        t0 = [h for h in live_t0(self.config.state_dir) if h.state == "resident"]
-        with self._store.locked():
-            states = self._store.snapshot()
-            records = self._store.read_index().models
-        models = []
-        for s in sorted(states, key=lambda s: s.fingerprint):
-            tiers: list[Tier] = []
-            workers = sum(1 for h in t0 if h.fingerprint == s.fingerprint)
-            tiers += ["t0"] if workers else []
-            tiers += ["t1"] if s.in_t1 else []
-            tiers += ["t2"] if s.in_t2 else []
-            models.append(
-                ModelHolding(
-                    fingerprint=s.fingerprint,
-                    model_ids=records[s.fingerprint].model_ids,
-                    data_bytes=s.data_bytes,
-                    image_bytes=s.image_bytes,
-                    tiers=tuple(tiers),
-                    pinned=s.pinned,
-                    workers=workers,
-                    last_used=s.last_used,
-                    owners=records[s.fingerprint].owners,
-                )
-            )
+        """Fingerprints per tier plus per-model detail, over every store (a model several owners
+        hold is one entry).  Cheap: stats files and tries locks."""
+        merged: dict[str, ModelHolding] = {}
+        for store in self._stores():
+            for m in _store_holdings(store):
+                merged[m.fingerprint] = _merge(merged.get(m.fingerprint), m)
+        models = tuple(merged[fp] for fp in sorted(merged))
+        stores = self._stores()
         return Holdings(
-            t0=tuple(sorted({h.fingerprint for h in t0})),
+            t0=tuple(m.fingerprint for m in models if "t0" in m.tiers),
             t1=tuple(m.fingerprint for m in models if "t1" in m.tiers),
             t2=tuple(m.fingerprint for m in models if "t2" in m.tiers),
-            models=tuple(models),
-            ram_used=self._store.ram_used(),
-            ram_free=self._store.ram_free(),
+            models=models,
+            ram_used=sum(s.ram_used() for s in stores),
+            ram_free=sum(s.ram_free() for s in stores),
             ram_budget=self.config.ram_budget_bytes,
-            disk_used=self._store.disk_used(),
+            disk_used=sum(s.disk_used() for s in stores),
             disk_budget=self.config.disk_budget_bytes,
         )
 
-    def import_image(self, path: str, *, model_id: str, stamp: str = "", link: bool = True) -> str:
-        """Add an existing FlashBoot image to T2 (hard link, else copy); returns its fingerprint.
+    def import_image(
+        self, path: str, *, model_id: str, stamp: str = "", owner: str = "", link: bool = True
+    ) -> str:
+        """Add an existing FlashBoot image to ``owner``'s T2 (hard link, else copy); returns its
+        fingerprint.
 
         ``stamp`` must equal ``source_stamp(source)`` of the source workers will pass to ``load`` for
         the alias to hit (empty for state dicts and callables).  Slow when it copies.
         """
+        store = self._store
+        if owner:
+            self.dirs(owner)
+            store = self._owner_store(owner)
         index = read_index(path)
         fp = index.fingerprint
-        if not self._store.make_room(need_disk=index.image_bytes).disk_fits:
+        if not store.make_room(need_disk=index.image_bytes).disk_fits:
             raise ResourceExhausted(f"no disk budget for a {index.image_bytes}-byte image")
-        target = self._store.t2_path(fp)
+        target = store.t2_path(fp)
         if not os.path.exists(target):
             tmp = f"{target}.tmp-import"
             with contextlib.suppress(FileNotFoundError):
@@ -208,54 +237,106 @@ class Keeper:
             except OSError:
                 shutil.copyfile(path, tmp)
             os.replace(tmp, target)
-        self._store.record(index, model_id=model_id, stamp=stamp)
+        store.record(index, model_id=model_id, stamp=stamp)
         return fp
 
     def verify(self, fingerprint: str) -> dict[str, bool]:
-        """Check every copy's chunk hashes against its header; a corrupt copy is deleted.  Slow."""
-        index = self._store.image_index(fingerprint)
+        """Check every copy's chunk hashes against its header; a corrupt copy is deleted.  Slow.
+        A tier counts as good only if every store's copy in it is."""
         result: dict[str, bool] = {}
-        with self._store.pin(fingerprint):
-            data = self._store.map_t1(fingerprint)
-            if data is not None:
-                with memoryview(data) as view:
-                    ok = (
-                        compute_chunk_hashes(view[: index.data_bytes], index.chunk_bytes)
-                        == index.chunk_hashes
-                    )
-                data.close()
-                result["t1"] = ok
-            if self._store.in_t2(fingerprint):
-                result["t2"] = self._verify_t2(fingerprint, index)
-        with self._store.locked():
-            for tier, ok in result.items():
-                if not ok:
-                    path = (
-                        self._store.t1_path(fingerprint) if tier == "t1" else self._store.t2_path(fingerprint)
-                    )
-                    self._store.drop_copy(fingerprint, path)
+        for store in self._stores():
+            if store.in_t1(fingerprint) or store.in_t2(fingerprint):
+                for tier, ok in _verify(store, fingerprint, self.config.read_threads).items():
+                    result[tier] = result.get(tier, True) and ok
         return result
 
-    def _verify_t2(self, fp: str, index: ImageIndex) -> bool:
-        data_offset, chunk_bytes = index.data_offset, index.chunk_bytes
-        hashes: list[str] = []
-        path = self._store.t2_path(fp)
-        buf = mmap.mmap(-1, chunk_bytes)  # page-aligned, as O_DIRECT wants
-        try:
-            with ChunkReader(path, threads=self.config.read_threads) as reader, memoryview(buf) as view:
-                for a, b in iter_chunks(os.path.getsize(path) - data_offset, chunk_bytes):
-                    reader.read_into(view[: b - a], data_offset + a, chunk_bytes=self.config.read_chunk_bytes)
-                    hashes.extend(compute_chunk_hashes(view[: b - a], chunk_bytes, threads=1))
-        finally:
-            buf.close()
-        return tuple(hashes) == index.chunk_hashes
-
     def forget(self, fingerprint: str) -> bool:
-        """Drop a model from T1 and T2 unless a process pins it; returns whether it is gone."""
-        with self._store.locked():
-            gone = all(
-                self._store.drop_copy(fingerprint, path)
-                for path in (self._store.t1_path(fingerprint), self._store.t2_path(fingerprint))
-            )
-            self._store.forget_empty()
+        """Drop a model from T1 and T2 of every store unless a process pins it; returns whether it
+        is gone everywhere."""
+        gone = True
+        for store in self._stores():
+            with store.locked():
+                gone = (
+                    all(
+                        store.drop_copy(fingerprint, path)
+                        for path in (store.t1_path(fingerprint), store.t2_path(fingerprint))
+                    )
+                    and gone
+                )
+                store.forget_empty()
         return gone
+
+
+def _store_holdings(store: HostStore) -> list[ModelHolding]:
+    t0 = [h for h in live_t0(store.state_dir) if h.state == "resident"]
+    with store.locked():
+        states = store.snapshot()
+        records = store.read_index().models
+    out = []
+    for s in sorted(states, key=lambda s: s.fingerprint):
+        workers = sum(1 for h in t0 if h.fingerprint == s.fingerprint)
+        held = {"t0": workers > 0, "t1": s.in_t1, "t2": s.in_t2}
+        tiers = tuple(t for t in _TIERS if held[t])
+        out.append(
+            ModelHolding(
+                fingerprint=s.fingerprint,
+                model_ids=records[s.fingerprint].model_ids,
+                data_bytes=s.data_bytes,
+                image_bytes=s.image_bytes,
+                tiers=tiers,
+                pinned=s.pinned,
+                workers=workers,
+                last_used=s.last_used,
+                owners=records[s.fingerprint].owners,
+            )
+        )
+    return out
+
+
+def _merge(a: ModelHolding | None, b: ModelHolding) -> ModelHolding:
+    if a is None:
+        return b
+    return msgspec.structs.replace(
+        a,
+        model_ids=tuple(sorted({*a.model_ids, *b.model_ids})),
+        tiers=tuple(t for t in _TIERS if t in a.tiers or t in b.tiers),
+        pinned=a.pinned or b.pinned,
+        workers=a.workers + b.workers,
+        last_used=max(a.last_used, b.last_used),
+        owners=tuple(sorted({*a.owners, *b.owners})),
+    )
+
+
+def _verify(store: HostStore, fingerprint: str, threads: int) -> dict[str, bool]:
+    index = store.image_index(fingerprint)
+    result: dict[str, bool] = {}
+    with store.pin(fingerprint):
+        data = store.map_t1(fingerprint)
+        if data is not None:
+            with memoryview(data) as view:
+                ok = compute_chunk_hashes(view[: index.data_bytes], index.chunk_bytes) == index.chunk_hashes
+            data.close()
+            result["t1"] = ok
+        if store.in_t2(fingerprint):
+            result["t2"] = _verify_t2(store, fingerprint, index, threads)
+    with store.locked():
+        for tier, ok in result.items():
+            if not ok:
+                path = store.t1_path(fingerprint) if tier == "t1" else store.t2_path(fingerprint)
+                store.drop_copy(fingerprint, path)
+    return result
+
+
+def _verify_t2(store: HostStore, fp: str, index: ImageIndex, threads: int) -> bool:
+    data_offset, chunk_bytes = index.data_offset, index.chunk_bytes
+    hashes: list[str] = []
+    path = store.t2_path(fp)
+    buf = mmap.mmap(-1, chunk_bytes)  # page-aligned, as O_DIRECT wants
+    try:
+        with ChunkReader(path, threads=threads) as reader, memoryview(buf) as view:
+            for a, b in iter_chunks(os.path.getsize(path) - data_offset, chunk_bytes):
+                reader.read_into(view[: b - a], data_offset + a, chunk_bytes=store.config.read_chunk_bytes)
+                hashes.extend(compute_chunk_hashes(view[: b - a], chunk_bytes, threads=1))
+    finally:
+        buf.close()
+    return tuple(hashes) == index.chunk_hashes

@@ -10,6 +10,7 @@ otherwise a private buffer stands in and, for a source load, the image goes stra
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import weakref
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tide.api.errors import InvalidArgument
+from tide.api.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 from ._device import (
     ChunkCopier,
@@ -43,6 +44,8 @@ from ._torch_bytes import views_of
 from ._writer import BufferSink, TensorSource, describe_safetensors, describe_tensors, pack, seal
 
 __all__ = ["Loaded", "Restored", "load_plain", "restore", "source_stamp"]
+
+log = logging.getLogger("tide.flashboot")
 
 SourceArg = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Callable[[], Mapping[str, Any]]
 
@@ -332,8 +335,11 @@ def _from_source(
         return Restored(loaded=loaded, tier="source")
     loaded = _private_t0(index, buf, pin, model_id, device, rec)
     loaded.header = header
-    with rec.stage("t1->t2", "t1", index.image_bytes), memoryview(buf) as view:
-        store.write_t2(index, header, view, model_id=model_id, stamp=stamp)  # no T1 room: keep it on disk
+    try:  # no T1 room: keep it on disk for the next worker, if the disk takes it
+        with rec.stage("t1->t2", "t1", index.image_bytes), memoryview(buf) as view:
+            store.write_t2(index, header, view, model_id=model_id, stamp=stamp)
+    except (ResourceExhausted, Unavailable) as exc:
+        log.warning("model %r stays in this process only: %s", model_id, exc)
     return Restored(loaded=loaded, tier="source")
 
 

@@ -25,6 +25,7 @@ model that a live process maps.  Locks die with their process, so a crash leaves
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import mmap
 import os
@@ -400,12 +401,19 @@ class HostStore:
         tmp = os.path.join(shm, f"{key}.t1.tmp")
         if free is not None:
             _pool.take(free, tmp, nbytes)  # recycled pages: no allocation or zeroing on this path
-        else:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.ftruncate(fd, nbytes)
-            finally:
-                os.close(fd)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, nbytes)
+            # Allocate every page now: a tmpfs that is full fails here with ENOSPC, where a write
+            # through the mapping would kill the process with SIGBUS.  Cheap for recycled pages.
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            os.unlink(tmp)
+            if exc.errno != errno.ENOSPC:
+                raise
+            return None  # no room in RAM after all: the caller fills private memory instead
+        finally:
+            os.close(fd)
         return T1Segment(self, tmp, nbytes)
 
     def write_t2(

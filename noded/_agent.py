@@ -322,7 +322,7 @@ class NodeAgent:
         env, mounts = self.reports.prepare(d.worker_id)
         if d.flashboot and self.flashboot is not None:
             env.update(self.flashboot.worker_env(d.endpoint_id))
-            mounts += self.flashboot.mounts()
+            mounts += self.flashboot.mounts(d.endpoint_id)
         return env, mounts if self.runtime.name == "containerd" else []
 
     async def _boot_watch(self) -> None:

@@ -5,8 +5,9 @@ starts (it repairs the index against the files, so a restarted noded adopts T1 a
 its budgets by a loop (after each worker stop and every ``enforce_s``), and asked for its holdings
 on every heartbeat.  Workers of ``flashboot: true`` endpoints get ``Keeper.env(owner=endpoint)``:
 the keeper records the endpoint with each model they load, which is how the placer learns which
-host holds an endpoint's weights.  Containers get both keeper directories bound read-write at the
-same paths (the config the worker reads names host paths).
+host holds an endpoint's weights.  Each endpoint has a store of its own (``flashboot/_owners.py``):
+its containers get that store's two directories bound read-write at the same paths (the config the
+worker reads names host paths), and no other endpoint's.
 
 Every worker also gets a report directory of its own (``$TIDE_WORKER_REPORT_DIR``): the worker
 side of flashboot writes its boot report there and the runner forwards it (noded/_runner.py).
@@ -69,9 +70,9 @@ class FlashbootHost:
     def worker_env(self, endpoint_id: str) -> dict[str, str]:
         return self.keeper.env(owner=endpoint_id) if self.ready else {}
 
-    def mounts(self) -> list[Mount]:
-        cfg = self.keeper.config
-        return [Mount(source=p, target=p) for p in (cfg.state_dir, cfg.shm_dir)] if self.ready else []
+    def mounts(self, endpoint_id: str) -> list[Mount]:
+        """The endpoint's own store (state and T1 dirs), never another endpoint's."""
+        return [Mount(source=p, target=p) for p in self.keeper.dirs(endpoint_id)] if self.ready else []
 
     async def holdings(self) -> list[FlashbootHolding]:
         if not self.ready:

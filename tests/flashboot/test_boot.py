@@ -62,17 +62,16 @@ def test_no_report_dir_no_report(keeper: Keeper, tmp_path: Path, monkeypatch: py
 
 
 def test_loads_record_their_owner(keeper: Keeper, monkeypatch: pytest.MonkeyPatch) -> None:
-    """noded's env names the endpoint; the keeper's holdings give it back for the placer."""
-    assert keeper.env(owner="ep-a") == {"TIDE_FLASHBOOT_DIR": keeper.config.state_dir, ENV_OWNER: "ep-a"}
+    """noded's env names the endpoint and its own store; the holdings give the endpoint back."""
+    env_a, env_b = keeper.env(owner="ep-a"), keeper.env(owner="ep-b")
+    assert env_a[ENV_OWNER] == "ep-a" and env_a["TIDE_FLASHBOOT_DIR"] != env_b["TIDE_FLASHBOOT_DIR"]
     sd = torch_model()
-    state = keeper.config.state_dir
-    monkeypatch.setenv(ENV_OWNER, "ep-a")
-    flashboot.load("owned", source=lambda: sd, device="cpu", state_dir=state)
-    flashboot.release("owned")
-    monkeypatch.setenv(ENV_OWNER, "ep-b")  # another endpoint, same model: a T1 hit, both recorded
-    flashboot.load("owned", source=lambda: sd, device="cpu", state_dir=state)
-    assert flashboot.last_load_stats().tier == "t1"  # type: ignore[union-attr]
-    (model,) = keeper.holdings().models
-    assert model.owners == ("ep-a", "ep-b")
+    for env in (env_a, env_b):  # two endpoints, same model: each loads it into its own store
+        monkeypatch.setenv(ENV_OWNER, env[ENV_OWNER])
+        flashboot.load("owned", source=lambda: sd, device="cpu", state_dir=env["TIDE_FLASHBOOT_DIR"])
+        assert flashboot.last_load_stats().tier == "source"  # type: ignore[union-attr]
+        flashboot.release("owned")
+    (model,) = keeper.holdings().models  # one fingerprint, held for both
+    assert model.owners == ("ep-a", "ep-b") and model.tiers == ("t1",)
     keeper.start()  # a restarted keeper (repair) keeps them
     assert keeper.holdings().models[0].owners == ("ep-a", "ep-b")

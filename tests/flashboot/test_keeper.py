@@ -184,3 +184,108 @@ def test_preallocated_memory_is_trimmed_to_the_budget(tmp_path: Path, shm_dir: s
     )
     smaller.start()
     assert smaller.holdings().ram_used == a.data_bytes
+
+
+# -- one store per owner ------------------------------------------------------------------------
+
+
+def test_an_owner_sees_only_its_own_store(tmp_path: Path, shm_dir: str) -> None:
+    """What noded binds into an endpoint's containers holds that endpoint's models and nothing else."""
+    torch = pytest.importorskip("torch")
+    import flashboot
+
+    from .conftest import torch_model
+
+    keeper = make_keeper(tmp_path / "state", shm_dir)
+    a_state, a_shm = keeper.dirs("ep-a")
+    b_state, b_shm = keeper.dirs("ep-b")
+    assert {a_state, b_state}.isdisjoint({keeper.config.state_dir}) and a_shm != b_shm
+    assert not a_state.startswith(b_state + "/") and not b_state.startswith(a_state + "/")
+    assert keeper.dirs("../../etc")[0].startswith(keeper.config.state_dir + "/owners/h-")  # no escape
+    secret = torch_model(seed=1)
+    try:
+        flashboot.load("secret", source=lambda: secret, device="cpu", state_dir=a_state)
+        fp = flashboot.last_load_stats().fingerprint  # type: ignore[union-attr]
+        flashboot.release()
+        # ep-b's store knows nothing of it: a load there reads ep-b's own source.
+        other = torch_model(seed=2)
+        got = flashboot.load("secret", source=lambda: other, device="cpu", state_dir=b_state)
+        assert flashboot.last_load_stats().tier == "source"  # type: ignore[union-attr]
+        assert torch.equal(got["embed.weight"], other["embed.weight"])
+        del got
+    finally:
+        flashboot.release()
+    in_a = [p.name for d in (a_state, a_shm) for p in Path(d).rglob(f"{fp}*")]
+    in_b = [p.name for d in (b_state, b_shm) for p in Path(d).rglob(f"{fp}*")]
+    assert in_a and not in_b
+
+
+def test_budgets_hold_across_owners(tmp_path: Path, shm_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each owner may fill up to the whole budget; the keeper's pass brings the host back within
+    it, least recently used first, whoever owns it."""
+    pytest.importorskip("torch")
+    import flashboot
+
+    from .conftest import torch_model
+
+    one = _model_bytes(tmp_path)
+    keeper = make_keeper(tmp_path / "state", shm_dir, ram=int(2.5 * one), disk=int(1.5 * one))
+    try:
+        for i, owner in enumerate(("ep-a", "ep-b", "ep-c")):  # in this order: ep-a's is the oldest
+            for key, value in keeper.env(owner).items():  # what noded gives the endpoint's workers
+                monkeypatch.setenv(key, value)
+            sd = torch_model(seed=10 + i)
+            flashboot.load(f"m{i}", source=lambda sd=sd: sd, device="cpu")
+            flashboot.release()
+    finally:
+        flashboot.release()
+    import gc
+
+    gc.collect()
+    keeper.enforce()
+    held = keeper.holdings()
+    assert held.ram_used <= keeper.config.ram_budget_bytes
+    assert held.disk_used <= keeper.config.disk_budget_bytes
+    owners_in_t1 = {o for m in held.models if "t1" in m.tiers for o in m.owners}
+    assert owners_in_t1 == {"ep-b", "ep-c"}  # ep-a's model was the least recently used
+    assert [m.owners for m in held.models if "t2" in m.tiers] == [("ep-a",)]  # demoted, not lost
+
+
+def _model_bytes(tmp_path: Path) -> int:
+    """The T1 size of conftest's torch_model (all seeds share shapes)."""
+    import flashboot
+
+    from .conftest import torch_model
+
+    probe = make_keeper(tmp_path / "probe", f"/dev/shm/tide-flashboot-probe-{os.getpid()}")
+    try:
+        flashboot.load("probe", source=lambda: torch_model(), device="cpu", state_dir=probe.config.state_dir)
+        return probe.holdings().ram_used
+    finally:
+        flashboot.release()
+        shutil.rmtree(probe.config.shm_dir, ignore_errors=True)
+
+
+def test_a_full_tmpfs_falls_back_to_private_memory(keeper: Keeper, monkeypatch: pytest.MonkeyPatch) -> None:
+    """T1's tmpfs cannot allocate the pages (ENOSPC): the load still succeeds, the bytes go to T2."""
+    torch = pytest.importorskip("torch")
+    import errno
+
+    import flashboot
+
+    from .conftest import torch_model
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    sd = torch_model()
+    try:
+        got = flashboot.load("m", source=lambda: sd, device="cpu", state_dir=keeper.config.state_dir)
+        assert torch.equal(got["embed.weight"], sd["embed.weight"])
+        del got
+    finally:
+        flashboot.release()
+    held = keeper.holdings()
+    assert held.t1 == () and len(held.t2) == 1
+    assert not [f for f in os.listdir(keeper.config.shm_dir) if f.endswith(".tmp")]

@@ -57,9 +57,11 @@ async def test_flashboot_workers_get_the_keeper_and_every_worker_a_report_dir(
     await agent.flashboot.start()
     report = str(tmp_path / "reports" / "w-1")
     spec = agent._spec(_desired(flashboot=True))
-    assert spec.env == {"A": "1", ENV_REPORT_DIR: report, ENV_DIR: str(tmp_path / "fb"), ENV_OWNER: "ep"}
-    assert _is_dir(report)
-    binds = [Mount(source=p, target=p) for p in (report, str(tmp_path / "fb"), shm_dir)]
+    # The endpoint's own store (one per endpoint: no worker sees another endpoint's weights).
+    own_state, own_shm = str(tmp_path / "fb" / "owners" / "ep"), f"{shm_dir}/owners/ep"
+    assert spec.env == {"A": "1", ENV_REPORT_DIR: report, ENV_DIR: own_state, ENV_OWNER: "ep"}
+    assert _is_dir(report) and _is_dir(own_state) and _is_dir(own_shm)
+    binds = [Mount(source=p, target=p) for p in (report, own_state, own_shm)]
     assert spec.mounts == (binds if runtime == "containerd" else [])  # processes see the host's paths
     plain = agent._spec(_desired(flashboot=False))
     assert plain.env == {"A": "1", ENV_REPORT_DIR: report}
