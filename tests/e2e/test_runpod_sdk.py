@@ -155,8 +155,9 @@ def test_refresh_worker_records_stop_pod_and_completes(cluster: Cluster) -> None
         finally:
             await store.close()
 
-    record = asyncio.run(retired())
-    assert record is not None and record["workerId"] == "w-refresh" and record["endpointId"] == ep
+    # The retirement is written just after the job's result, which run_sync may already have seen.
+    record = wait_until(lambda: asyncio.run(retired()), timeout=10, what="the retirement record")
+    assert record["workerId"] == "w-refresh" and record["endpointId"] == ep
     wait_until(lambda: not worker.alive(), timeout=20, what="the refreshed worker to exit")
 
 
