@@ -25,14 +25,17 @@ from coordinator.scheduling._placement_types import (
 )
 from coordinator.scheduling._placer import plan_placement
 from coordinator.scheduling._reconcile import CurrentWorker, ReconcilePlan, plan_reconcile
+from coordinator.scheduling._resources import DEFAULT_HOST_RESERVE, HostReserve
 
 __all__ = [
+    "DEFAULT_HOST_RESERVE",
     "GPU_TYPE_ALIASES",
     "NO_RECUT",
     "Assignment",
     "ClusterSnapshot",
     "CurrentWorker",
     "GpuNeed",
+    "HostReserve",
     "NoRecut",
     "NodeSnapshot",
     "PlacementPlan",

@@ -14,7 +14,7 @@ from coordinator.scheduling._gpu_types import (
     profile_memory_gb,
 )
 from coordinator.scheduling._placement_types import ClusterSnapshot, NodeSnapshot, PlacementRequest
-from coordinator.scheduling._resources import Ask, Room, ask_of, host_room
+from coordinator.scheduling._resources import DEFAULT_HOST_RESERVE, Ask, HostReserve, Room, ask_of, host_room
 from tide.api.nodes import GpuInfo
 
 __all__ = ["Index", "Tiers", "Want", "gpu_pools", "mig_pool_groups"]
@@ -25,7 +25,8 @@ Tiers = list[tuple[str, list[str]]]  # (view name, hosts) in preference order
 class Index:
     """Free capacity of one snapshot, consumed as the plan is built."""
 
-    def __init__(self, snapshot: ClusterSnapshot) -> None:
+    def __init__(self, snapshot: ClusterSnapshot, reserve: HostReserve = DEFAULT_HOST_RESERVE) -> None:
+        self.reserve = reserve  # what each host keeps back from workers' CPU/RAM asks
         self.gpu_pools: dict[str, Pool] = {}
         self.mig_pools: dict[str, Pool] = {}  # "type:profile" -> pool
         self.mig_memory: dict[str, int] = {}  # "type:profile" -> GB
@@ -51,7 +52,10 @@ class Index:
         self.revision[node_id] = node.revision
         self.hostname[node_id] = node.inventory.hostname or node_id
         room = host_room(
-            node.inventory, requested_cpus=node.requested_cpus, requested_memory_mb=node.requested_memory_mb
+            node.inventory,
+            requested_cpus=node.requested_cpus,
+            requested_memory_mb=node.requested_memory_mb,
+            reserve=self.reserve,
         )
         if room is not None:
             self.room[node_id] = room

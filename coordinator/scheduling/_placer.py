@@ -25,8 +25,8 @@ placed in the order given; the caller orders them by priority):
    plan: the MIG planner creates the slice and a later pass places the
    worker).  A reserved card gives no free instances to later workers.
 6. A host takes a worker only when its free CPUs and RAM also fit the
-   endpoint's ``cpus`` and ``memoryMb`` (see _resources.py: host reserve,
-   0 = no ask, hosts reporting 0 are unconstrained); hosts that do not are
+   endpoint's ``cpus`` and ``memoryMb`` (see _resources.py: the host reserve
+   is the ``host_reserve`` argument, 0 = no ask, hosts reporting 0 are unconstrained); hosts that do not are
    skipped as if their devices were taken, and rules 2-5 are otherwise
    unchanged.  A re-cut charges its worker's ask to the host at once.
 7. When nothing fits, the worker and the rest of its request are unplaced,
@@ -50,6 +50,7 @@ from coordinator.scheduling._placement_types import (
     SliceRecut,
 )
 from coordinator.scheduling._reasons import reason
+from coordinator.scheduling._resources import DEFAULT_HOST_RESERVE, HostReserve
 
 __all__ = ["plan_placement"]
 
@@ -59,9 +60,10 @@ def plan_placement(
     requests: Sequence[PlacementRequest],
     *,
     slice_fitter: SliceFitter = NO_RECUT,
+    host_reserve: HostReserve = DEFAULT_HOST_RESERVE,
 ) -> PlacementPlan:
     """Place every requested worker it can.  Pure and deterministic; see the module docstring."""
-    ix = Index(snapshot)
+    ix = Index(snapshot, host_reserve)
     assignments: list[Assignment] = []
     recuts: list[SliceRecut] = []
     unplaced: dict[str, list[str]] = {}

@@ -13,13 +13,14 @@ noded sets).  The placer puts a worker only where those fit beside the GPUs:
   placer guarantees.
 * **0 = unknown.**  A host whose inventory reports 0 CPUs (or 0 bytes of
   memory) is unconstrained in that dimension.
-* **Reserve.**  One whole CPU per :data:`HOST_RESERVE_CPU_DIVISOR` CPUs (so hosts
-  under 16 CPUs -- laptops, CI runners, ``tide dev`` -- reserve none), and
-  :data:`HOST_RESERVE_MEMORY_MB` or 1/:data:`HOST_RESERVE_MEMORY_DIVISOR` of RAM,
-  whichever is more, but at most a quarter of the host.  It keeps room for the
-  OS, noded, containerd and the FlashBoot keeper's copy threads.  (The keeper's
-  T1 pinned RAM has its own budget in noded's config, which the inventory does
-  not report yet, so it is not subtracted here.)
+* **Reserve** (:class:`HostReserve`, the coordinator config's ``[scheduler]
+  host-reserve-*`` keys; these are the defaults).  One whole CPU per 16 CPUs
+  (so hosts under 16 CPUs -- laptops, CI runners, ``tide dev`` -- reserve
+  none), and 2 GiB or 1/32 of RAM, whichever is more, but at most a quarter of
+  the host.  It keeps room for the OS, noded, containerd and the FlashBoot
+  keeper's copy threads.  (The keeper's T1 pinned RAM has its own budget in
+  noded's config, which the inventory does not report yet, so it is not
+  subtracted here.)
 
 CPUs are counted in millicores so that fractional asks (``cpus: 0.5``) add up
 exactly.
@@ -27,17 +28,22 @@ exactly.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
+
+import msgspec
 
 from tide.api.endpoints import EndpointSpec
 from tide.api.nodes import NodeInventory
 
 __all__ = [
+    "DEFAULT_HOST_RESERVE",
     "HOST_RESERVE_CPU_DIVISOR",
     "HOST_RESERVE_MEMORY_DIVISOR",
     "HOST_RESERVE_MEMORY_MB",
     "NO_ASK",
     "Ask",
+    "HostReserve",
     "Room",
     "ask_of",
     "host_reserve",
@@ -48,6 +54,23 @@ HOST_RESERVE_CPU_DIVISOR = 16  # one CPU kept back per 16 (whole CPUs, rounded d
 HOST_RESERVE_MEMORY_MB = 2048  # at least 2 GiB kept back ...
 HOST_RESERVE_MEMORY_DIVISOR = 32  # ... or 1/32 of RAM when that is more (64 GiB of 2 TiB)
 _MB = 1 << 20
+
+
+class HostReserve(msgspec.Struct, frozen=True, kw_only=True):
+    """What every host keeps back from workers (the coordinator config's ``[scheduler]``).
+
+    CPUs: one whole CPU per ``one_cpu_per`` CPUs, rounded down (0 = keep none).  RAM:
+    ``memory_min_mb`` or ``memory_fraction`` of it, whichever is more, but never more than
+    ``memory_max_fraction`` of it.  The defaults are the figures in the module docstring.
+    """
+
+    one_cpu_per: int = HOST_RESERVE_CPU_DIVISOR
+    memory_min_mb: int = HOST_RESERVE_MEMORY_MB
+    memory_fraction: float = 1 / HOST_RESERVE_MEMORY_DIVISOR
+    memory_max_fraction: float = 0.25
+
+
+DEFAULT_HOST_RESERVE = HostReserve()
 
 
 class Ask(NamedTuple):
@@ -69,11 +92,14 @@ def ask_of(spec: EndpointSpec) -> Ask:
     return Ask(round(spec.cpus * 1000), spec.memory_mb)
 
 
-def host_reserve(cpus: int, memory_mb: int) -> Ask:
+def host_reserve(cpus: int, memory_mb: int, reserve: HostReserve = DEFAULT_HOST_RESERVE) -> Ask:
     """What a host of ``cpus`` CPUs and ``memory_mb`` MiB keeps back from workers."""
-    cpu = cpus // HOST_RESERVE_CPU_DIVISOR * 1000
-    memory = min(memory_mb // 4, max(HOST_RESERVE_MEMORY_MB, memory_mb // HOST_RESERVE_MEMORY_DIVISOR))
-    return Ask(cpu, memory)
+    cpu = cpus // reserve.one_cpu_per * 1000 if reserve.one_cpu_per > 0 else 0
+    # Floors of exact products: 1/32 and 1/4 of an int below 2**53 are exact in a float,
+    # so the defaults give memory_mb // 32 and memory_mb // 4 to the MiB.
+    share = math.floor(memory_mb * reserve.memory_fraction)
+    cap = math.floor(memory_mb * reserve.memory_max_fraction)
+    return Ask(cpu, min(cap, max(reserve.memory_min_mb, share)))
 
 
 class Room:
@@ -105,14 +131,20 @@ class Room:
         return worst
 
 
-def host_room(inventory: NodeInventory, *, requested_cpus: float, requested_memory_mb: int) -> Room | None:
+def host_room(
+    inventory: NodeInventory,
+    *,
+    requested_cpus: float,
+    requested_memory_mb: int,
+    reserve: HostReserve = DEFAULT_HOST_RESERVE,
+) -> Room | None:
     """The free CPU and RAM of a host, or ``None`` when it reports neither (unconstrained)."""
     cpus, memory_mb = inventory.cpus, inventory.memory_bytes // _MB
     if cpus <= 0 and memory_mb <= 0:
         return None
-    reserve = host_reserve(max(cpus, 0), max(memory_mb, 0))
+    kept = host_reserve(max(cpus, 0), max(memory_mb, 0), reserve)
     used = Ask(round(requested_cpus * 1000), requested_memory_mb)
     return Room(
-        cpus * 1000 - reserve.millicpus - used.millicpus if cpus > 0 else None,
-        memory_mb - reserve.memory_mb - used.memory_mb if memory_mb > 0 else None,
+        cpus * 1000 - kept.millicpus - used.millicpus if cpus > 0 else None,
+        memory_mb - kept.memory_mb - used.memory_mb if memory_mb > 0 else None,
     )
