@@ -19,9 +19,10 @@ answers with new layouts for some idle cards.  Rules:
   forecasts kept where they still fit); cards are chosen greedily by slices gained per idle
   instance destroyed, so an empty card or one already close to the forecast goes first.
 
-The layouts it returns are profile multisets, stored as MigLayoutRecords exactly like the
-on-demand re-cuts, so noded applies them unchanged (its own mig.plan_layout call on the same
-instances yields the same placements).  Pure and deterministic.
+The knobs are :class:`AheadSettings`, the coordinator config's ``[mig] ahead-*`` keys (the
+defaults are the figures in its fields).  The layouts it returns are profile multisets, stored
+as MigLayoutRecords exactly like the on-demand re-cuts, so noded applies them unchanged (its own
+mig.plan_layout call on the same instances yields the same placements).  Pure and deterministic.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import msgspec
 
 from coordinator._node_schema import MigLayoutRecord
 from coordinator.nodes._mig import card_state, catalog_of
+from coordinator.nodes._mig_demand import DEFAULT_DEMAND, DemandSettings
 from mig import Catalog, Layout, Slot, Transition, plan_layout, plan_transition
 from tide.api.gpu_types import canonical_gpu_type
 from tide.api.nodes import GpuInfo
@@ -51,8 +53,13 @@ __all__ = [
 
 
 class AheadSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """The knobs of ahead-of-time partitioning (defaults: see the module docstring)."""
+    """The knobs of ahead-of-time partitioning (the coordinator config's ``[mig]`` section).
 
+    ``enabled`` and ``demand`` are for the leader's loop (coordinator/nodes/_mig_ahead_loop.py):
+    when off, it neither samples demand nor re-cuts ahead of time.  The planner reads the rest.
+    """
+
+    enabled: bool = True
     lead_s: float = 600.0  # plan for the next hour this long before it starts
     card_interval_s: float = 1800.0  # one ahead-of-time re-cut per card per this long
     plan_interval_s: float = 60.0  # the leader plans at most this often
@@ -60,6 +67,7 @@ class AheadSettings(msgspec.Struct, frozen=True, kw_only=True):
     deficit_fraction: float = 0.05  # ... and at least this share of the region's MIG cards
     max_cards: int = 4  # cards re-cut per region per pass
     round_slack: float = 0.25  # 1.25 forecast slices -> 1, 1.3 -> 2
+    demand: DemandSettings = DEFAULT_DEMAND  # how demand is learnt and forecast
 
 
 DEFAULT_SETTINGS = AheadSettings()

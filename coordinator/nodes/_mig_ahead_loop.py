@@ -10,6 +10,10 @@ guarded by the revisions of the card's stored layout and of its node's record as
 them, so a card that changed meanwhile (an on-demand re-cut, an instance taken) is skipped and
 planned again on the next pass.  :meth:`MigAhead.report` is the same plan as a read-only report
 (``GET /admin/v1/mig/forecast``, ``tide mig forecast``).
+
+The coordinator config's ``[mig]`` section is :class:`AheadSettings`; with ``ahead-enabled =
+false`` the leader neither samples nor re-cuts ahead of time, and the report still shows the
+forecast from the history stored so far, with no re-cuts and a reason that says so.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from coordinator.nodes._mig_ahead import (
 from coordinator.nodes._mig_demand import (
     SAMPLE_INTERVAL_S,
     Forecast,
-    alpha_of,
     bucket_label,
     buckets_of,
     compute_demand,
@@ -52,6 +55,7 @@ __all__ = ["MigAhead", "RegionForecast", "UpcomingHour"]
 log = logging.getLogger("tide.coordinator.mig_ahead")
 _record_decoder = msgspec.json.Decoder(MigDemandRecord)
 History = dict[tuple[str, str], MigDemandRecord]  # (region, bucket) -> record
+OFF_REASON = "ahead-of-time re-cuts are off (coordinator config: [mig] ahead-enabled = false)"
 
 
 def _decode(raw: bytes) -> MigDemandRecord | None:
@@ -110,6 +114,8 @@ class MigAhead:
     async def tick(self, now: float, targets: Mapping[str, int]) -> None:
         """Sample and re-cut if their intervals are up.  ``targets``: the autoscaler's wanted
         worker count per endpoint (those not placed yet count as demand too)."""
+        if not self.settings.enabled:
+            return
         now = self._clock() if self._clock is not None else now
         try:
             if now - self._sampled >= SAMPLE_INTERVAL_S:
@@ -138,7 +144,16 @@ class MigAhead:
         key = nkeys.mig_demand(region, bucket)
         kv = await self._store.get(key)
         old = _decode(kv.value) if kv is not None else None  # undecodable: start the bucket again
-        new = update_demand(old, region=region, bucket=bucket, sample=sample, now=now, alpha=alpha_of(bucket))
+        demand = self.settings.demand
+        new = update_demand(
+            old,
+            region=region,
+            bucket=bucket,
+            sample=sample,
+            now=now,
+            alpha=demand.alpha_of(bucket),
+            max_cells=demand.max_keys,
+        )
         if new != old:  # a lost race means another leader sampled this minute: nothing to redo
             guard = Compare(key=key, target="mod", op="==", value=kv.mod_revision if kv else 0)
             await self._store.txn([guard], [Put(key=key, value=encode(new))])
@@ -180,7 +195,8 @@ class MigAhead:
 
     def forecast(self, history: History, region: str, hour: int) -> Forecast:
         week, day = buckets_of(hour)
-        return forecast_for(hour, history.get((region, week)), history.get((region, day)))
+        week_rec, day_rec = history.get((region, week)), history.get((region, day))
+        return forecast_for(hour, week_rec, day_rec, self.settings.demand)
 
     async def plan(self, history: History, region: str, now: float) -> tuple[Forecast, AheadPlan | None]:
         """The region's forecast for the hour to prepare at ``now``, and its plan (None: no
@@ -237,11 +253,14 @@ class MigAhead:
 
     async def report(self, now: float, hours: int = 24) -> list[RegionForecast]:
         """What :meth:`recut` would do at ``now``, per region, and the forecast of the next
-        ``hours`` hours.  Read-only; any replica can answer it."""
+        ``hours`` hours.  Read-only; any replica can answer it.  Off (``enabled`` false): the
+        plan's counts, but no re-cuts and :data:`OFF_REASON`."""
         history = await self.history()
         out = []
         for region in self.regions():
             fc, plan = await self.plan(history, region, now)
+            if plan is not None and not self.settings.enabled:
+                plan = msgspec.structs.replace(plan, targets=[], skipped={}, reason=OFF_REASON)
             upcoming = [self._summary(self.forecast(history, region, fc.hour + i)) for i in range(hours)]
             out.append(
                 RegionForecast(

@@ -10,7 +10,8 @@ the store as :class:`MigDemandRecord` (coordinator/_node_schema.py):
 * hour of day (``d00``..``d23``, UTC): learns every day, blind to the weekday.
 
 A forecast uses the hour-of-week bucket once it has seen :data:`MIN_OCCURRENCES` weeks, and the
-hour-of-day bucket until then, so a new cluster forecasts after two days and refines after two
+hour-of-day bucket until then (the figures here are the defaults of :class:`DemandSettings`, the
+coordinator config's ``[mig] demand-*`` keys), so a new cluster forecasts after two days and refines after two
 weeks.  Within an occurrence (one real hour) samples are averaged; occurrences are folded into
 an exponentially weighted average, so a bucket costs a few dozen bytes per demand key, however
 long the cluster runs.  UTC buckets shift by an hour at daylight-saving changes; the average
@@ -35,8 +36,10 @@ from tide.api.gpu_types import canonical_gpu_type
 __all__ = [
     "ALPHA_DAY",
     "ALPHA_WEEK",
+    "DEFAULT_DEMAND",
     "MIN_OCCURRENCES",
     "SAMPLE_INTERVAL_S",
+    "DemandSettings",
     "Forecast",
     "bucket_label",
     "buckets_of",
@@ -56,6 +59,21 @@ _WEEK_OFFSET_H = 72  # 1970-01-01 was a Thursday: Monday 00:00 UTC is hour 72 of
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 Basis = Literal["hour-of-week", "hour-of-day", "none"]
+
+
+class DemandSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How demand is learnt and forecast (the coordinator config's ``[mig] demand-*`` keys)."""
+
+    alpha_day: float = ALPHA_DAY
+    alpha_week: float = ALPHA_WEEK
+    min_occurrences: int = MIN_OCCURRENCES
+    max_keys: int = MAX_CELLS
+
+    def alpha_of(self, bucket: str) -> float:
+        return self.alpha_week if bucket.startswith("w") else self.alpha_day
+
+
+DEFAULT_DEMAND = DemandSettings()
 
 
 class Forecast(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,8 +96,8 @@ def bucket_label(hour: int) -> str:
     return f"{_DAYS[how // 24]} {how % 24:02d}:00 UTC"
 
 
-def alpha_of(bucket: str) -> float:
-    return ALPHA_WEEK if bucket.startswith("w") else ALPHA_DAY
+def alpha_of(bucket: str, settings: DemandSettings = DEFAULT_DEMAND) -> float:
+    return settings.alpha_of(bucket)
 
 
 def _fold(rec: MigDemandRecord, alpha: float) -> MigDemandRecord:
@@ -149,13 +167,18 @@ def estimate(rec: MigDemandRecord | None, hour: int, alpha: float) -> tuple[dict
     return {c.key: c.avg for c in rec.cells if c.avg >= _EPSILON}, rec.occurrences
 
 
-def forecast_for(hour: int, week: MigDemandRecord | None, day: MigDemandRecord | None) -> Forecast:
+def forecast_for(
+    hour: int,
+    week: MigDemandRecord | None,
+    day: MigDemandRecord | None,
+    settings: DemandSettings = DEFAULT_DEMAND,
+) -> Forecast:
     """The forecast for unix hour ``hour`` from its two buckets (see the module docstring)."""
-    demand, seen = estimate(week, hour, ALPHA_WEEK)
-    if seen >= MIN_OCCURRENCES:
+    demand, seen = estimate(week, hour, settings.alpha_week)
+    if seen >= settings.min_occurrences:
         return Forecast(hour=hour, basis="hour-of-week", occurrences=seen, demand=demand)
-    demand, seen = estimate(day, hour, ALPHA_DAY)
-    if seen >= MIN_OCCURRENCES:
+    demand, seen = estimate(day, hour, settings.alpha_day)
+    if seen >= settings.min_occurrences:
         return Forecast(hour=hour, basis="hour-of-day", occurrences=seen, demand=demand)
     return Forecast(hour=hour, basis="none", occurrences=seen)
 

@@ -5,7 +5,8 @@ the leader prepares for at ``at`` (default now; from ``leadS`` before it starts)
 forecast for it and its basis (hour-of-week, hour-of-day, or none yet), the plan the leader
 would make (wanted, held, missing and surplus slices, the cards it would re-cut and the ones it
 may not touch now, and why), the region's whole GPUs, and the next ``hours`` hours' forecast.
-Read-only; any replica answers from the store and its view.
+Read-only; any replica answers from the store and its view, with the coordinator config's
+``[mig]`` settings (``aheadEnabled`` false: the forecast, but no re-cuts planned).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from coordinator.api._http import Auth, json_response, query_int
 from coordinator.jobs import ClusterView
+from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS, AheadSettings
 from coordinator.nodes._mig_ahead_loop import MigAhead
 from coordinator.store import Store
 from tide.api.errors import InvalidArgument, NotFound
@@ -25,8 +27,10 @@ __all__ = ["MigForecastRoutes"]
 
 
 class MigForecastRoutes:
-    def __init__(self, *, store: Store, view: ClusterView, auth: Auth) -> None:
-        self._ahead = MigAhead(store, view)
+    def __init__(
+        self, *, store: Store, view: ClusterView, auth: Auth, settings: AheadSettings = DEFAULT_SETTINGS
+    ) -> None:
+        self._ahead = MigAhead(store, view, settings=settings)
         self._auth = auth
 
     def add_to(self, app: web.Application) -> None:
@@ -47,6 +51,7 @@ class MigForecastRoutes:
         return json_response(
             {
                 "at": at,
+                "aheadEnabled": s.enabled,
                 "leadS": s.lead_s,
                 "cardIntervalS": s.card_interval_s,
                 "maxCards": s.max_cards,

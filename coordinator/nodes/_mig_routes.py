@@ -23,6 +23,7 @@ from coordinator._schema import encode
 from coordinator.api._http import Auth, decode_body, json_response
 from coordinator.jobs import ClusterView
 from coordinator.nodes._mig import card_state, catalog_of
+from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS, AheadSettings
 from coordinator.nodes._mig_forecast_routes import MigForecastRoutes
 from coordinator.store import Store
 from mig import Catalog, Layout, Transition, plan_layout, plan_transition
@@ -38,16 +39,20 @@ class _LayoutRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
 
 
 class MigRoutes:
-    def __init__(self, *, store: Store, view: ClusterView, auth: Auth) -> None:
+    def __init__(
+        self, *, store: Store, view: ClusterView, auth: Auth, ahead: AheadSettings = DEFAULT_SETTINGS
+    ) -> None:
         self._store = store
         self._view = view
         self._auth = auth
+        self._ahead = ahead  # the [mig] settings the forecast report plans with
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_post("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.set_layout)
         app.router.add_get("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.get_layout)
         app.router.add_delete("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.forget_layout)
-        MigForecastRoutes(store=self._store, view=self._view, auth=self._auth).add_to(app)
+        ahead = self._ahead
+        MigForecastRoutes(store=self._store, view=self._view, auth=self._auth, settings=ahead).add_to(app)
 
     def _card(self, request: web.Request) -> tuple[str, GpuInfo, Catalog]:
         node, ref = request.match_info["node"], request.match_info["gpu"]

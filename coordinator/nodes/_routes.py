@@ -25,6 +25,8 @@ from coordinator.api._http import Auth, decode_body, json_response, mint_worker_
 from coordinator.jobs import ClusterView, cold_start_json
 from coordinator.nodes._desired import desired_for
 from coordinator.nodes._mig import slice_share
+from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS as DEFAULT_AHEAD
+from coordinator.nodes._mig_ahead import AheadSettings
 from coordinator.nodes._mig_routes import MigRoutes
 from coordinator.store import Compare, Put, Store
 from tide.api.errors import Conflict, NotFound, TideError, Unauthenticated, Unavailable
@@ -50,13 +52,21 @@ def mint_node_token(cluster_secret: bytes, node: str) -> str:
 
 class NodeRoutes:
     def __init__(
-        self, *, store: Store, view: ClusterView, auth: Auth, public_url: str, worker_ping_s: float = 5.0
+        self,
+        *,
+        store: Store,
+        view: ClusterView,
+        auth: Auth,
+        public_url: str,
+        worker_ping_s: float = 5.0,
+        mig_ahead: AheadSettings = DEFAULT_AHEAD,
     ) -> None:
         self._store = store
         self._view = view
         self._auth = auth
         self._public_url = public_url
         self._ping_s = worker_ping_s
+        self._mig_ahead = mig_ahead
 
     def add_to(self, app: web.Application) -> None:
         r = app.router
@@ -70,7 +80,7 @@ class NodeRoutes:
         r.add_get("/admin/v1/workers/{worker}/logs", self.logs)
         r.add_get("/admin/v1/usage", self.usage)
         r.add_get("/admin/v1/status", self.status)
-        MigRoutes(store=self._store, view=self._view, auth=self._auth).add_to(app)
+        MigRoutes(store=self._store, view=self._view, auth=self._auth, ahead=self._mig_ahead).add_to(app)
 
     def _node_auth(self, request: web.Request) -> str:
         node = request.match_info["node"]
