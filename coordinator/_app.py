@@ -34,7 +34,8 @@ from coordinator.jobs import (
     WebhookSender,
     WorkerService,
 )
-from coordinator.nodes import Scheduler
+from coordinator.nodes import AheadSettings, Scheduler
+from coordinator.scheduling import DEFAULT_HOST_RESERVE, HostReserve
 from coordinator.store import Compare, Put, Store
 from coordinator.store._election import Election
 from tiered_storage import LocalBlobStore
@@ -58,6 +59,8 @@ class CoordinatorSettings:
     prices: dict[str, float] = field(default_factory=dict)  # USD per GPU-hour by GPU type
     node_lost_after_s: float = 15.0
     mig_recut_interval_s: float = 30.0  # hysteresis of on-demand MIG re-cuts, per card
+    host_reserve: HostReserve = DEFAULT_HOST_RESERVE  # CPU/RAM each host keeps back ([scheduler])
+    mig_ahead: AheadSettings = field(default_factory=AheadSettings)  # ahead-of-time MIG ([mig])
     sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
 
 
@@ -97,6 +100,8 @@ class Coordinator:
             self.view,
             lost_after_s=self.settings.node_lost_after_s,
             mig_recut_interval_s=self.settings.mig_recut_interval_s,
+            host_reserve=self.settings.host_reserve,
+            mig_ahead=self.settings.mig_ahead,
         )
         self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
         self._leader_loops.append(ColdStartRecorder(self.store, self.view).run)

@@ -48,6 +48,32 @@ Example (all keys optional)::
     lost-after-s = 15.0              # a host silent this long is lost: its workers are replaced
     mig-recut-interval-s = 30.0      # hysteresis: a MIG card is re-cut on demand at most this often
 
+    [scheduler]
+    # What every GPU host keeps back from workers' cpus / memoryMb asks (for the OS, noded,
+    # containerd, FlashBoot's copy threads): CPUs, then RAM = max(min-mb, fraction x RAM),
+    # capped at max-fraction x RAM.  All 0 = workers may ask for the whole host.
+    host-reserve-one-cpu-per = 16    # one whole CPU per this many, rounded down; 0 = none (>= 0)
+    host-reserve-memory-min-mb = 2048  # at least this much RAM (MiB, >= 0) ...
+    host-reserve-memory-fraction = 0.03125  # ... or this share of RAM if more (1/32; 0..1)
+    host-reserve-memory-max-fraction = 0.25  # but never more than this share of RAM (0..1)
+
+    [mig]
+    # Ahead-of-time re-cuts: the leader learns MIG demand per region and hour and re-cuts idle
+    # cards before the hour starts.  false: it neither samples nor re-cuts ahead of time
+    # (on-demand re-cuts go on; `tide mig forecast` shows the stored history, no re-cuts).
+    ahead-enabled = true
+    ahead-lead-s = 600.0             # prepare for the next hour this long before it (0..3600)
+    ahead-card-interval-s = 1800.0   # a card is re-cut ahead of time at most this often (>= 0)
+    ahead-plan-interval-s = 60.0     # the leader plans at most this often (>= 1)
+    ahead-min-deficit-cards = 0.125  # act on at least this many cards' worth of missing slices ...
+    ahead-deficit-fraction = 0.05    # ... and this share of the region's MIG cards (0..1)
+    ahead-max-cards = 4              # cards re-cut per region per pass (>= 1)
+    ahead-round-slack = 0.25         # forecast slices rounded: 1.25 -> 1, 1.3 -> 2 (0 <= x < 1)
+    demand-alpha-day = 0.3           # weight of the newest day in an hour-of-day bucket (0 < x <= 1)
+    demand-alpha-week = 0.4          # ... of the newest week in an hour-of-week bucket (0 < x <= 1)
+    demand-min-occurrences = 2       # a bucket forecasts once it has seen this many (>= 1)
+    demand-max-keys = 32             # demand keys (GPU:profile) kept per bucket (1..1024)
+
     [prices]                         # USD per GPU-hour, by GPU type (tide usage)
     "H100-80GB" = 2.49
 """
@@ -58,12 +84,14 @@ import hashlib
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from coordinator._app import CoordinatorSettings
 from coordinator.jobs import JobSettings
+from coordinator.nodes import AheadSettings, DemandSettings
+from coordinator.scheduling import HostReserve
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
 from tide.config_file import Migration, load_toml_config
@@ -114,6 +142,31 @@ class NodesConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True
     mig_recut_interval_s: float = 30.0
 
 
+_Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class SchedulerConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    host_reserve_one_cpu_per: Annotated[int, msgspec.Meta(ge=0)] = 16
+    host_reserve_memory_min_mb: Annotated[int, msgspec.Meta(ge=0)] = 2048
+    host_reserve_memory_fraction: _Fraction = 0.03125
+    host_reserve_memory_max_fraction: _Fraction = 0.25
+
+
+class MigConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    ahead_enabled: bool = True
+    ahead_lead_s: Annotated[float, msgspec.Meta(ge=0.0, le=3600.0)] = 600.0
+    ahead_card_interval_s: Annotated[float, msgspec.Meta(ge=0.0, le=7 * 86400.0)] = 1800.0
+    ahead_plan_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=86400.0)] = 60.0
+    ahead_min_deficit_cards: Annotated[float, msgspec.Meta(ge=0.0, le=1e6)] = 0.125
+    ahead_deficit_fraction: _Fraction = 0.05
+    ahead_max_cards: Annotated[int, msgspec.Meta(ge=1)] = 4
+    ahead_round_slack: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.25
+    demand_alpha_day: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.3
+    demand_alpha_week: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.4
+    demand_min_occurrences: Annotated[int, msgspec.Meta(ge=1)] = 2
+    demand_max_keys: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+
+
 class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     version: Literal[1] = 1
     server: ServerConfig = ServerConfig()
@@ -122,6 +175,8 @@ class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True,
     state: StateConfig = StateConfig()
     jobs: JobsConfig = JobsConfig()
     nodes: NodesConfig = NodesConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    mig: MigConfig = MigConfig()
     prices: dict[str, float] = {}
 
 
@@ -162,6 +217,36 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         prices=dict(cfg.prices),
         node_lost_after_s=cfg.nodes.lost_after_s,
         mig_recut_interval_s=cfg.nodes.mig_recut_interval_s,
+        host_reserve=_host_reserve(cfg.scheduler),
+        mig_ahead=_mig_ahead(cfg.mig),
+    )
+
+
+def _host_reserve(s: SchedulerConfig) -> HostReserve:
+    return HostReserve(
+        one_cpu_per=s.host_reserve_one_cpu_per,
+        memory_min_mb=s.host_reserve_memory_min_mb,
+        memory_fraction=s.host_reserve_memory_fraction,
+        memory_max_fraction=s.host_reserve_memory_max_fraction,
+    )
+
+
+def _mig_ahead(m: MigConfig) -> AheadSettings:
+    return AheadSettings(
+        enabled=m.ahead_enabled,
+        lead_s=m.ahead_lead_s,
+        card_interval_s=m.ahead_card_interval_s,
+        plan_interval_s=m.ahead_plan_interval_s,
+        min_deficit_cards=m.ahead_min_deficit_cards,
+        deficit_fraction=m.ahead_deficit_fraction,
+        max_cards=m.ahead_max_cards,
+        round_slack=m.ahead_round_slack,
+        demand=DemandSettings(
+            alpha_day=m.demand_alpha_day,
+            alpha_week=m.demand_alpha_week,
+            min_occurrences=m.demand_min_occurrences,
+            max_keys=m.demand_max_keys,
+        ),
     )
 
 

@@ -61,7 +61,14 @@ def build_app(
     ping_s = min(settings.jobs.ping_interval_s, settings.jobs.claim_grace_s / 3)
     from coordinator.nodes import NodeRoutes  # lazily: nodes' routes import api._http
 
-    NodeRoutes(store=store, view=view, auth=auth, public_url=public_url, worker_ping_s=ping_s).add_to(app)
+    NodeRoutes(
+        store=store,
+        view=view,
+        auth=auth,
+        public_url=public_url,
+        worker_ping_s=ping_s,
+        mig_ahead=settings.mig_ahead,
+    ).add_to(app)
     app[APP_KEY_PRICES] = settings.prices
 
     async def healthz(_: web.Request) -> web.Response:

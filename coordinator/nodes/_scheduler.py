@@ -25,10 +25,14 @@ from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator._schema import encode, keys
 from coordinator.jobs import ClusterView
 from coordinator.nodes._mig import MigPass
+from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS as DEFAULT_AHEAD
+from coordinator.nodes._mig_ahead import AheadSettings
 from coordinator.nodes._mig_ahead_loop import MigAhead
 from coordinator.scheduling import (
+    DEFAULT_HOST_RESERVE,
     ClusterSnapshot,
     CurrentWorker,
+    HostReserve,
     NodeSnapshot,
     PlacementPlan,
     PlacementRequest,
@@ -60,6 +64,8 @@ class Scheduler:
         *,
         lost_after_s: float = 15.0,
         mig_recut_interval_s: float = 30.0,
+        host_reserve: HostReserve = DEFAULT_HOST_RESERVE,
+        mig_ahead: AheadSettings = DEFAULT_AHEAD,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -67,10 +73,11 @@ class Scheduler:
         self._lost_after = lost_after_s
         self._leading_since: float | None = None  # first tick of this leadership term
         self.mig_recut_interval_s = mig_recut_interval_s  # hysteresis: one re-cut per card per interval
+        self.host_reserve = host_reserve  # CPU/RAM each host keeps back from workers
         self._clock = clock
         self._scaler: dict[str, ScalerState] = {}
         self.last_plan: PlacementPlan | None = None
-        self.ahead = MigAhead(store, view)  # ahead-of-time MIG re-cuts (rate-limits itself)
+        self.ahead = MigAhead(store, view, settings=mig_ahead)  # ahead-of-time re-cuts (rate-limits itself)
 
     async def run(self) -> None:
         await self._view.ready.wait()
@@ -104,7 +111,9 @@ class Scheduler:
             for ep, ids in sorted(plan.add.items())
         ]
         mig = MigPass(view, now=now, min_interval_s=self.mig_recut_interval_s)
-        placement = plan_placement(self._snapshot(removed, mig), requests, slice_fitter=mig.fitter)
+        placement = plan_placement(
+            self._snapshot(removed, mig), requests, slice_fitter=mig.fitter, host_reserve=self.host_reserve
+        )
         self.last_plan = placement
         await self._apply(now, removed, placement, mig)
         await self._save_reasons({**mig.reasons(placement), **placement.reasons})
