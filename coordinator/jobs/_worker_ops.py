@@ -312,7 +312,8 @@ class WorkerService:
                 return due
             remaining = deadline - now
             if worker in view.removed_workers:
-                await _removed(remaining)
+                # At once: the SDK sleeps 1 s after an empty answer before it polls again (and
+                # sees its SIGTERM), so answering now is what lets a stopped worker exit soon.
                 return []
             if remaining <= 0 or view.closing or worker in self._retired:
                 return []
