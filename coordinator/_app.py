@@ -23,7 +23,7 @@ from aiohttp import web
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
-from coordinator.api import build_app
+from coordinator.api import ApiLimits, build_app
 from coordinator.jobs import (
     ClusterView,
     ColdStartRecorder,
@@ -61,6 +61,7 @@ class CoordinatorSettings:
     mig_recut_interval_s: float = 30.0  # hysteresis of on-demand MIG re-cuts, per card
     host_reserve: HostReserve = DEFAULT_HOST_RESERVE  # CPU/RAM each host keeps back ([scheduler])
     mig_ahead: AheadSettings = field(default_factory=AheadSettings)  # ahead-of-time MIG ([mig])
+    api_limits: ApiLimits = field(default_factory=ApiLimits)  # per-endpoint public API limits ([limits])
     sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
 
 

@@ -3,5 +3,6 @@
 
 from coordinator.api._app import build_app
 from coordinator.api._http import mint_worker_token
+from coordinator.api._limits import ApiLimits, Route, RouteLimit
 
-__all__ = ["build_app", "mint_worker_token"]
+__all__ = ["ApiLimits", "Route", "RouteLimit", "build_app", "mint_worker_token"]

@@ -43,7 +43,10 @@ def build_app(
     app[APP_KEY_AUTH] = auth
     metrics = Metrics(view, commit_seconds)
     app[APP_KEY_THROTTLE] = Throttle(
-        view, on_refused=lambda ep, route, kind: metrics.api_refused.labels(ep, route, kind).inc()
+        view,
+        limits=dict(settings.api_limits.routes),
+        enabled=settings.api_limits.enabled,
+        on_refused=lambda ep, route, kind: metrics.api_refused.labels(ep, route, kind).inc(),
     )
     # Worker routes first: aiohttp tries /v2/{ep}/... routes in order, and
     # job-take/job-done are the hottest.

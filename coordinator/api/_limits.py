@@ -18,8 +18,9 @@ adds a tenth.  purge-queue does not scale: it is not proportional to workers.
 Time is an argument (``now``, seconds on any monotonic clock); nothing here
 reads a clock, so property tests drive it.  Every call is O(1).
 
-These are module constants until the coordinator's config has an
-``[api.limits]`` section to override them.
+The table below is the default of the coordinator config's ``[limits]``
+section (coordinator/config.py), which :class:`ApiLimits` carries to the
+throttle; ``enabled = false`` there turns the limits off.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "CONCURRENCY_RETRY_AFTER_S",
     "LIMITS",
     "WINDOW_S",
+    "ApiLimits",
     "Bucket",
     "RateLimited",
     "Refusal",
@@ -90,6 +92,13 @@ LIMITS: Final[dict[Route, RouteLimit]] = {
     "cancel": _limit(100, 20),
     "purge-queue": RouteLimit(rate=2, concurrent=None),
 }
+
+
+class ApiLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """The limits a coordinator enforces: every route class's, or none (``enabled`` false)."""
+
+    enabled: bool = True
+    routes: dict[Route, RouteLimit] = msgspec.field(default_factory=lambda: dict(LIMITS))
 
 
 class Bucket:
