@@ -74,6 +74,44 @@ Example (all keys optional)::
     demand-min-occurrences = 2       # a bucket forecasts once it has seen this many (>= 1)
     demand-max-keys = 32             # demand keys (GPU:profile) kept per bucket (1..1024)
 
+    [limits]
+    # Per-endpoint limits of the public routes, per coordinator replica; past one: 429 with
+    # Retry-After.  Operator keys, the worker API, retry and health are never limited.
+    enabled = true                   # false: no limits at all
+    # Per route class: rate = requests per 10 s (a token bucket: bursts up to it; >= 1);
+    # concurrent = requests in flight at once (0 = unlimited, whatever the per-worker figure);
+    # the effective limits are max(base, running workers x per-worker-*) (per-worker 0 = fixed).
+    [limits.runsync]
+    rate = 2000
+    concurrent = 400
+    per-worker-rate = 200
+    per-worker-concurrent = 40
+    [limits.run]
+    rate = 1000
+    concurrent = 200
+    per-worker-rate = 100
+    per-worker-concurrent = 20
+    [limits.status]                  # status and status-sync
+    rate = 2000
+    concurrent = 400
+    per-worker-rate = 200
+    per-worker-concurrent = 40
+    [limits.stream]
+    rate = 2000
+    concurrent = 400
+    per-worker-rate = 200
+    per-worker-concurrent = 40
+    [limits.cancel]
+    rate = 100
+    concurrent = 20
+    per-worker-rate = 10
+    per-worker-concurrent = 2
+    [limits.purge-queue]
+    rate = 2
+    concurrent = 0
+    per-worker-rate = 0
+    per-worker-concurrent = 0
+
     [prices]                         # USD per GPU-hour, by GPU type (tide usage)
     "H100-80GB" = 2.49
 """
@@ -89,6 +127,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from coordinator._app import CoordinatorSettings
+from coordinator.api import ApiLimits, Route, RouteLimit
 from coordinator.jobs import JobSettings
 from coordinator.nodes import AheadSettings, DemandSettings
 from coordinator.scheduling import HostReserve
@@ -167,6 +206,73 @@ class MigConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, 
     demand_max_keys: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
 
 
+_Rate = Annotated[int, msgspec.Meta(ge=1)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class RouteLimitConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    """One route class's limits; each route's subclass holds its defaults (RunPod's table)."""
+
+    rate: _Rate
+    concurrent: _Count  # 0 = unlimited
+    per_worker_rate: _Count
+    per_worker_concurrent: _Count
+
+
+class RunsyncLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    rate: _Rate = 2000
+    concurrent: _Count = 400
+    per_worker_rate: _Count = 200
+    per_worker_concurrent: _Count = 40
+
+
+class RunLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    rate: _Rate = 1000
+    concurrent: _Count = 200
+    per_worker_rate: _Count = 100
+    per_worker_concurrent: _Count = 20
+
+
+class StatusLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    rate: _Rate = 2000
+    concurrent: _Count = 400
+    per_worker_rate: _Count = 200
+    per_worker_concurrent: _Count = 40
+
+
+class StreamLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    rate: _Rate = 2000
+    concurrent: _Count = 400
+    per_worker_rate: _Count = 200
+    per_worker_concurrent: _Count = 40
+
+
+class CancelLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    rate: _Rate = 100
+    concurrent: _Count = 20
+    per_worker_rate: _Count = 10
+    per_worker_concurrent: _Count = 2
+
+
+class PurgeQueueLimits(
+    RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"
+):
+    rate: _Rate = 2
+    concurrent: _Count = 0
+    per_worker_rate: _Count = 0
+    per_worker_concurrent: _Count = 0
+
+
+class LimitsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    enabled: bool = True
+    runsync: RunsyncLimits = RunsyncLimits()
+    run: RunLimits = RunLimits()
+    status: StatusLimits = StatusLimits()
+    stream: StreamLimits = StreamLimits()
+    cancel: CancelLimits = CancelLimits()
+    purge_queue: PurgeQueueLimits = PurgeQueueLimits()
+
+
 class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     version: Literal[1] = 1
     server: ServerConfig = ServerConfig()
@@ -177,6 +283,7 @@ class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True,
     nodes: NodesConfig = NodesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     mig: MigConfig = MigConfig()
+    limits: LimitsConfig = LimitsConfig()
     prices: dict[str, float] = {}
 
 
@@ -219,6 +326,7 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         mig_recut_interval_s=cfg.nodes.mig_recut_interval_s,
         host_reserve=_host_reserve(cfg.scheduler),
         mig_ahead=_mig_ahead(cfg.mig),
+        api_limits=_api_limits(cfg.limits),
     )
 
 
@@ -248,6 +356,27 @@ def _mig_ahead(m: MigConfig) -> AheadSettings:
             max_keys=m.demand_max_keys,
         ),
     )
+
+
+def _api_limits(c: LimitsConfig) -> ApiLimits:
+    given: dict[Route, RouteLimitConfig] = {
+        "runsync": c.runsync,
+        "run": c.run,
+        "status": c.status,
+        "stream": c.stream,
+        "cancel": c.cancel,
+        "purge-queue": c.purge_queue,
+    }
+    routes: dict[Route, RouteLimit] = {
+        route: RouteLimit(
+            rate=r.rate,
+            concurrent=r.concurrent or None,  # 0 = unlimited, whatever per-worker-concurrent says
+            per_worker_rate=r.per_worker_rate,
+            per_worker_concurrent=r.per_worker_concurrent,
+        )
+        for route, r in given.items()
+    }
+    return ApiLimits(enabled=c.enabled, routes=routes)
 
 
 def to_store(cfg: FileConfig, *, url: str = "") -> Store:

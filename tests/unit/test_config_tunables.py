@@ -24,6 +24,9 @@ import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.
 from coordinator._app import Coordinator, CoordinatorSettings
 from coordinator._node_schema import MigDemandRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys
+from coordinator.api import ApiLimits
+from coordinator.api._limits import LIMITS
+from coordinator.api._throttle import APP_KEY_THROTTLE
 from coordinator.config import FileConfig, load_config, to_settings
 from coordinator.jobs import ClusterView
 from coordinator.nodes import AheadSettings, DemandSettings, Scheduler
@@ -74,6 +77,17 @@ VALID: dict[str, tuple[str, Callable[[Settings], Any], Any]] = {
     "mig.demand-alpha-week": ("0.1", lambda s: s.mig_ahead.demand.alpha_week, 0.1),
     "mig.demand-min-occurrences": ("3", lambda s: s.mig_ahead.demand.min_occurrences, 3),
     "mig.demand-max-keys": ("64", lambda s: s.mig_ahead.demand.max_keys, 64),
+    "limits.enabled": ("false", lambda s: s.api_limits.enabled, False),
+    "limits.run.rate": ("10", lambda s: s.api_limits.routes["run"].rate, 10),
+    "limits.cancel.concurrent": ("0", lambda s: s.api_limits.routes["cancel"].concurrent, None),
+    "limits.purge-queue.concurrent": ("1", lambda s: s.api_limits.routes["purge-queue"].concurrent, 1),
+    "limits.status.per-worker-rate": ("0", lambda s: s.api_limits.routes["status"].per_worker_rate, 0),
+    "limits.runsync.per-worker-concurrent": (
+        "80",
+        lambda s: s.api_limits.routes["runsync"].per_worker_concurrent,
+        80,
+    ),
+    "limits.stream.rate": ("1", lambda s: s.api_limits.routes["stream"].rate, 1),
 }
 
 # key, bad value, what the message says besides the key's path
@@ -98,6 +112,12 @@ INVALID = [
     ("mig.demand-min-occurrences", "0", ">= 1"),
     ("mig.demand-max-keys", "0", ">= 1"),
     ("mig.demand-max-keys", "4096", "<= 1024"),
+    ("limits.enabled", "'no'", "bool"),
+    ("limits.run.rate", "0", ">= 1"),
+    ("limits.purge-queue.rate", "-2", ">= 1"),
+    ("limits.cancel.concurrent", "-1", ">= 0"),
+    ("limits.status.per-worker-rate", "-1", ">= 0"),
+    ("limits.stream.per-worker-concurrent", "0.5", "int"),
 ]
 
 
@@ -108,7 +128,7 @@ def _toml(tmp_path: Path, text: str) -> str:
 
 
 def _one_key(key: str, value: str) -> str:
-    section, name = key.split(".")
+    section, _, name = key.rpartition(".")
     return f"[{section}]\n{name} = {value}\n"
 
 
@@ -139,6 +159,8 @@ def test_a_bad_value_is_refused_naming_its_key(tmp_path: Path, key: str, value: 
         ("[scheduler]\nhost-reserve-cpus = 1\n", "`$.scheduler.host-reserve-cpus`"),
         ("[mig]\nahead_enabled = false\n", "`$.mig.ahead_enabled`"),  # kebab-case only
         ("[mig]\nsample-interval-s = 30\n", "`$.mig.sample-interval-s`"),
+        ("[limits.status-sync]\nrate = 1\n", "`$.limits.status-sync`"),  # it is [limits.status]
+        ("[limits.run]\nburst = 1\n", "`$.limits.run.burst`"),
     ],
 )
 def test_unknown_keys_in_the_new_sections_are_errors(tmp_path: Path, text: str, path: str) -> None:
@@ -185,9 +207,14 @@ def test_defaults_are_the_figures_the_code_used() -> None:
             alpha_day=ALPHA_DAY, alpha_week=ALPHA_WEEK, min_occurrences=MIN_OCCURRENCES, max_keys=MAX_CELLS
         ),
     )
+    assert settings.api_limits == ApiLimits(enabled=True, routes=LIMITS)
     # tide dev builds CoordinatorSettings itself: its defaults must be the file's.
     bare = CoordinatorSettings()
-    assert (bare.host_reserve, bare.mig_ahead) == (settings.host_reserve, settings.mig_ahead)
+    assert (bare.host_reserve, bare.mig_ahead, bare.api_limits) == (
+        settings.host_reserve,
+        settings.mig_ahead,
+        settings.api_limits,
+    )
 
 
 @given(cpus=st.integers(0, 4096), memory_mb=st.integers(0, 1 << 31))
@@ -359,3 +386,46 @@ def _get(url: str) -> dict[str, Any]:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     with urllib.request.urlopen(req, timeout=10) as res:
         return json.loads(res.read())  # type: ignore[no-any-return]
+
+
+async def _coordinator(tmp_path: Path, text: str, store: Store) -> Coordinator:
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    settings = _settings(tmp_path, f"[auth]\nadmin-key-sha256 = ['{digest}']\n{text}")
+    settings.state_dir = str(tmp_path / "state")
+    settings.sock = socket.create_server(("127.0.0.1", 0))
+    coord = Coordinator(store, settings)
+    await coord.start()
+    return coord
+
+
+async def _purges(tmp_path: Path, text: str, n: int) -> list[int]:
+    """Statuses of ``n`` client purge-queues (a client key, not the operator's) on a coordinator
+    built from the config ``text``, its limiter's clock frozen: only the requests spend budget."""
+    import aiohttp
+
+    from tests.fixtures.coordinator import AsyncAdmin
+
+    store = MemoryStore()
+    coord = await _coordinator(tmp_path, text, store)
+    try:
+        assert coord.app is not None
+        coord.app[APP_KEY_THROTTLE].clock = lambda: 0.0
+        async with aiohttp.ClientSession() as session:
+            admin = AsyncAdmin(coord.url, ADMIN_KEY, session)
+            await admin.create_endpoint("ep")
+            key = (await admin.call("POST", "/admin/v1/keys", {"name": "client"}))["key"]
+            statuses = []
+            for _ in range(n):
+                headers = {"Authorization": f"Bearer {key}"}
+                async with session.post(f"{coord.url}/v2/ep/purge-queue", headers=headers) as res:
+                    statuses.append(res.status)
+            return statuses
+    finally:
+        await coord.stop()
+        await store.close()
+
+
+async def test_limits_from_the_config_reach_the_public_routes(tmp_path: Path) -> None:
+    assert await _purges(tmp_path, "", 3) == [200, 200, 429]  # the default: 2 per 10 s
+    assert await _purges(tmp_path, "[limits.purge-queue]\nrate = 1\n", 2) == [200, 429]
+    assert await _purges(tmp_path, "[limits]\nenabled = false\n", 5) == [200] * 5
