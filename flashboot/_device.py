@@ -18,6 +18,8 @@ memory and T1 is mapped copy-on-write instead of copied (zero-copy restore).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import mmap
 import os
 from typing import Any
@@ -41,6 +43,8 @@ __all__ = [
     "resolve_device",
     "unregister_host",
 ]
+
+log = logging.getLogger("tide.flashboot")
 
 COPY_CHUNK = 64 << 20
 ENV_HOST_COPY = "TIDE_FLASHBOOT_HOST_COPY"  # auto | register | ring
@@ -90,13 +94,37 @@ def _cuda_rc(rc: Any) -> int:
 
 
 def register_host(t: torch.Tensor) -> bool:
-    """Page-lock host memory for async DMA (exact size, unlike pin_memory's power-of-two blocks)."""
+    """Page-lock host memory for async DMA (exact size, unlike pin_memory's power-of-two blocks).
+
+    On failure the CUDA runtime keeps the error as this thread's last error, and torch checks
+    that after its next kernel launch: it would fail an unrelated kernel.  So it is cleared here.
+    """
     if not torch.cuda.is_available() or t.numel() == 0:
         return False
     rc = torch.cuda.cudart().cudaHostRegister(  # type: ignore[no-untyped-call]
         t.data_ptr(), t.numel(), 0
     )
-    return _cuda_rc(rc) == 0
+    if _cuda_rc(rc) == 0:
+        return True
+    log.warning(
+        "cudaHostRegister of %d bytes failed (cudaError %d): copying through the ring",
+        t.numel(),
+        _cuda_rc(rc),
+    )
+    _clear_last_cuda_error()
+    return False
+
+
+def _clear_last_cuda_error() -> None:
+    """``cudaGetLastError()`` in the CUDA runtime torch loaded (torch's binding lacks it)."""
+    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        try:
+            lib = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        lib.cudaGetLastError()
+        return
+    log.warning("could not reach the CUDA runtime to clear a failed cudaHostRegister's error")
 
 
 def unregister_host(t: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ allows.  A model is pinned while any live process maps it, so a restore in fligh
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import shutil
@@ -39,20 +40,25 @@ from typing import Literal, final
 
 import msgspec
 
-from tide.api.errors import InvalidArgument, ResourceExhausted
+from tide.api.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 from . import _pool
 from ._image import ImageIndex, compute_chunk_hashes, iter_chunks, read_index
 from ._io import ChunkReader, write_file_atomic
+from ._locks import SharedLock
 from ._owners import enforce_all, owner_key, owner_keys, owner_paths
 from ._plan import EvictionPlan
 from ._registry import live_t0
 from ._repair import reconcile
+from ._safe import tree_problem
 from ._store import HostStore, StoreConfig
 from ._tmpfs import T1Backing, t1_backing
 
 __all__ = ["ENV_DIR", "ENV_OWNER", "Holdings", "Keeper", "KeeperConfig", "ModelHolding", "Tier"]
 
+log = logging.getLogger("tide.flashboot")
+
+LOCK_TIMEOUT_S = 2.0  # a store lock held longer is a stuck or hostile worker: skip that store
 ENV_DIR = "TIDE_FLASHBOOT_DIR"
 ENV_OWNER = "TIDE_FLASHBOOT_OWNER"  # recorded with every model the worker loads (noded: endpoint id)
 Tier = Literal["t0", "t1", "t2"]
@@ -132,7 +138,10 @@ class Keeper:
         """Create the directories, publish the config for workers, repair the indexes.  Idempotent."""
         for store in self._stores():
             self._open(store)
-            reconcile(store, now=self._clock())
+            try:
+                reconcile(store, now=self._clock(), lock_timeout=LOCK_TIMEOUT_S)
+            except Unavailable as exc:  # a worker holds its store's lock: repair it next start
+                log.warning("FlashBoot store %s not repaired: %s", store.state_dir, exc)
         self.enforce()
         with self._store.locked():
             missing = (
@@ -155,8 +164,17 @@ class Keeper:
         return HostStore(state_dir, config, clock=self._clock)
 
     def _stores(self) -> list[HostStore]:
-        """The root store, then every owner store that exists (always in this order)."""
-        return [self._store, *(self._store_at(k) for k in owner_keys(self.config.state_dir))]
+        """The root store, then every owner store that exists and can be trusted (always in this
+        order).  A store whose directories a worker replaced with links is left alone, logged."""
+        out = [self._store]
+        for key in owner_keys(self.config.state_dir):
+            store = self._store_at(key)
+            subdirs = [store.path(d) for d in ("images", "headers", "pins", "workers")]
+            if problem := tree_problem([store.state_dir, *subdirs, store.config.shm_dir]):
+                log.warning("FlashBoot store of %s left alone: %s", key, problem)
+                continue
+            out.append(store)
+        return out
 
     def t1_backing(self) -> T1Backing:
         """What backs the T1 directory (RAM or not, 4 KiB or 2 MiB pages).  Cheap: reads the mount table."""
@@ -184,7 +202,10 @@ class Keeper:
         if len(stores) == 1:
             return self._store.make_room()
         return enforce_all(
-            stores, ram_budget=self.config.ram_budget_bytes, disk_budget=self.config.disk_budget_bytes
+            stores,
+            ram_budget=self.config.ram_budget_bytes,
+            disk_budget=self.config.disk_budget_bytes,
+            lock_timeout=LOCK_TIMEOUT_S,
         )
 
     def holdings(self) -> Holdings:
@@ -192,7 +213,12 @@ class Keeper:
         hold is one entry).  Cheap: stats files and tries locks."""
         merged: dict[str, ModelHolding] = {}
         for store in self._stores():
-            for m in _store_holdings(store):
+            try:
+                held = _store_holdings(store)
+            except Unavailable as exc:  # a worker holds its store's lock: report the others
+                log.warning("FlashBoot holdings of %s skipped: %s", store.state_dir, exc)
+                continue
+            for m in held:
                 merged[m.fingerprint] = _merge(merged.get(m.fingerprint), m)
         models = tuple(merged[fp] for fp in sorted(merged))
         stores = self._stores()
@@ -255,7 +281,7 @@ class Keeper:
         is gone everywhere."""
         gone = True
         for store in self._stores():
-            with store.locked():
+            with store.locked(timeout=LOCK_TIMEOUT_S):
                 gone = (
                     all(
                         store.drop_copy(fingerprint, path)
@@ -269,7 +295,7 @@ class Keeper:
 
 def _store_holdings(store: HostStore) -> list[ModelHolding]:
     t0 = [h for h in live_t0(store.state_dir) if h.state == "resident"]
-    with store.locked():
+    with store.locked(timeout=LOCK_TIMEOUT_S):
         states = store.snapshot()
         records = store.read_index().models
     out = []
@@ -310,7 +336,11 @@ def _merge(a: ModelHolding | None, b: ModelHolding) -> ModelHolding:
 def _verify(store: HostStore, fingerprint: str, threads: int) -> dict[str, bool]:
     index = store.image_index(fingerprint)
     result: dict[str, bool] = {}
-    with store.pin(fingerprint):
+    try:
+        pin = SharedLock(store.pin_path(fingerprint), blocking=False)
+    except BlockingIOError:
+        raise Unavailable(f"model {fingerprint} is being evicted; verify it again later") from None
+    with pin:
         data = store.map_t1(fingerprint)
         if data is not None:
             with memoryview(data) as view:

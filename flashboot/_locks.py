@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 
 from tide.api.errors import Unavailable
@@ -48,11 +49,12 @@ def _lock(path: str, mode: int, *, create: bool = True) -> int:
 
 
 class SharedLock:
-    """A shared (reader) flock held until ``close()``; many processes may hold one at once."""
+    """A shared (reader) flock held until ``close()``; many processes may hold one at once.
+    ``blocking=False`` raises BlockingIOError instead of waiting for an exclusive holder."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, blocking: bool = True):
         self.path = path
-        self._fd: int | None = _lock(path, fcntl.LOCK_SH)
+        self._fd: int | None = _lock(path, fcntl.LOCK_SH | (0 if blocking else fcntl.LOCK_NB))
 
     @property
     def held(self) -> bool:
@@ -71,13 +73,25 @@ class SharedLock:
 
 
 @contextlib.contextmanager
-def exclusive(path: str) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` for the block (blocks until available)."""
-    fd = _lock(path, fcntl.LOCK_EX)
+def exclusive(path: str, *, timeout: float | None = None) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` for the block: waits until it is free, or at most
+    ``timeout`` seconds (then Unavailable: another process holds it)."""
+    fd = _lock(path, fcntl.LOCK_EX) if timeout is None else _lock_within(path, timeout)
     try:
         yield
     finally:
         os.close(fd)
+
+
+def _lock_within(path: str, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _lock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"{path}: still locked by another process after {timeout:g} s") from None
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager

@@ -16,16 +16,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
+from collections.abc import Callable
+from functools import partial
 
 import msgspec
 
+from tide.api.errors import InvalidArgument, TideError, Unavailable
+
 from . import _pool
 from ._plan import EvictionPlan, ModelState, plan_evictions
-from ._store import HostStore
+from ._safe import open_regular
+from ._store import WANT_FILE, HostStore, Want
 
 __all__ = ["OWNERS_DIR", "enforce_all", "owner_key", "owner_keys", "owner_paths"]
+
+log = logging.getLogger("tide.flashboot")
 
 OWNERS_DIR = "owners"
 _TAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -56,17 +64,24 @@ def _split(key: str) -> tuple[int, str]:
     return int(i), fp
 
 
-def enforce_all(stores: list[HostStore], *, ram_budget: int, disk_budget: int) -> EvictionPlan:
+def enforce_all(
+    stores: list[HostStore], *, ram_budget: int, disk_budget: int, lock_timeout: float = 2.0
+) -> EvictionPlan:
     """Bring the stores together within the budgets: free T1 memory first, then the least recently
-    used unpinned copies of any store (T1 demoted to T2 while the disk allows).  Slow: may write
-    images.  The plan names models as ``"<store index>:<fingerprint>"``."""
+    used unpinned copies of any store (T1 demoted to T2 while the disk allows), making room for
+    fills that found the T1 tmpfs full (``want.json``).  Slow: may write images.  A store whose
+    lock stays taken for ``lock_timeout`` (a worker can hold its own store's lock) sits this pass
+    out: its bytes count, nothing of it moves.  The plan names models as ``"<index>:<fp>"``."""
     with contextlib.ExitStack() as locks:
-        for store in stores:  # always in this order; a worker only ever takes its own store's lock
-            locks.enter_context(store.locked())
-        _trim_free(stores, ram_budget)
+        held = [s for s in stores if _lock(locks, s, lock_timeout)]
+        busy = [s for s in stores if s not in held]
+        ram_budget -= sum(s.ram_used() for s in busy)
+        disk_budget -= sum(s.disk_used() for s in busy)
+        wanted = _take_wants(held, ram_budget)
+        _trim_free(held, ram_budget - wanted)
         models: list[ModelState] = []
         extra_ram = extra_disk = 0
-        for i, store in enumerate(stores):
+        for i, store in enumerate(held):
             snap = store.snapshot()
             extra_ram += store.ram_used() - sum(m.data_bytes for m in snap if m.in_t1)
             extra_disk += store.disk_used() - sum(m.image_bytes for m in snap if m.in_t2)
@@ -75,23 +90,67 @@ def enforce_all(stores: list[HostStore], *, ram_budget: int, disk_budget: int) -
             models,
             ram_budget=ram_budget - max(extra_ram, 0),
             disk_budget=disk_budget - max(extra_disk, 0),
+            need_ram=wanted,
         )
         for key in plan.drop_t2:
             i, fp = _split(key)
-            stores[i].drop_copy(fp, stores[i].t2_path(fp))
+            _guarded(held[i], "drop", fp, partial(held[i].drop_copy, fp, held[i].t2_path(fp)))
     for key in plan.demote:
         i, fp = _split(key)
-        stores[i].demote(fp)
+        _guarded(held[i], "demote", fp, partial(held[i].demote, fp))
     with contextlib.ExitStack() as locks:
-        for store in stores:
-            locks.enter_context(store.locked())
+        again = [s for s in held if _lock(locks, s, lock_timeout)]
         for key in plan.drop_t1:
             i, fp = _split(key)
-            stores[i].drop_copy(fp, stores[i].t1_path(fp))
-        for store in stores:
+            if held[i] in again:
+                _guarded(held[i], "drop", fp, partial(held[i].drop_copy, fp, held[i].t1_path(fp)))
+        for store in again:
             store.forget_empty()
-        _trim_free(stores, ram_budget)  # dropped copies became free memory: keep what the budget allows
+        _trim_free(again, ram_budget - wanted)  # dropped copies became free memory: keep what fits
     return plan
+
+
+def _guarded(store: HostStore, what: str, fp: str, act: Callable[[], object]) -> None:
+    """One eviction step; a store whose files are not what they claim (a link, a bad header)
+    costs its owner that step, never the keeper's pass."""
+    try:
+        act()
+    except (TideError, OSError) as exc:
+        log.warning("FlashBoot %s of %s in %s refused: %s", what, fp, store.state_dir, exc)
+
+
+def _lock(locks: contextlib.ExitStack, store: HostStore, timeout: float) -> bool:
+    try:
+        locks.enter_context(store.locked(timeout=timeout))
+    except Unavailable as exc:
+        log.warning("FlashBoot store %s skipped this pass: %s", store.state_dir, exc)
+        return False
+    return True
+
+
+def _take_wants(stores: list[HostStore], ram_budget: int, *, max_age: float = 900.0) -> int:
+    """Room to make for fills that found the tmpfs full: each store's want, up to its fair share
+    of the budget less what it holds (so no store can make the keeper evict everyone else).
+    The wants are consumed."""
+    fair = ram_budget // max(1, len(stores))
+    total = 0
+    for store in stores:
+        path = store.path(WANT_FILE)
+        try:
+            fd = open_regular(path, os.O_RDONLY)
+        except (FileNotFoundError, InvalidArgument):
+            continue
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(4096)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            want = msgspec.json.decode(raw, type=Want)
+        except msgspec.DecodeError:
+            continue
+        if store.clock() - want.at <= max_age:
+            total += max(0, min(want.nbytes, fair) - store.ram_used())
+    return min(total, max(ram_budget, 0))
 
 
 def _trim_free(stores: list[HostStore], ram_budget: int) -> None:

@@ -22,7 +22,11 @@ def free_files(shm_dir: str) -> list[tuple[str, int]]:
     """``(path, size)`` of every free file, smallest first."""
     out = []
     with contextlib.suppress(FileNotFoundError), os.scandir(shm_dir) as it:
-        out = [(e.path, e.stat().st_size) for e in it if e.name.endswith(FREE_SUFFIX)]
+        out = [
+            (e.path, e.stat(follow_symlinks=False).st_size)
+            for e in it
+            if e.name.endswith(FREE_SUFFIX) and e.is_file(follow_symlinks=False)
+        ]
     return sorted(out, key=lambda f: f[1])
 
 

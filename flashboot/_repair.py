@@ -10,15 +10,19 @@ import msgspec
 from tide.api.errors import InvalidArgument, NotFound
 
 from ._locks import try_exclusive
+from ._safe import valid_fingerprint
 from ._store import HostStore, ModelRecord
 
 __all__ = ["reconcile"]
 
 
-def reconcile(store: HostStore, *, now: float, stale_after: float = 600.0) -> None:
+def reconcile(
+    store: HostStore, *, now: float, stale_after: float = 600.0, lock_timeout: float | None = None
+) -> None:
     """Repair the index against the files: adopt images and T1 copies, forget vanished ones,
-    delete stale temps and T1 copies nobody can describe (no header anywhere)."""
-    with store.locked():
+    delete stale temps and T1 copies nobody can describe (no header anywhere).  Unavailable when
+    the store's lock stays taken for ``lock_timeout``."""
+    with store.locked(timeout=lock_timeout):
         _drop_stale_temps(store, now=now, stale_after=stale_after)
         idx = store.read_index()
         models = dict(idx.models)
@@ -46,7 +50,11 @@ def _tier_files(store: HostStore) -> list[tuple[str, str]]:
     out = []
     for root, suffix in ((store.path("images"), ".safetensors"), (store.config.shm_dir, ".t1")):
         with contextlib.suppress(FileNotFoundError), os.scandir(root) as it:
-            out += [(e.name.removesuffix(suffix), e.path) for e in it if e.name.endswith(suffix)]
+            out += [
+                (e.name.removesuffix(suffix), e.path)
+                for e in it
+                if e.name.endswith(suffix) and valid_fingerprint(e.name.removesuffix(suffix))
+            ]
     return out
 
 

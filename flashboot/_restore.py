@@ -200,9 +200,12 @@ def _from_t1(
     )
 
 
-def _pin_or_ring(store: HostStore, host: torch.Tensor, rec: StageRecorder) -> tuple[bool, PinnedRing | None]:
-    """CUDA: page-lock ``host`` (register mode), else, or when that fails, this process's ring."""
-    if host_copy_mode(store.t1_huge_pages()) == "register":
+def _pin_or_ring(
+    store: HostStore, host: torch.Tensor, rec: StageRecorder, *, in_t1: bool = True
+) -> tuple[bool, PinnedRing | None]:
+    """CUDA: page-lock ``host`` (register mode), else, or when that fails, this process's ring.
+    ``in_t1``: ``host`` maps a T1 file (else private memory, on 4 KiB pages whatever T1 uses)."""
+    if host_copy_mode(in_t1 and store.t1_huge_pages()) == "register":
         with rec.stage("pin", "t1", host.numel()):
             if register_host(host):
                 return True, None
@@ -244,7 +247,7 @@ def _from_t2(
     host = host_tensor(buf) if cuda else None
     flat = torch.empty(n, dtype=torch.uint8, device=device) if cuda else None
     if host is not None:
-        registered, ring = _pin_or_ring(store, host, rec)
+        registered, ring = _pin_or_ring(store, host, rec, in_t1=seg is not None)
     # CPU T0 maps the T1 segment copy-on-write (the mapping outlives the segment's rename).  Its
     # pages fault in on first touch: as fast as prefaulting each chunk as it lands, which held
     # the GIL against the reader threads (measured with bench/flashboot.py on /dev/shm).

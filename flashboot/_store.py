@@ -41,9 +41,12 @@ from ._image import ImageIndex, parse_header
 from ._io import write_file_atomic
 from ._locks import SharedLock, exclusive, try_exclusive
 from ._plan import EvictionPlan, ModelState, plan_evictions
+from ._safe import check_fingerprint, open_regular, valid_fingerprint
 from ._tmpfs import t1_backing
 
-__all__ = ["Alias", "HostStore", "ModelRecord", "StoreConfig", "StoreIndex", "T1Segment"]
+__all__ = ["WANT_FILE", "Alias", "HostStore", "ModelRecord", "StoreConfig", "StoreIndex", "T1Segment", "Want"]
+
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on a header
 
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -78,6 +81,16 @@ class StoreIndex(msgspec.Struct, frozen=True, kw_only=True):
     aliases: dict[str, Alias] = {}
 
 
+WANT_FILE = "want.json"
+
+
+class Want(msgspec.Struct, frozen=True, kw_only=True):
+    """A fill that found the T1 tmpfs full: how much it wanted, and when."""
+
+    nbytes: int
+    at: float
+
+
 class T1Segment:
     """A reserved T1 file being filled by this process; ``commit`` publishes it, ``abort`` frees it."""
 
@@ -110,8 +123,8 @@ def _dir_bytes(path: str, suffixes: tuple[str, ...] = ()) -> int:
     total = 0
     with contextlib.suppress(FileNotFoundError), os.scandir(path) as it:
         for entry in it:
-            if entry.is_file() and (not suffixes or entry.name.endswith(suffixes)):
-                total += entry.stat().st_size
+            if entry.is_file(follow_symlinks=False) and (not suffixes or entry.name.endswith(suffixes)):
+                total += entry.stat(follow_symlinks=False).st_size
     return total
 
 
@@ -160,13 +173,13 @@ class HostStore:
         return os.path.join(self.state_dir, *parts)
 
     def t1_path(self, fp: str) -> str:
-        return os.path.join(self.config.shm_dir, f"{fp}.t1")
+        return os.path.join(self.config.shm_dir, f"{check_fingerprint(fp)}.t1")
 
     def t2_path(self, fp: str) -> str:
-        return self.path("images", f"{fp}.safetensors")
+        return self.path("images", f"{check_fingerprint(fp)}.safetensors")
 
     def pin_path(self, fp: str) -> str:
-        return self.path("pins", f"{fp}.pin")
+        return self.path("pins", f"{check_fingerprint(fp)}.pin")
 
     def fill_path(self, key: str) -> str:
         return self.path("pins", f"{key}.fill")
@@ -177,16 +190,23 @@ class HostStore:
 
     # ---- index ----------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        with exclusive(self.path("state.lock")):
+    def locked(self, timeout: float | None = None) -> Iterator[None]:
+        """The store's state lock; ``timeout`` bounds the wait (Unavailable after it)."""
+        with exclusive(self.path("state.lock"), timeout=timeout):
             yield
 
     def read_index(self) -> StoreIndex:
+        """The index, less any entry whose fingerprint is not one (workers can write this file)."""
         try:
             with open(self.path("index.json"), "rb") as f:
-                return self._index_codec.decode(f.read())
+                idx = self._index_codec.decode(f.read())
         except FileNotFoundError:
             return StoreIndex()
+        models = {fp: m for fp, m in idx.models.items() if valid_fingerprint(fp) and m.fingerprint == fp}
+        aliases = {k: a for k, a in idx.aliases.items() if valid_fingerprint(a.fingerprint)}
+        if len(models) != len(idx.models) or len(aliases) != len(idx.aliases):
+            return msgspec.structs.replace(idx, models=models, aliases=aliases)
+        return idx
 
     def write_index(self, index: StoreIndex) -> None:
         write_file_atomic(self.path("index.json"), [msgspec.json.encode(index)], durable=False)
@@ -258,9 +278,14 @@ class HostStore:
             write_file_atomic(path, [header], durable=False)
 
     def header(self, fp: str) -> bytes:
-        for path in (self.path("headers", f"{fp}.hdr"), self.t2_path(fp)):
-            with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+        for path in (self.path("headers", f"{check_fingerprint(fp)}.hdr"), self.t2_path(fp)):
+            with (
+                contextlib.suppress(FileNotFoundError),
+                os.fdopen(open_regular(path, os.O_RDONLY), "rb") as f,
+            ):
                 size = int.from_bytes(f.read(8), "little")
+                if size > MAX_HEADER_BYTES:
+                    raise InvalidArgument(f"{path}: a {size}-byte header is not a FlashBoot image's")
                 return size.to_bytes(8, "little") + f.read(size)
         raise NotFound(f"model {fp}: no header on this host")
 
@@ -282,7 +307,7 @@ class HostStore:
     def map_t1(self, fp: str) -> mmap.mmap | None:
         """Map the committed T1 copy shared (the caller holds the pin), or None if T1 lacks it."""
         try:
-            fd = os.open(self.t1_path(fp), os.O_RDWR)
+            fd = open_regular(self.t1_path(fp), os.O_RDWR)
         except FileNotFoundError:
             return None
         try:
@@ -366,8 +391,13 @@ class HostStore:
             return taken
 
     def demote(self, fp: str) -> bool:
-        """T1 -> T2: write the image from the shared copy, then free the RAM if nobody maps it."""
-        with self.pin(fp):
+        """T1 -> T2: write the image from the shared copy, then free the RAM if nobody maps it.
+        False when T1 lacks it or its pin file is locked exclusively (never waits for that)."""
+        try:
+            pin = SharedLock(self.pin_path(fp), blocking=False)
+        except BlockingIOError:
+            return False
+        with pin:
             data = self.map_t1(fp)
             if data is None:
                 return False
@@ -411,10 +441,17 @@ class HostStore:
             os.unlink(tmp)
             if exc.errno != errno.ENOSPC:
                 raise
+            self.note_want(nbytes)  # the keeper makes room across stores on its next pass
             return None  # no room in RAM after all: the caller fills private memory instead
         finally:
             os.close(fd)
         return T1Segment(self, tmp, nbytes)
+
+    def note_want(self, nbytes: int) -> None:
+        """Tell the keeper a fill found no room in the T1 tmpfs (``want.json``; best effort)."""
+        with contextlib.suppress(OSError):
+            body = msgspec.json.encode(Want(nbytes=nbytes, at=self.clock()))
+            write_file_atomic(self.path(WANT_FILE), [body], durable=False)
 
     def write_t2(
         self, index: ImageIndex, header: bytes, data: memoryview, *, model_id: str | None, stamp: str
