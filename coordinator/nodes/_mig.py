@@ -190,12 +190,21 @@ class MigPass:
 
     Built from the view at the start of a pass; :meth:`withheld` feeds the placer's snapshot,
     :attr:`fitter` the placer, and :meth:`ops` turns the plan's re-cuts into layout writes for
-    the plan's own guarded transaction.
+    the plan's own guarded transaction.  ``written``: layouts by GPU uuid stored earlier in the
+    pass (ahead-of-time re-cuts) that the view may not show yet; they count as stored.
     """
 
-    def __init__(self, view: ClusterView, *, now: float, min_interval_s: float) -> None:
+    def __init__(
+        self,
+        view: ClusterView,
+        *,
+        now: float,
+        min_interval_s: float,
+        written: Mapping[str, MigLayoutRecord] | None = None,
+    ) -> None:
         self.now = now
         self.layouts = {gpu: rec for cards in view.mig_layouts.values() for gpu, (rec, _) in cards.items()}
+        self.layouts.update(written or {})
         errors = {gpu: why for rec, _ in view.nodes.values() for gpu, why in rec.inventory.mig_errors.items()}
         self.fitter = MigSliceFitter(
             layouts=self.layouts, errors=errors, now=now, min_interval_s=min_interval_s

@@ -82,6 +82,10 @@ class AheadCard(msgspec.Struct, frozen=True, kw_only=True):
     record: MigLayoutRecord | None = None  # its stored layout
     error: str = ""  # what noded reports about applying it
     draining: bool = False  # its node drains: leave it alone
+    # The mod revisions of its stored layout (0: none) and of its node's record as read for the
+    # plan: the leader's layout write is guarded by these, not by what it reads when it writes.
+    layout_revision: int = 0
+    node_revision: int = 0
 
 
 class CardTarget(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

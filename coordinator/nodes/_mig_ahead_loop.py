@@ -6,10 +6,13 @@ in the store (``/tide/migdemand/``, so a new leader goes on from there), and at 
 ``plan_interval_s`` it plans each region for the hour about to start (from ``lead_s`` before
 it) and stores the new layouts of idle cards as MigLayoutRecords with ``source="ahead"``: the
 same records the on-demand re-cuts write, which noded applies unchanged.  Each layout write is
-guarded by the revisions of the card's stored layout and of its node's record as the plan saw
-them, so a card that changed meanwhile (an on-demand re-cut, an instance taken) is skipped and
-planned again on the next pass.  :meth:`MigAhead.report` is the same plan as a read-only report
-(``GET /admin/v1/mig/forecast``, ``tide mig forecast``).
+guarded by the revisions of the card's stored layout and of its node's record as the plan read
+them (captured in :class:`AheadCard` when the cards are read, before the planner's thread), so a
+card that changed meanwhile (an on-demand re-cut, an operator's layout, a heartbeat that reports
+an instance taken) is skipped and planned again on the next pass.  :meth:`MigAhead.tick` answers
+the layouts it wrote that the view does not show yet, so the scheduling pass it rides on treats
+them as stored (withholds the instances they may destroy).  :meth:`MigAhead.report` is the same
+plan as a read-only report (``GET /admin/v1/mig/forecast``, ``tide mig forecast``).
 
 The coordinator config's ``[mig]`` section is :class:`AheadSettings`; with ``ahead-enabled =
 false`` the leader neither samples nor re-cuts ahead of time, and the report still shows the
@@ -91,8 +94,9 @@ class RegionForecast(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 class MigAhead:
     """See the module docstring.  One per scheduler; ``tick`` is called from its pass.
 
-    ``clock`` (tests) overrides the pass's ``now``.  ``tick`` never raises a TideError (it logs
-    it): the scheduling pass it rides on must go on.
+    ``clock`` (tests) overrides the pass's ``now``.  ``tick`` never raises (it logs what fails,
+    and after an unexpected error waits its intervals before trying again): it is best-effort,
+    and the scheduling pass it rides on must go on.
     """
 
     def __init__(
@@ -110,12 +114,17 @@ class MigAhead:
         self._sampled = -math.inf
         self._planned = -math.inf
         self.last: dict[str, AheadPlan] = {}  # region -> the last pass's plan
+        self._unseen: dict[str, tuple[MigLayoutRecord, int]] = {}  # gpu uuid -> (written, its revision)
 
-    async def tick(self, now: float, targets: Mapping[str, int]) -> None:
+    async def tick(self, now: float, targets: Mapping[str, int]) -> dict[str, MigLayoutRecord]:
         """Sample and re-cut if their intervals are up.  ``targets``: the autoscaler's wanted
-        worker count per endpoint (those not placed yet count as demand too)."""
+        worker count per endpoint (those not placed yet count as demand too).
+
+        Answers :meth:`written`: the caller's placement must treat those layouts as stored, or it
+        could hand out an idle instance the new layout destroys (noded would then block the cut).
+        """
         if not self.settings.enabled:
-            return
+            return self.written()
         now = self._clock() if self._clock is not None else now
         try:
             if now - self._sampled >= SAMPLE_INTERVAL_S:
@@ -126,6 +135,17 @@ class MigAhead:
                 self._planned = now
         except TideError as exc:
             log.warning("ahead-of-time MIG pass failed: %s", exc.message)
+        except Exception:
+            # A bug: it would recur on every pass (20 a second at most), so wait the intervals.
+            log.exception("ahead-of-time MIG pass failed; placement goes on without it")
+            self._sampled = self._planned = now
+        return self.written()
+
+    def written(self) -> dict[str, MigLayoutRecord]:
+        """The layouts :meth:`recut` stored that the view does not show yet, by GPU uuid."""
+        seen = self._view.revision
+        self._unseen = {gpu: (rec, rev) for gpu, (rec, rev) in self._unseen.items() if rev > seen}
+        return {gpu: rec for gpu, (rec, _) in self._unseen.items()}
 
     async def sample(self, now: float, targets: Mapping[str, int]) -> None:
         """Add the demand of ``now`` to the history (one guarded write per region and bucket)."""
@@ -173,7 +193,7 @@ class MigAhead:
         """The region's MIG-enabled cards on live nodes, with what the plan needs to know."""
         view = self._view
         out = []
-        for node_id, (rec, _) in sorted(view.nodes.items()):
+        for node_id, (rec, node_rev) in sorted(view.nodes.items()):
             if rec.lost or rec.inventory.region != region:
                 continue
             in_use = frozenset(d for a in view.assignments_of(node_id) for d in a.devices)
@@ -189,6 +209,8 @@ class MigAhead:
                             record=stored[0] if stored else None,
                             error=rec.inventory.mig_errors.get(gpu.uuid, ""),
                             draining=rec.draining,
+                            layout_revision=stored[1] if stored else 0,
+                            node_revision=node_rev,
                         )
                     )
         return out
@@ -198,35 +220,38 @@ class MigAhead:
         week_rec, day_rec = history.get((region, week)), history.get((region, day))
         return forecast_for(hour, week_rec, day_rec, self.settings.demand)
 
-    async def plan(self, history: History, region: str, now: float) -> tuple[Forecast, AheadPlan | None]:
-        """The region's forecast for the hour to prepare at ``now``, and its plan (None: no
-        forecast yet).  The planner runs in a thread: a large region takes a few hundred ms."""
+    async def plan(
+        self, history: History, region: str, now: float
+    ) -> tuple[Forecast, AheadPlan | None, list[AheadCard]]:
+        """The region's forecast for the hour to prepare at ``now``, its plan (None: no forecast
+        yet) and the cards it was planned from.  The planner runs in a thread (a large region
+        takes a few hundred ms) while the view goes on applying events: hence the revisions the
+        cards carry."""
         fc = self.forecast(history, region, window_hour(now, self.settings.lead_s))
         if fc.basis == "none":
-            return fc, None
+            return fc, None, []
         cards = self.cards(region)
         plan = await asyncio.to_thread(
             plan_ahead, forecast=fc.demand, cards=cards, now=now, settings=self.settings
         )
-        return fc, plan
+        return fc, plan, cards
 
     async def recut(self, now: float) -> None:
         """Plan every region for the coming hour and store the new layouts."""
         history = await self.history()
         for region in self.regions():
-            fc, plan = await self.plan(history, region, now)
+            fc, plan, cards = await self.plan(history, region, now)
             if plan is None:
                 continue
             self.last[region] = plan
+            read = {(c.node_id, c.gpu.uuid): c for c in cards}
             for target in plan.targets:
-                await self._write(target, now, f"forecast for {region} {bucket_label(fc.hour)}")
+                card = read[target.node_id, target.gpu_uuid]
+                await self._write(target, card, now, f"forecast for {region} {bucket_label(fc.hour)}")
 
-    async def _write(self, t: CardTarget, now: float, why: str) -> None:
-        view = self._view
-        node = view.nodes.get(t.node_id)
-        stored = view.mig_layouts.get(t.node_id, {}).get(t.gpu_uuid)
-        if node is None:
-            return
+    async def _write(self, t: CardTarget, card: AheadCard, now: float, why: str) -> None:
+        """Store ``t``'s layout if neither the card's layout nor its node's record changed since
+        ``card`` was read for the plan (a node gone since fails the guard too)."""
         gains = ", ".join(f"{n} x {k.partition(':')[2]}" for k, n in t.gains.items())
         record = MigLayoutRecord(
             node_id=t.node_id,
@@ -238,18 +263,21 @@ class MigAhead:
         )
         key = nkeys.mig_layout(t.node_id, t.gpu_uuid)
         guards = [
-            Compare(key=key, target="mod", op="==", value=stored[1] if stored else 0),
-            Compare(key=nkeys.node(t.node_id), target="mod", op="==", value=node[1]),
+            Compare(key=key, target="mod", op="==", value=card.layout_revision),
+            Compare(key=nkeys.node(t.node_id), target="mod", op="==", value=card.node_revision),
         ]
         res = await self._store.txn(guards, [Put(key=key, value=encode(record))])
-        if res.succeeded:
-            log.info(
-                "MIG %s on %s re-cut ahead of time to %s (%s)",
-                t.gpu_uuid,
-                t.node_id,
-                t.profiles,
-                record.reason,
-            )
+        if not res.succeeded:
+            log.info("MIG %s on %s changed since it was planned; planned again later", t.gpu_uuid, t.node_id)
+            return
+        self._unseen[t.gpu_uuid] = (record, res.revision)
+        log.info(
+            "MIG %s on %s re-cut ahead of time to %s (%s)",
+            t.gpu_uuid,
+            t.node_id,
+            t.profiles,
+            record.reason,
+        )
 
     async def report(self, now: float, hours: int = 24) -> list[RegionForecast]:
         """What :meth:`recut` would do at ``now``, per region, and the forecast of the next
@@ -258,7 +286,7 @@ class MigAhead:
         history = await self.history()
         out = []
         for region in self.regions():
-            fc, plan = await self.plan(history, region, now)
+            fc, plan, _ = await self.plan(history, region, now)
             if plan is not None and not self.settings.enabled:
                 plan = msgspec.structs.replace(plan, targets=[], skipped={}, reason=OFF_REASON)
             upcoming = [self._summary(self.forecast(history, region, fc.hour + i)) for i in range(hours)]

@@ -96,7 +96,7 @@ class Scheduler:
             self._leading_since = now
         await self._mark_lost(now)
         stop, targets = self._autoscale(now)
-        await self.ahead.tick(now, targets)
+        ahead = await self.ahead.tick(now, targets)  # layouts the view may not show yet
         view = self._view
         current = [
             CurrentWorker(worker_id=a.worker_id, endpoint_id=a.endpoint_id) for a in self._assignments()
@@ -110,7 +110,7 @@ class Scheduler:
             PlacementRequest(endpoint_id=ep, spec=view.endpoints[ep][0].spec, worker_ids=ids)
             for ep, ids in sorted(plan.add.items())
         ]
-        mig = MigPass(view, now=now, min_interval_s=self.mig_recut_interval_s)
+        mig = MigPass(view, now=now, min_interval_s=self.mig_recut_interval_s, written=ahead)
         placement = plan_placement(
             self._snapshot(removed, mig), requests, slice_fitter=mig.fitter, host_reserve=self.host_reserve
         )
