@@ -29,7 +29,8 @@ from tide.api.errors import InvalidArgument, TideError, Unavailable
 from . import _pool
 from ._plan import EvictionPlan, ModelState, plan_evictions
 from ._safe import open_regular
-from ._store import WANT_FILE, HostStore, Want
+from ._segment import WANT_FILE, Want
+from ._store import HostStore
 
 __all__ = ["OWNERS_DIR", "enforce_all", "owner_key", "owner_keys", "owner_paths"]
 

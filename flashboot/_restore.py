@@ -36,10 +36,11 @@ from ._device import (
 from ._image import ImageIndex, read_index
 from ._io import ChunkReader
 from ._locks import SharedLock
+from ._segment import T1Segment
 from ._source import paths_of as _paths
 from ._source import source_stamp
 from ._stats import Source, StageRecorder
-from ._store import HostStore, T1Segment
+from ._store import HostStore
 from ._torch_bytes import views_of
 from ._writer import BufferSink, TensorSource, describe_safetensors, describe_tensors, pack, seal
 

@@ -42,9 +42,10 @@ from ._io import write_file_atomic
 from ._locks import SharedLock, exclusive, try_exclusive
 from ._plan import EvictionPlan, ModelState, plan_evictions
 from ._safe import check_fingerprint, open_regular, valid_fingerprint
+from ._segment import WANT_FILE, T1Segment, Want
 from ._tmpfs import t1_backing
 
-__all__ = ["WANT_FILE", "Alias", "HostStore", "ModelRecord", "StoreConfig", "StoreIndex", "T1Segment", "Want"]
+__all__ = ["Alias", "HostStore", "ModelRecord", "StoreConfig", "StoreIndex"]
 
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on a header
 
@@ -79,44 +80,6 @@ class StoreIndex(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 1
     models: dict[str, ModelRecord] = {}
     aliases: dict[str, Alias] = {}
-
-
-WANT_FILE = "want.json"
-
-
-class Want(msgspec.Struct, frozen=True, kw_only=True):
-    """A fill that found the T1 tmpfs full: how much it wanted, and when."""
-
-    nbytes: int
-    at: float
-
-
-class T1Segment:
-    """A reserved T1 file being filled by this process; ``commit`` publishes it, ``abort`` frees it."""
-
-    def __init__(self, store: HostStore, tmp_path: str, nbytes: int):
-        self.store = store
-        self.tmp_path = tmp_path
-        self.nbytes = nbytes
-        fd = os.open(tmp_path, os.O_RDWR)
-        try:
-            self.map = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED)
-        finally:
-            os.close(fd)
-
-    def commit(self, index: ImageIndex, header: bytes, *, model_id: str | None, stamp: str) -> None:
-        """Publish the filled segment as ``<fp>.t1``; the caller already pins ``index.fingerprint``."""
-        self.store.save_header(index.fingerprint, header)
-        target = self.store.t1_path(index.fingerprint)
-        if os.path.exists(target):  # identical bytes published by someone else: keep theirs
-            os.unlink(self.tmp_path)
-        else:
-            os.replace(self.tmp_path, target)
-        self.store.record(index, model_id=model_id, stamp=stamp)
-
-    def abort(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp_path)
 
 
 def _dir_bytes(path: str, suffixes: tuple[str, ...] = ()) -> int:
