@@ -321,10 +321,12 @@ class WorkerService:
 
 
 async def _removed(remaining: float) -> None:
-    """Hold a long-poll of a worker the scheduler removed before it answers nothing: briefly.
+    """Hold a removed worker's job-take before it answers "no job": at most a second.
 
     Soon, so the SDK's graceful exit on SIGTERM is not held up by a 20 s long-poll; not at
-    once, so a worker noded has not stopped yet does not spin on its retry loop."""
+    once, because the SDK polls job-take again straight after an empty answer, so a worker
+    noded has not stopped yet would spin on it.  The job-stop poll answers a removed worker at
+    once instead: the SDK already sleeps a second after an empty stop answer (fa4691b)."""
     await asyncio.sleep(max(0.0, min(1.0, remaining)))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,17 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
         async with aiohttp.ClientSession() as session:
             yield Client(c, session, str(created["key"]))
     await store.close()
+
+
+@pytest.fixture(autouse=True)
+def _runpod_globals_restored() -> Iterator[None]:
+    """The runpod SDK's base URL is a module global: a test that points it at its coordinator
+    must put it back (monkeypatch), or later tests and clients call a port that is gone."""
+    import runpod
+
+    before = runpod.endpoint_url_base
+    yield
+    assert runpod.endpoint_url_base == before, "a test left runpod.endpoint_url_base changed"
 
 
 def _assert_refusal(status: int, out: Any, headers: Any, *words: str, retry_after: int) -> None:
@@ -136,7 +147,9 @@ async def test_the_worker_api_and_health_are_never_limited(client: Client) -> No
     assert await client.refused_total() == 0
 
 
-async def test_the_runpod_sdk_backs_off_on_429_and_then_gets_its_answer(client: Client) -> None:
+async def test_the_runpod_sdk_backs_off_on_429_and_then_gets_its_answer(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sync client's urllib3 Retry honours Retry-After on GETs: a /status
     refused while another request holds the only slot succeeds once it ends."""
     import runpod
@@ -151,7 +164,7 @@ async def test_the_runpod_sdk_backs_off_on_429_and_then_gets_its_answer(client: 
         if client.throttle.in_flight("ep", "status") == 1:
             break
         await asyncio.sleep(0.01)
-    runpod.endpoint_url_base = client.c.url + "/v2"
+    monkeypatch.setattr(runpod, "endpoint_url_base", client.c.url + "/v2")
     sdk_job = runpod.endpoint.runner.Job("ep", job, runpod.endpoint.runner.RunPodClient(api_key=client.key))
     asked = asyncio.create_task(asyncio.to_thread(sdk_job.status))
     for _ in range(1000):
