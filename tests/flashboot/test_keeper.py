@@ -12,6 +12,7 @@ import pytest
 from safetensors import safe_open
 
 from flashboot import Keeper, KeeperConfig, write_image
+from flashboot import _store as store_module
 from flashboot._image import ImageIndex
 from flashboot._store import HostStore
 from flashboot._writer import BufferSink, describe_tensors, pack, seal
@@ -279,6 +280,7 @@ def test_a_full_tmpfs_falls_back_to_private_memory(keeper: Keeper, monkeypatch: 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full)
+    monkeypatch.setattr(store_module, "tmpfs_tight", lambda path, nbytes: True)
     sd = torch_model()
     try:
         got = flashboot.load("m", source=lambda: sd, device="cpu", state_dir=keeper.config.state_dir)

@@ -18,6 +18,7 @@ import pytest
 
 from flashboot import Keeper
 from flashboot import _keeper as keeper_module
+from flashboot import _store as store_module
 
 from .conftest import make_keeper, torch_model
 
@@ -121,7 +122,8 @@ def test_a_full_tmpfs_makes_the_keeper_make_room_across_stores(
     def full(fd: int, offset: int, length: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "posix_fallocate", full)  # the tmpfs is full when ep-b fills
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    monkeypatch.setattr(store_module, "tmpfs_tight", lambda path, nbytes: True)  # when ep-b fills
     _load(keeper, "ep-b", "m3", 12, monkeypatch)
     monkeypatch.setattr(os, "posix_fallocate", real)
     b_state, _ = keeper.dirs("ep-b")
