@@ -26,7 +26,7 @@ from coordinator._node_schema import MigDemandCell, MigDemandRecord, MigLayoutRe
 from coordinator._schema import encode, keys
 from coordinator.jobs import ClusterView
 from coordinator.nodes import Scheduler
-from coordinator.nodes._mig_ahead import AheadPlan
+from coordinator.nodes._mig_ahead import AheadPlan, plan_ahead
 from coordinator.nodes._mig_demand import buckets_of
 from coordinator.store import MemoryStore
 from mig import Layout, load_catalog, plan_layout
@@ -113,7 +113,7 @@ async def leader() -> AsyncIterator[Leader]:
 def _racing_planner(leader: Leader, change: Callable[[], Awaitable[None]]) -> Callable[..., AheadPlan]:
     """The real planner, run after ``change`` has landed in the store and the view: the card
     changes while the plan is computed (in the planner's thread), as a watch event can."""
-    real = ahead_loop.plan_ahead
+    real = plan_ahead
     loop = asyncio.get_running_loop()
 
     async def change_and_settle() -> None:
