@@ -72,20 +72,15 @@ def anon_map(nbytes: int) -> mmap.mmap:
     return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
-def private_map(path: str, nbytes: int, *, populate: bool = True) -> mmap.mmap:
-    """Map a T1 file copy-on-write: reads share the T1 pages, writes stay private.
-
-    ``populate`` prefaults the whole mapping now (the restore pays for its page tables, not the
-    caller's first touch); without it pages fault in on first touch.
-    """
+def private_map(path: str, nbytes: int) -> mmap.mmap:
+    """Map a T1 file copy-on-write and prefault it: reads share the T1 pages, writes stay private."""
     fd = os.open(path, os.O_RDONLY)
     try:
         m = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
-    if populate:
-        with contextlib.suppress(OSError):  # older kernels: pages fault in on first touch instead
-            m.madvise(_MADV_POPULATE_READ)
+    with contextlib.suppress(OSError):  # older kernels: pages fault in on first touch instead
+        m.madvise(_MADV_POPULATE_READ)
     return m
 
 

@@ -238,7 +238,8 @@ def _from_t2(
     rec: StageRecorder,
 ) -> Restored:
     """T2 -> T1 -> T0.  CUDA: pipelined chunk by chunk (each chunk that lands in T1 goes on to T0
-    at once, an async H2D copy).  CPU: T0 is a copy-on-write view of the T1 segment being filled."""
+    at once, an async H2D copy).  CPU: T0 maps the published T1 copy-on-write, prefaulted (on
+    /dev/shm faulting it in later, page by page, cost several times more)."""
     path = store.t2_path(fp)
     index = read_index(path)
     n = index.data_bytes
@@ -249,10 +250,6 @@ def _from_t2(
     flat = torch.empty(n, dtype=torch.uint8, device=device) if cuda else None
     if host is not None:
         registered, ring = _pin_or_ring(store, host, rec, in_t1=seg is not None)
-    # CPU T0 maps the T1 segment copy-on-write (the mapping outlives the segment's rename).  Its
-    # pages fault in on first touch: as fast as prefaulting each chunk as it lands, which held
-    # the GIL against the reader threads (measured with bench/flashboot.py on /dev/shm).
-    t0_map = private_map(seg.tmp_path, n, populate=False) if seg is not None and not cuda else None
     copier: ChunkCopier | StagedCopier | None = None
     if flat is not None and host is not None:
         copier = ChunkCopier(flat, host) if ring is None else StagedCopier(flat, host, ring)
@@ -277,32 +274,23 @@ def _from_t2(
         seg.commit(index, store.header(fp), model_id=model_id, stamp=stamp)
     else:
         store.touch(fp)
-    if cuda:
-        assert flat is not None and host is not None
-        loaded = Loaded(
-            model_id=model_id,
-            fingerprint=fp,
-            device=device,
-            index=index,
-            flat=flat,
-            tensors=views_of(flat, index.tensors),
-            host=host,
-            registered=registered,
-            pin=pin,
-            in_t1=seg is not None,
-        )
-    else:
-        flat = _cpu_view(t0_map if t0_map is not None else buf, pin)
-        loaded = Loaded(
-            model_id=model_id,
-            fingerprint=fp,
-            device=device,
-            index=index,
-            flat=flat,
-            tensors=views_of(flat, index.tensors),
-            in_t1=seg is not None,
-            keepalive=buf if t0_map is not None else None,
-        )
+    if not cuda and seg is not None:  # T0 on CPU: the published T1 copy, mapped copy-on-write
+        loaded = _from_t1(store, model_id, fp, pin, device, rec, "t2")
+        loaded.keepalive = buf  # unmapping the fill now would cost time on the restore path
+        return Restored(loaded=loaded, tier="t2", direct_io=result.direct)
+    flat = flat if flat is not None else _cpu_view(buf, pin)  # CPU without T1 room: private bytes
+    loaded = Loaded(
+        model_id=model_id,
+        fingerprint=fp,
+        device=device,
+        index=index,
+        flat=flat,
+        tensors=views_of(flat, index.tensors),
+        host=host,
+        registered=registered,
+        pin=pin if cuda else None,  # CPU: the pin lasts as long as the mapping (_cpu_view)
+        in_t1=seg is not None,
+    )
     return Restored(loaded=loaded, tier="t2", direct_io=result.direct)
 
 
