@@ -40,7 +40,7 @@ from typing import Literal, final
 
 import msgspec
 
-from tide.api.errors import InvalidArgument, ResourceExhausted, Unavailable
+from tide.api.errors import InvalidArgument, ResourceExhausted, TideError, Unavailable
 
 from . import _pool
 from ._image import ImageIndex, compute_chunk_hashes, iter_chunks, read_index
@@ -140,7 +140,7 @@ class Keeper:
             self._open(store)
             try:
                 reconcile(store, now=self._clock(), lock_timeout=LOCK_TIMEOUT_S)
-            except Unavailable as exc:  # a worker holds its store's lock: repair it next start
+            except TideError as exc:  # a worker holds its lock or broke its index: next start
                 log.warning("FlashBoot store %s not repaired: %s", store.state_dir, exc)
         self.enforce()
         with self._store.locked():
@@ -212,16 +212,16 @@ class Keeper:
         """Fingerprints per tier plus per-model detail, over every store (a model several owners
         hold is one entry).  Cheap: stats files and tries locks."""
         merged: dict[str, ModelHolding] = {}
-        for store in self._stores():
+        stores = self._stores()
+        for store in stores:
             try:
                 held = _store_holdings(store)
-            except Unavailable as exc:  # a worker holds its store's lock: report the others
+            except TideError as exc:  # a worker holds its lock or broke its index: report the others
                 log.warning("FlashBoot holdings of %s skipped: %s", store.state_dir, exc)
                 continue
             for m in held:
                 merged[m.fingerprint] = _merge(merged.get(m.fingerprint), m)
         models = tuple(merged[fp] for fp in sorted(merged))
-        stores = self._stores()
         return Holdings(
             t0=tuple(m.fingerprint for m in models if "t0" in m.tiers),
             t1=tuple(m.fingerprint for m in models if "t1" in m.tiers),

@@ -83,7 +83,13 @@ def enforce_all(
         models: list[ModelState] = []
         extra_ram = extra_disk = 0
         for i, store in enumerate(held):
-            snap = store.snapshot()
+            try:
+                snap = store.snapshot()
+            except TideError as exc:  # a broken index: its owner's models sit this pass out
+                log.warning("FlashBoot store %s skipped this pass: %s", store.state_dir, exc)
+                extra_ram += store.ram_used()  # its bytes still count
+                extra_disk += store.disk_used()
+                continue
             extra_ram += store.ram_used() - sum(m.data_bytes for m in snap if m.in_t1)
             extra_disk += store.disk_used() - sum(m.image_bytes for m in snap if m.in_t2)
             models += [msgspec.structs.replace(m, fingerprint=f"{i}:{m.fingerprint}") for m in snap]
@@ -106,7 +112,7 @@ def enforce_all(
             if held[i] in again:
                 _guarded(held[i], "drop", fp, partial(held[i].drop_copy, fp, held[i].t1_path(fp)))
         for store in again:
-            store.forget_empty()
+            _guarded(store, "tidy-up", "its index", store.forget_empty)
         _trim_free(again, ram_budget - wanted)  # dropped copies became free memory: keep what fits
     return plan
 

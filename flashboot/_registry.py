@@ -15,8 +15,11 @@ from typing import Literal
 
 import msgspec
 
+from tide.api.errors import InvalidArgument
+
 from ._io import write_file_atomic
 from ._locks import try_exclusive
+from ._safe import open_regular
 
 __all__ = ["T0Holding", "WorkerFile", "WorkerRegistration", "live_t0"]
 
@@ -76,8 +79,8 @@ def live_t0(state_dir: str) -> list[T0Holding]:
                     os.unlink(json_path)
                 continue
         try:
-            with open(json_path, "rb") as f:
+            with os.fdopen(open_regular(json_path, os.O_RDONLY), "rb") as f:
                 out.extend(msgspec.json.decode(f.read(), type=WorkerFile).holdings)
-        except (FileNotFoundError, msgspec.DecodeError):
-            continue  # registered but not yet written, or mid-replace: nothing to report yet
+        except (FileNotFoundError, msgspec.DecodeError, InvalidArgument):
+            continue  # registered but not yet written, mid-replace, or not a file: nothing to report
     return out

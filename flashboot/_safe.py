@@ -31,9 +31,10 @@ def check_fingerprint(fp: str) -> str:
 
 
 def open_regular(path: str, flags: int) -> int:
-    """``os.open`` that refuses links and anything but a regular file (FileNotFoundError passes)."""
+    """``os.open`` that refuses links and anything but a regular file (FileNotFoundError passes).
+    Non-blocking, so a FIFO planted in place of a file cannot hang the caller in ``open``."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise

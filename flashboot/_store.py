@@ -169,11 +169,14 @@ class HostStore:
 
     def read_index(self) -> StoreIndex:
         """The index, less any entry whose fingerprint is not one (workers can write this file)."""
+        path = self.path("index.json")
         try:
-            with open(self.path("index.json"), "rb") as f:
+            with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as f:
                 idx = self._index_codec.decode(f.read())
         except FileNotFoundError:
             return StoreIndex()
+        except msgspec.DecodeError as exc:
+            raise InvalidArgument(f"{path}: not a FlashBoot index ({exc})") from exc
         models = {fp: m for fp, m in idx.models.items() if valid_fingerprint(fp) and m.fingerprint == fp}
         aliases = {k: a for k, a in idx.aliases.items() if valid_fingerprint(a.fingerprint)}
         if len(models) != len(idx.models) or len(aliases) != len(idx.aliases):

@@ -134,3 +134,22 @@ def test_a_full_tmpfs_makes_the_keeper_make_room_across_stores(
     assert len([m for m in held.models if "ep-a" in m.owners and "t1" in m.tiers]) == 1
     _load(keeper, "ep-b", "m3", 12, monkeypatch)  # now T1 has room for ep-b
     assert any("ep-b" in m.owners and "t1" in m.tiers for m in keeper.holdings().models)
+
+
+@pytest.mark.parametrize("plant", ["fifo", "garbage"])
+def test_a_broken_or_blocking_index_costs_only_its_own_store(
+    keeper: Keeper, monkeypatch: pytest.MonkeyPatch, plant: str
+) -> None:
+    _load(keeper, "ep-good", "weights", 4, monkeypatch)
+    state, _ = keeper.dirs("ep-evil")
+    index = os.path.join(state, "index.json")
+    if plant == "fifo":
+        os.mkfifo(index)  # an open() for reading would wait for a writer forever
+        os.mkfifo(os.path.join(state, "workers", "w.json"))
+        Path(state, "workers", "w.lock").touch()
+    else:
+        Path(index).write_bytes(b"\x00not json")
+    held = keeper.holdings()
+    keeper.enforce()
+    keeper.start()  # a restarted noded's repair pass, too
+    assert [m.owners for m in held.models] == [("ep-good",)]
