@@ -50,7 +50,7 @@ from ._owners import enforce_all, owner_key, owner_keys, owner_paths
 from ._plan import EvictionPlan
 from ._registry import live_t0
 from ._repair import reconcile
-from ._safe import tree_problem
+from ._safe import open_regular, tree_problem
 from ._store import HostStore, StoreConfig
 from ._tmpfs import T1Backing, t1_backing
 
@@ -361,6 +361,7 @@ def _verify_t2(store: HostStore, fp: str, index: ImageIndex, threads: int) -> bo
     data_offset, chunk_bytes = index.data_offset, index.chunk_bytes
     hashes: list[str] = []
     path = store.t2_path(fp)
+    os.close(open_regular(path, os.O_RDONLY))  # a link or a FIFO there is refused, not read
     buf = mmap.mmap(-1, chunk_bytes)  # page-aligned, as O_DIRECT wants
     try:
         with ChunkReader(path, threads=threads) as reader, memoryview(buf) as view:
