@@ -276,6 +276,21 @@ class Keeper:
                     result[tier] = result.get(tier, True) and ok
         return result
 
+    def collect(self, live_owners: set[str]) -> list[str]:
+        """Delete the stores of owners with no live worker (``live_owners``: endpoints running
+        here) that hold nothing, so endpoints long gone do not cost every pass a store to scan.
+        Returns the keys removed.  A store is recreated by ``dirs`` when its owner comes back."""
+        live = {owner_key(o) for o in live_owners}
+        removed = []
+        for store in self._stores()[1:]:
+            key = os.path.basename(store.state_dir)
+            if key in live or not _empty(store):
+                continue
+            shutil.rmtree(store.config.shm_dir, ignore_errors=True)
+            shutil.rmtree(store.state_dir, ignore_errors=True)
+            removed.append(key)
+        return removed
+
     def forget(self, fingerprint: str) -> bool:
         """Drop a model from T1 and T2 of every store unless a process pins it; returns whether it
         is gone everywhere."""
@@ -291,6 +306,20 @@ class Keeper:
                 )
                 store.forget_empty()
         return gone
+
+
+def _empty(store: HostStore) -> bool:
+    """Nothing in either tier, no fill under way, no worker registered (checked under the lock)."""
+    try:
+        with store.locked(timeout=LOCK_TIMEOUT_S):
+            files = [
+                name
+                for d in (store.config.shm_dir, store.path("images"), store.path("workers"))
+                for name in (os.listdir(d) if os.path.isdir(d) else [])
+            ]
+            return not files and not store.read_index().models
+    except TideError:
+        return False
 
 
 def _store_holdings(store: HostStore) -> list[ModelHolding]:

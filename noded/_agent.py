@@ -124,7 +124,8 @@ class NodeAgent:
         self.draining = False
         self.mig = MigReconciler(gpus)  # cuts the cards the coordinator wants cut (noded/_mig.py)
         self._desired: list[DesiredWorker] = []
-        self.flashboot = FlashbootHost(settings.flashboot) if settings.flashboot else None
+        fb = settings.flashboot
+        self.flashboot = FlashbootHost(fb, live_endpoints=self._live_endpoints) if fb else None
         self.reports = ReportDirs(settings.report_dir)
         self._booting = asyncio.Event()  # a runner was made: watch for its boot report
 
@@ -236,6 +237,10 @@ class NodeAgent:
         for d in plan.start:
             self._run(d, None)
         self._changed.set()
+
+    def _live_endpoints(self) -> set[str]:
+        """Endpoints with a worker on this host (wanted, running or still stopping)."""
+        return {r.endpoint_id for r in self.runners.values()} | {d.endpoint_id for d in self._desired}
 
     def _kill(self, worker_id: str) -> asyncio.Task[None]:
         """Stop a worker in the background: a slow stop (up to its grace) must not hold up

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 
 from flashboot import ENV_REPORT_DIR, Holdings, Keeper, KeeperConfig, t1_advice
 from noded.runtime import Mount
@@ -46,9 +47,16 @@ def holdings_inventory(h: Holdings) -> list[FlashbootHolding]:
 
 
 class FlashbootHost:
-    def __init__(self, config: KeeperConfig, *, enforce_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        config: KeeperConfig,
+        *,
+        enforce_s: float = 30.0,
+        live_endpoints: Callable[[], set[str]] = set,
+    ) -> None:
         self.keeper = Keeper(config)
         self.enforce_s = enforce_s
+        self.live_endpoints = live_endpoints  # endpoints with a worker here: their stores stay
         self.wake = asyncio.Event()  # a worker stopped: its models may now be evicted
         self.ready = False
 
@@ -94,6 +102,9 @@ class FlashbootHost:
                 continue
             try:
                 await asyncio.to_thread(self.keeper.enforce)
+                live = self.live_endpoints()
+                if gone := await asyncio.to_thread(self.keeper.collect, live):
+                    log.info("FlashBoot stores of %d idle endpoints removed: %s", len(gone), gone[:5])
             except (TideError, OSError) as exc:
                 log.warning("FlashBoot enforce: %s", exc)
 

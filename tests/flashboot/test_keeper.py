@@ -291,3 +291,28 @@ def test_a_full_tmpfs_falls_back_to_private_memory(keeper: Keeper, monkeypatch: 
     held = keeper.holdings()
     assert held.t1 == () and len(held.t2) == 1
     assert not [f for f in os.listdir(keeper.config.shm_dir) if f.endswith(".tmp")]
+
+
+def test_stores_of_gone_endpoints_are_collected_once_empty(
+    keeper: Keeper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    import gc
+
+    import flashboot
+
+    from .conftest import torch_model
+
+    for key, value in keeper.env("ep-busy").items():
+        monkeypatch.setenv(key, value)
+    sd = torch_model()
+    flashboot.load("m", source=lambda: sd, device="cpu")
+    flashboot.release()
+    gc.collect()
+    idle_state, idle_shm = keeper.dirs("ep-idle")  # handed out, never used
+    live_state, _ = keeper.dirs("ep-live")  # empty, but its endpoint runs here
+    assert keeper.collect(live_owners={"ep-live"}) == ["ep-idle"]
+    assert not os.path.exists(idle_state) and not os.path.exists(idle_shm)
+    assert os.path.exists(live_state)  # kept: a worker may still load through it
+    assert [m.owners for m in keeper.holdings().models] == [("ep-busy",)]  # holds a model: kept
+    assert keeper.env("ep-idle")["TIDE_FLASHBOOT_DIR"] == idle_state and os.path.isdir(idle_state)
