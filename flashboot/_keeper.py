@@ -186,7 +186,10 @@ class Keeper:
         if not owner:
             return self.config.state_dir, self.config.shm_dir
         store = self._owner_store(owner)
-        if not os.path.exists(os.path.join(store.state_dir, "config.json")):
+        config = os.path.join(store.state_dir, "config.json")
+        if os.path.exists(config):
+            os.utime(config)  # in use: ``collect`` leaves recently handed-out stores alone
+        else:
             self._open(store)
         return store.state_dir, store.config.shm_dir
 
@@ -276,15 +279,20 @@ class Keeper:
                     result[tier] = result.get(tier, True) and ok
         return result
 
-    def collect(self, live_owners: set[str]) -> list[str]:
+    def collect(self, live_owners: set[str], *, min_idle_s: float = 600.0) -> list[str]:
         """Delete the stores of owners with no live worker (``live_owners``: endpoints running
-        here) that hold nothing, so endpoints long gone do not cost every pass a store to scan.
+        here) that hold nothing and were not handed out for ``min_idle_s`` (a worker starting
+        right now has its store), so endpoints long gone do not cost every pass a store to scan.
         Returns the keys removed.  A store is recreated by ``dirs`` when its owner comes back."""
         live = {owner_key(o) for o in live_owners}
         removed = []
         for store in self._stores()[1:]:
             key = os.path.basename(store.state_dir)
-            if key in live or not _empty(store):
+            try:
+                idle = self._clock() - os.stat(os.path.join(store.state_dir, "config.json")).st_mtime
+            except FileNotFoundError:
+                idle = min_idle_s
+            if key in live or idle < min_idle_s or not _empty(store):
                 continue
             shutil.rmtree(store.config.shm_dir, ignore_errors=True)
             shutil.rmtree(store.state_dir, ignore_errors=True)

@@ -311,7 +311,8 @@ def test_stores_of_gone_endpoints_are_collected_once_empty(
     gc.collect()
     idle_state, idle_shm = keeper.dirs("ep-idle")  # handed out, never used
     live_state, _ = keeper.dirs("ep-live")  # empty, but its endpoint runs here
-    assert keeper.collect(live_owners={"ep-live"}) == ["ep-idle"]
+    assert keeper.collect(live_owners={"ep-live"}) == []  # handed out just now: kept a while
+    assert keeper.collect(live_owners={"ep-live"}, min_idle_s=0) == ["ep-idle"]
     assert not os.path.exists(idle_state) and not os.path.exists(idle_shm)
     assert os.path.exists(live_state)  # kept: a worker may still load through it
     assert [m.owners for m in keeper.holdings().models] == [("ep-busy",)]  # holds a model: kept
