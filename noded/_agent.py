@@ -98,6 +98,8 @@ class AgentSettings:
     python: str = sys.executable  # what "python" means for dir:// images
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     flashboot: KeeperConfig | None = None  # None: no FlashBoot keeper on this host
+    # How loudly to say that T1 has 4 KiB pages: a warning on a GPU host, a note in `tide dev`.
+    t1_advice_level: int = logging.WARNING
     report_dir: str = ""  # root of the per-worker report directories ("" = none)
 
 
@@ -125,7 +127,11 @@ class NodeAgent:
         self.mig = MigReconciler(gpus)  # cuts the cards the coordinator wants cut (noded/_mig.py)
         self._desired: list[DesiredWorker] = []
         fb = settings.flashboot
-        self.flashboot = FlashbootHost(fb, live_endpoints=self._live_endpoints) if fb else None
+        self.flashboot = (
+            FlashbootHost(fb, live_endpoints=self._live_endpoints, advice_level=settings.t1_advice_level)
+            if fb
+            else None
+        )
         self.reports = ReportDirs(settings.report_dir)
         self._booting = asyncio.Event()  # a runner was made: watch for its boot report
 

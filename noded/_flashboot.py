@@ -53,8 +53,10 @@ class FlashbootHost:
         *,
         enforce_s: float = 30.0,
         live_endpoints: Callable[[], set[str]] = set,
+        advice_level: int = logging.WARNING,
     ) -> None:
         self.keeper = Keeper(config)
+        self.advice_level = advice_level
         self.enforce_s = enforce_s
         self.live_endpoints = live_endpoints  # endpoints with a worker here: their stores stay
         self.wake = asyncio.Event()  # a worker stopped: its models may now be evicted
@@ -71,7 +73,7 @@ class FlashbootHost:
             return
         backing = self.keeper.t1_backing()
         if hint := t1_advice(backing):
-            log.warning("%s", hint)
+            log.log(self.advice_level, "%s", hint)
         else:
             log.info("FlashBoot T1 on %s (%s, huge=%s)", backing.mount_point, backing.fstype, backing.huge)
 
