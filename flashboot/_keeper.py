@@ -180,11 +180,17 @@ class Keeper:
         """What backs the T1 directory (RAM or not, 4 KiB or 2 MiB pages).  Cheap: reads the mount table."""
         return t1_backing(self.config.shm_dir)
 
-    def dirs(self, owner: str = "") -> tuple[str, str]:
-        """(state dir, T1 dir) a worker of ``owner`` needs, and nothing more: what noded binds into
-        its container.  Creates the owner's store on first use."""
+    def paths(self, owner: str = "") -> tuple[str, str]:
+        """(state dir, T1 dir) of ``owner``'s store, and nothing more: what noded binds into its
+        containers.  Pure: ``dirs`` (or ``env``) makes sure the store exists."""
         if not owner:
             return self.config.state_dir, self.config.shm_dir
+        return owner_paths(self.config.state_dir, self.config.shm_dir, owner)
+
+    def dirs(self, owner: str = "") -> tuple[str, str]:
+        """``paths(owner)``, with the owner's store created on first use and marked in use."""
+        if not owner:
+            return self.paths()
         store = self._owner_store(owner)
         config = os.path.join(store.state_dir, "config.json")
         if os.path.exists(config):
@@ -201,11 +207,8 @@ class Keeper:
 
     def enforce(self) -> EvictionPlan:
         """Bring both tiers within budget (LRU, pinned models skipped).  Slow: may write images."""
-        stores = self._stores()
-        if len(stores) == 1:
-            return self._store.make_room()
         return enforce_all(
-            stores,
+            self._stores(),
             ram_budget=self.config.ram_budget_bytes,
             disk_budget=self.config.disk_budget_bytes,
             lock_timeout=LOCK_TIMEOUT_S,
