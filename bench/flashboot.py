@@ -390,7 +390,7 @@ def child(spec: dict[str, Any]) -> None:
         "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "maxrss_mib": cpu1.ru_maxrss / 1024,
     }
-    if spec["method"].startswith("flashboot") and spec["method"] not in ("flashboot T1 copy",):
+    if spec["method"].startswith("flashboot") and spec["method"] != "flashboot T1 copy":
         import flashboot
 
         stats = flashboot.last_load_stats()

@@ -184,6 +184,11 @@ class PinnedRing:
             cls._shared = cls(pinned=torch.cuda.is_available())
         return cls._shared
 
+    @classmethod
+    def built(cls) -> bool:
+        """Whether this process's ring exists yet (building it costs pinned allocations)."""
+        return cls._shared is not None
+
 
 class StagedCopier:
     """``ChunkCopier``'s interface for a source that is not page-locked: each slice goes through a

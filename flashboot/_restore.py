@@ -214,7 +214,7 @@ def _pin_or_ring(
 
 
 def _ring(rec: StageRecorder) -> PinnedRing:
-    if PinnedRing._shared is None:
+    if not PinnedRing.built():
         with rec.stage("ring", "-"):  # once per process: pinned staging slots
             return PinnedRing.shared()
     return PinnedRing.shared()

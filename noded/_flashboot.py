@@ -81,8 +81,9 @@ class FlashbootHost:
         return self.keeper.env(owner=endpoint_id) if self.ready else {}
 
     def mounts(self, endpoint_id: str) -> list[Mount]:
-        """The endpoint's own store (state and T1 dirs), never another endpoint's."""
-        return [Mount(source=p, target=p) for p in self.keeper.dirs(endpoint_id)] if self.ready else []
+        """The endpoint's own store (state and T1 dirs), never another endpoint's.  No I/O:
+        ``worker_env`` has made sure the store exists."""
+        return [Mount(source=p, target=p) for p in self.keeper.paths(endpoint_id)] if self.ready else []
 
     async def holdings(self) -> list[FlashbootHolding]:
         if not self.ready:
