@@ -133,7 +133,7 @@ from coordinator.nodes import AheadSettings, DemandSettings
 from coordinator.scheduling import HostReserve
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
-from tide.config_file import Migration, load_toml_config
+from tide.daemon import Migration, load_toml_config
 
 __all__ = ["CONFIG_VERSION", "FileConfig", "load_config", "to_settings", "to_store"]
 

@@ -12,7 +12,7 @@ import sys
 from coordinator._app import Coordinator
 from coordinator.config import load_config, to_settings, to_store
 from tide.api.errors import TideError
-from tide.sdnotify import serve_until_signalled
+from tide.daemon import serve_until_signalled
 
 __all__ = ["main"]
 

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import msgspec
 
 from tide.api.errors import InvalidArgument
-from tide.config_file import Migration, describe_validation_error, load_toml_config
+from tide.daemon import Migration, describe_validation_error, load_toml_config
 
 if TYPE_CHECKING:
     from noded.runtime import RegistryAuth

@@ -16,7 +16,7 @@ from noded._client import CoordinatorClient
 from noded._server import NodeServer
 from noded.config import FileConfig, load_config, registry_auth
 from tide.api.errors import InvalidArgument, TideError
-from tide.sdnotify import serve_until_signalled
+from tide.daemon import serve_until_signalled
 
 __all__ = ["main"]
 
