@@ -133,7 +133,7 @@ from coordinator.nodes import AheadSettings, DemandSettings
 from coordinator.scheduling import HostReserve
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
-from tide.daemon import Migration, load_toml_config
+from tide.daemon import Migration, StrictConfig, load_toml_config
 
 __all__ = ["CONFIG_VERSION", "FileConfig", "load_config", "to_settings", "to_store"]
 
@@ -142,16 +142,12 @@ CONFIG_VERSION = 1
 _MIGRATIONS: dict[int, Migration] = {}
 
 
-class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    pass
-
-
-class ServerConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class ServerConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     listen: str = "127.0.0.1:8420"
     public_url: str = ""
 
 
-class StoreConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class StoreConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     url: str = "etcd://127.0.0.1:2379"
     ca_file: str = ""
     cert_file: str = ""
@@ -159,16 +155,16 @@ class StoreConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True
     server_name: str = ""
 
 
-class AuthConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class AuthConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     admin_key_sha256: list[str] = []
     admin_key_file: str = ""
 
 
-class StateConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class StateConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     dir: str = "/var/lib/tide/coordinator"
 
 
-class JobsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class JobsConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     claim_grace_s: float = 30.0
     retention_run_s: float = 1800.0
     retention_sync_s: float = 60.0
@@ -176,7 +172,7 @@ class JobsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True,
     take_wait_s: float = 20.0
 
 
-class NodesConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class NodesConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     lost_after_s: float = 15.0
     mig_recut_interval_s: float = 30.0
 
@@ -184,14 +180,14 @@ class NodesConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True
 _Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
-class SchedulerConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class SchedulerConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     host_reserve_one_cpu_per: Annotated[int, msgspec.Meta(ge=0)] = 16
     host_reserve_memory_min_mb: Annotated[int, msgspec.Meta(ge=0)] = 2048
     host_reserve_memory_fraction: _Fraction = 0.03125
     host_reserve_memory_max_fraction: _Fraction = 0.25
 
 
-class MigConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class MigConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     ahead_enabled: bool = True
     ahead_lead_s: Annotated[float, msgspec.Meta(ge=0.0, le=3600.0)] = 600.0
     ahead_card_interval_s: Annotated[float, msgspec.Meta(ge=0.0, le=7 * 86400.0)] = 1800.0
@@ -210,7 +206,7 @@ _Rate = Annotated[int, msgspec.Meta(ge=1)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class RouteLimitConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class RouteLimitConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     """One route class's limits; each route's subclass holds its defaults (RunPod's table)."""
 
     rate: _Rate
@@ -263,7 +259,7 @@ class PurgeQueueLimits(
     per_worker_concurrent: _Count = 0
 
 
-class LimitsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class LimitsConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     enabled: bool = True
     runsync: RunsyncLimits = RunsyncLimits()
     run: RunLimits = RunLimits()
@@ -273,7 +269,7 @@ class LimitsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     purge_queue: PurgeQueueLimits = PurgeQueueLimits()
 
 
-class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class FileConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     version: Literal[1] = 1
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import msgspec
 
 from tide.api.errors import InvalidArgument
-from tide.daemon import Migration, describe_validation_error, load_toml_config
+from tide.daemon import Migration, StrictConfig, describe_validation_error, load_toml_config
 
 if TYPE_CHECKING:
     from noded.runtime import RegistryAuth
@@ -84,11 +84,7 @@ CONFIG_VERSION = 1
 _MIGRATIONS: dict[int, Migration] = {}
 
 
-class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    pass
-
-
-class NodeSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class NodeSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     hostname: str = ""
     region: str = ""
     datacenter: str = ""
@@ -96,12 +92,12 @@ class NodeSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True
     advertise: str = ""
 
 
-class CoordinatorSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class CoordinatorSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     url: str = "http://127.0.0.1:8420"
     join_key_file: str = "/etc/tide/node-join.key"
 
 
-class RegistrySection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class RegistrySection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     """How the containerd runtime reaches one registry host.  Secrets live in files, not here."""
 
     username: str = ""
@@ -110,7 +106,7 @@ class RegistrySection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=
     insecure: bool = False  # plain HTTP (loopback registries always are)
 
 
-class RuntimeSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class RuntimeSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     kind: Literal["process", "containerd"] = "process"
     state_dir: str = "/var/lib/tide/noded"
     containerd_socket: str = "/run/containerd/containerd.sock"
@@ -129,12 +125,12 @@ class RuntimeSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=T
     registries: dict[str, RegistrySection] = {}  # by host: "ghcr.io", "10.0.0.5:5000"
 
 
-class GpusSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class GpusSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     source: Literal["nvml", "simulated"] = "nvml"
     simulated: str = ""
 
 
-class FlashbootSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class FlashbootSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     enabled: bool = True
     ram_budget_gb: Annotated[float, msgspec.Meta(ge=0)] = 64.0
     disk_budget_gb: Annotated[float, msgspec.Meta(ge=0)] = 512.0
@@ -143,11 +139,11 @@ class FlashbootSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
     direct_io: bool = True
 
 
-class MigSection(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class MigSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     pool: list[Annotated[int, msgspec.Meta(ge=0)]] = []
 
 
-class FileConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class FileConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     version: Literal[1] = 1
     node: NodeSection = NodeSection()
     coordinator: CoordinatorSection = CoordinatorSection()
@@ -174,7 +170,7 @@ def load_config(path: str | None) -> FileConfig:
     return cfg
 
 
-class _RegistriesFile(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+class _RegistriesFile(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     registries: dict[str, RegistrySection] = {}
 
 

@@ -2,11 +2,12 @@
 sd_notify.  Ground floor, beside ``tide.api``: imported by coordinator and noded, imports only
 ``tide.api``."""
 
-from tide.daemon._config_file import Migration, describe_validation_error, load_toml_config
+from tide.daemon._config_file import Migration, StrictConfig, describe_validation_error, load_toml_config
 from tide.daemon._sdnotify import notify, serve_until_signalled, watchdog_interval
 
 __all__ = [
     "Migration",
+    "StrictConfig",
     "describe_validation_error",
     "load_toml_config",
     "notify",

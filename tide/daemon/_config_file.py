@@ -18,10 +18,17 @@ import msgspec
 
 from tide.api.errors import InvalidArgument
 
-__all__ = ["Migration", "describe_validation_error", "load_toml_config"]
+__all__ = ["Migration", "StrictConfig", "describe_validation_error", "load_toml_config"]
 
 T = TypeVar("T")
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class StrictConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    """The base of every config file section: unknown keys are errors, keys are kebab-case.
+
+    msgspec does not pass ``kw_only`` on to subclasses and mypy does not see an inherited
+    ``frozen``, so each section restates the same class keywords."""
 
 
 def load_toml_config(
