@@ -48,7 +48,7 @@ import msgspec
 
 from flashboot import Keeper
 from flashboot._tmpfs import t1_backing
-from tide.dev import DevCluster, _parser
+from tide.dev import DevCluster, parser
 
 REPO = Path(__file__).resolve().parents[1]
 MLP = REPO / "examples" / "torch-mlp"
@@ -162,7 +162,7 @@ def _evict(path: Path) -> None:
 
 def _args(state_dir: str) -> argparse.Namespace:
     argv = ["--port", "0", "--api-key", "bench-admin", "--state-dir", state_dir, "--gpus", "1xH100-80GB"]
-    return _parser().parse_args([*argv, "--flashboot-ram-gb", "4", "--flashboot-disk-gb", "8"])
+    return parser().parse_args([*argv, "--flashboot-ram-gb", "4", "--flashboot-disk-gb", "8"])
 
 
 async def _bench(ns: argparse.Namespace, prewarm: bool, weights: Path) -> dict[str, list[dict[str, float]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from noded.runtime._pool import DEFAULT_PREWARM_MODULES
 from noded.runtime._process import ProcessRuntime
 from noded.runtime._protocol import ContainerRuntime, Mount, ResourceLimits, WorkerSpec, WorkerStatus
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from noded.runtime._registry import RegistryAuth
 
 __all__ = [
+    "DEFAULT_PREWARM_MODULES",
     "ContainerRuntime",
     "ContainerdConfig",
     "ContainerdRuntime",

@@ -144,9 +144,9 @@ class Dev:
     """A DevCluster on its own event loop in a thread; ``call`` runs a coroutine there."""
 
     def __init__(self, argv: list[str]) -> None:
-        from tide.dev import _parser
+        from tide.dev import parser
 
-        self.args = _parser().parse_args(argv)
+        self.args = parser().parse_args(argv)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="tide-dev", daemon=True)
         self._thread.start()
@@ -549,7 +549,7 @@ def test_noded_config_rejects_unknown_registry_keys_and_missing_secrets(tmp_path
 
 def test_tide_dev_containerd_flags_reach_the_runtime_config(tmp_path: Path) -> None:
     from noded.runtime import Mount, RegistryAuth
-    from tide.dev import DevCluster, _parser
+    from tide.dev import DevCluster, parser
 
     (tmp_path / "token").write_text("tok\n")
     (tmp_path / "registries.toml").write_text(
@@ -559,7 +559,7 @@ def test_tide_dev_containerd_flags_reach_the_runtime_config(tmp_path: Path) -> N
     argv = ["--runtime", "containerd", "--containerd-socket", "/tmp/c.sock", "--state-dir", str(tmp_path)]
     argv += ["--containerd-bind", "/usr", "--containerd-bind", "/opt/venv:/venv", "--cdi-dir", "/etc/cdi"]
     argv += ["--insecure-registry", "reg.lan:5000", "--registry-config", str(tmp_path / "registries.toml")]
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     config = DevCluster(args)._runtime("node-1").config
     assert config.socket == "/tmp/c.sock" and config.owner == "tide-dev-node-1"
     assert config.binds == [

@@ -27,7 +27,7 @@ import pytest
 from flashboot import Keeper
 from tests.fixtures.coordinator import REPO_ROOT
 from tide.api.errors import TideError
-from tide.dev import DevCluster, _parser
+from tide.dev import DevCluster, parser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -128,7 +128,7 @@ def _stages(cold: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def dev(tmp_path: Path) -> AsyncIterator[Dev]:
     argv = ["--port", "0", "--api-key", KEY, "--state-dir", str(tmp_path / "dev"), "--nodes", "2"]
     argv += ["--gpus", "1xH100-80GB", "--claim-grace", "10", "--lost-after", "60"]
-    cluster = DevCluster(_parser().parse_args(argv))
+    cluster = DevCluster(parser().parse_args(argv))
     await cluster.start()
     try:
         async with aiohttp.ClientSession() as session:

@@ -25,7 +25,7 @@ import pytest
 from tests.fixtures.coordinator import REPO_ROOT
 from tide.api.errors import TideError
 from tide.cli.main import main as tide_cli
-from tide.dev import DevCluster, _parser
+from tide.dev import DevCluster, parser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -86,7 +86,7 @@ async def wait_for(probe: Callable[[], Awaitable[T | None]], what: str, timeout:
 async def dev(tmp_path: Path) -> AsyncIterator[Dev]:
     argv = ["--port", "0", "--api-key", KEY, "--state-dir", str(tmp_path), "--claim-grace", "5"]
     argv += ["--gpus", "1xH100-80GB:mig,1xRTXPRO6000-96GB:mig,1xH100-80GB", "--mig-recut-interval", "1"]
-    cluster = DevCluster(_parser().parse_args(argv))
+    cluster = DevCluster(parser().parse_args(argv))
     await cluster.start()
     try:
         async with aiohttp.ClientSession() as session:

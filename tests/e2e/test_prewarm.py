@@ -30,7 +30,7 @@ import pytest
 from noded.runtime import ProcessRuntime, WorkerSpec
 from noded.runtime._process import EXIT_CODE_LOST
 from noded.runtime._zygote import fork_refusal
-from tide.dev import DevCluster, _parser
+from tide.dev import DevCluster, parser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -67,7 +67,7 @@ if __name__ == "__main__":
 
 
 def _dev_args(state_dir: Path) -> argparse.Namespace:
-    args = _parser().parse_args(["--port", "0", "--api-key", "prewarm-admin", "--gpus", "2xH100-80GB"])
+    args = parser().parse_args(["--port", "0", "--api-key", "prewarm-admin", "--gpus", "2xH100-80GB"])
     args.state_dir, args.prewarm, args.no_flashboot = str(state_dir), True, True
     return args
 
@@ -152,8 +152,8 @@ async def test_forked_runpod_workers_serve_with_their_own_identity_and_state(
 
 
 def test_tide_dev_prewarm_flag() -> None:
-    assert _parser().parse_args(["--no-prewarm"]).prewarm is False
-    assert _parser().parse_args(["--prewarm"]).prewarm is True
+    assert parser().parse_args(["--no-prewarm"]).prewarm is False
+    assert parser().parse_args(["--prewarm"]).prewarm is True
 
 
 # -- the runtime on its own ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.fixtures.coordinator import REPO_ROOT
-from tide.dev import DevCluster, _parser
+from tide.dev import DevCluster, parser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -23,7 +23,7 @@ HANDLERS = f"dir://{REPO_ROOT / 'tests' / 'e2e' / 'handlers'}"
 
 @pytest.fixture
 async def dev(tmp_path: Any) -> AsyncIterator[tuple[DevCluster, aiohttp.ClientSession]]:
-    args: argparse.Namespace = _parser().parse_args(
+    args: argparse.Namespace = parser().parse_args(
         ["--port", "0", "--api-key", KEY, "--state-dir", str(tmp_path), "--gpus", "1xH100-80GB"]
     )
     cluster = DevCluster(args)
