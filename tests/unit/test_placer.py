@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import coordinator.scheduling as scheduling
 from coordinator.scheduling import (
     ClusterSnapshot,
     CurrentWorker,
@@ -499,8 +498,3 @@ def test_reconcile_rejects_bad_input() -> None:
         plan_reconcile(current=current, desired={"a": 2}, new_ids=["a1"])
     with pytest.raises(InvalidArgument, match=">= 0"):
         plan_reconcile(current=current, desired={"a": -1}, new_ids=[])
-
-
-def test_exported_members() -> None:
-    public = sorted(n for n in vars(scheduling) if not n.startswith("_"))
-    assert public == sorted(scheduling.__all__)
