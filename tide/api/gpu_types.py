@@ -18,6 +18,8 @@ GPU_TYPE_ALIASES: dict[str, str] = {
     "NVIDIA H200": "H200-141GB",
     "NVIDIA H200 NVL": "H200-141GB",
     "NVIDIA B200": "B200-180GB",
+    "NVIDIA B300 SXM6 AC": "B300-269GB",  # NVML name and RunPod gpuTypeId alike
+    "B300-288GB": "B300-269GB",  # the marketing 288 GB is NVML's 275040 MiB in decimal GB
     "NVIDIA A100 80GB PCIe": "A100-80GB",
     "NVIDIA A100-SXM4-80GB": "A100-80GB",
     "NVIDIA A100-PCIE-80GB": "A100-80GB",
