@@ -7,8 +7,18 @@ import pytest
 
 from mig import Placement, catalog_for_name, list_type_ids, load_catalog
 from tide.api.errors import InvalidArgument, NotFound
+from tide.api.gpu_types import canonical_gpu_type
 
-SKUS = ["A100-40GB", "A100-80GB", "H100-80GB", "H100-94GB", "H200-141GB", "B200-180GB", "RTXPRO6000-96GB"]
+SKUS = [
+    "A100-40GB",
+    "A100-80GB",
+    "H100-80GB",
+    "H100-94GB",
+    "H200-141GB",
+    "B200-180GB",
+    "B300-269GB",
+    "RTXPRO6000-96GB",
+]
 
 
 def test_every_sku_ships_a_catalog() -> None:
@@ -69,6 +79,8 @@ def test_rtx_pro_6000_uses_its_own_ids_on_a_12_unit_grid() -> None:
 def test_inferred_entries_are_marked() -> None:
     b200 = load_catalog("B200-180GB")
     assert b200.profile("3g.90gb").inferred and b200.profile("7g.180gb").inferred
+    b300 = load_catalog("B300-269GB")
+    assert all(p.inferred for p in b300.profiles)  # no -lgip capture of a B300 was found
     a100 = load_catalog("A100-40GB")
     assert not any(p.inferred for p in a100.profiles)
     assert a100.engine_budget.inferred
@@ -85,6 +97,7 @@ def test_inferred_entries_are_marked() -> None:
         ("NVIDIA H100 NVL", "H100-94GB"),
         ("NVIDIA H200", "H200-141GB"),
         ("NVIDIA B200", "B200-180GB"),
+        ("NVIDIA B300 SXM6 AC", "B300-269GB"),
         ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "RTXPRO6000-96GB"),
         ("nvidia rtx pro 6000 blackwell max-q workstation edition", "RTXPRO6000-96GB"),
         ("NVIDIA GeForce RTX 4090", None),
@@ -109,3 +122,23 @@ def test_catalogs_are_frozen_and_cached() -> None:
     assert load_catalog("H100-80GB") is cat
     with pytest.raises(AttributeError):
         cat.grid = 12  # type: ignore[misc]
+
+
+def test_b300_is_named_by_the_gib_nvml_reports() -> None:
+    """275040 MiB (nvidia-smi on NVIDIA B300 SXM6 AC) is 268.6 GiB: `<MODEL>-<GiB>GB` gives B300-269GB,
+    NVIDIA's full-card profile is 7g.269gb, and the marketing 288 GB (decimal) aliases it."""
+    cat = load_catalog("B300-269GB")
+    assert cat.memory_mb == 275040 and round(cat.memory_mb / 1024) == 269
+    assert cat.profile("7g.269gb").size == cat.grid
+    counts = {p.name: p.max_count for p in cat.profiles}
+    assert counts == {
+        "1g.34gb": 7,
+        "1g.34gb+me": 1,
+        "1g.67gb": 4,
+        "2g.67gb": 3,
+        "3g.135gb": 2,
+        "4g.135gb": 1,
+        "7g.269gb": 1,
+    }
+    assert canonical_gpu_type("NVIDIA B300 SXM6 AC") == "B300-269GB"
+    assert canonical_gpu_type("b300-288gb") == "B300-269GB"
