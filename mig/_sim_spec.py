@@ -9,6 +9,7 @@ import msgspec
 from mig._backend import GpuDevice
 from mig._catalog import Catalog, list_type_ids, load_catalog
 from tide.api.errors import InvalidArgument
+from tide.api.gpu_types import canonical_gpu_type
 
 __all__ = ["SimGpu", "device_for", "parse_gpu_spec"]
 
@@ -20,7 +21,10 @@ class SimGpu(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def parse_gpu_spec(spec: str) -> list[SimGpu]:
-    """``"2xH100-80GB:mig,1xRTXPRO6000-96GB"`` -> GPUs; flags ``:mig`` and ``:passthrough``."""
+    """``"2xH100-80GB:mig,1xRTXPRO6000-96GB"`` -> GPUs; flags ``:mig`` and ``:passthrough``.
+
+    A type may be written as any alias of its canonical id (``"8xB300-288GB"`` is ``B300-269GB``).
+    """
     gpus: list[SimGpu] = []
     for entry in filter(None, (e.strip() for e in spec.split(","))):
         m = re.fullmatch(r"(?:(\d+)x)?([A-Za-z0-9][A-Za-z0-9.\-]*)((?::[a-z]+)*)", entry)
@@ -29,7 +33,7 @@ def parse_gpu_spec(spec: str) -> list[SimGpu]:
         flags = set(filter(None, m.group(3).split(":")))
         if flags - {"mig", "passthrough"}:
             raise InvalidArgument(f"bad GPU spec flags in {entry!r}: {sorted(flags)}")
-        type_id = m.group(2)
+        type_id = canonical_gpu_type(m.group(2))
         if type_id not in list_type_ids() and not re.fullmatch(r".+-\d+GB", type_id):
             known = ", ".join(list_type_ids())
             raise InvalidArgument(f"unknown GPU type {type_id!r}: MIG types are {known}; others NAME-<N>GB")
