@@ -4,8 +4,9 @@ A catalog is what `nvidia-smi mig -lgip` and `-lgipp` print for one SKU: every G
 profile with its NVML profile enum (the index passed to ``nvmlDeviceGetGpuInstanceProfileInfo``)
 and profile ID (what create, placements and listings use), memory, compute slices, the driver's
 per-profile cap, and the legal placements ``(start, size)`` on the card's memory-unit grid (8
-units on A100/H100/H200/B200, 12 on RTX PRO 6000).  Entries no source states carry
-``inferred=True``; bench/mig_readonly.py compares a catalog with a live card.
+units on A100/H100/H200/B200/B300, 12 on RTX PRO 6000).  Entries no source states carry
+``inferred=True``; bench/mig_readonly.py compares a catalog with a live card.  Profile memory is
+what the driver reports (``-lgip``), never the profile name's GB: the names overstate it.
 """
 
 from __future__ import annotations
