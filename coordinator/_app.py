@@ -27,6 +27,7 @@ from coordinator.api import ApiLimits, build_app
 from coordinator.jobs import (
     ClusterView,
     ColdStartRecorder,
+    ColdStartTracker,
     JobsContext,
     JobService,
     JobSettings,
@@ -70,6 +71,8 @@ class Coordinator:
         self.store = store
         self.settings = settings
         self.view = ClusterView(store)
+        self.cold_starts = ColdStartTracker(self.view)  # fresh workers' first jobs (coldStart)
+        self.view.subscribe(self.cold_starts)
         self.committer = GroupCommitter(store)
         self._leader_loops: list[LeaderLoop] = []
         self._stopping = asyncio.Event()
@@ -92,6 +95,7 @@ class Coordinator:
             view=self.view,
             leases=LeaseBuckets(self.store),
             blobs=LocalBlobStore(f"{self.settings.state_dir}/blobs"),
+            cold_starts=self.cold_starts,
             settings=self.settings.jobs,
         )
         jobs, workers = JobService(self.ctx), WorkerService(self.ctx)
@@ -105,7 +109,7 @@ class Coordinator:
             mig_ahead=self.settings.mig_ahead,
         )
         self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
-        self._leader_loops.append(ColdStartRecorder(self.store, self.view).run)
+        self._leader_loops.append(ColdStartRecorder(self.store, self.view, self.cold_starts).run)
         await self.committer.start()
         self._main = asyncio.create_task(self._supervise(), name="coordinator")
         ready = asyncio.create_task(self.view.ready.wait())
@@ -117,6 +121,7 @@ class Coordinator:
         self.app = build_app(
             store=self.store,
             view=self.view,
+            cold_starts=self.cold_starts,
             jobs=jobs,
             workers=workers,
             settings=self.settings,

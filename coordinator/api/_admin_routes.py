@@ -17,7 +17,7 @@ from aiohttp import web
 from coordinator._node_schema import nkeys
 from coordinator._schema import decode_job, encode, keys
 from coordinator.api._http import Auth, decode_body, hash_key, json_response, mint_worker_token, query_int
-from coordinator.jobs import ClusterView, JobService, cold_start_json
+from coordinator.jobs import ClusterView, ColdStartTracker, JobService, cold_start_json
 from coordinator.store import Compare, KeyValue, Put, Store
 from tide.api.endpoints import ApiKey, ApiKeyCreate, Endpoint, EndpointSpec, EndpointUpdate
 from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
@@ -35,9 +35,12 @@ def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
 
 
 class AdminRoutes:
-    def __init__(self, *, store: Store, view: ClusterView, auth: Auth, jobs: JobService) -> None:
+    def __init__(
+        self, *, store: Store, view: ClusterView, cold_starts: ColdStartTracker, auth: Auth, jobs: JobService
+    ) -> None:
         self._store = store
         self._view = view
+        self._cold_starts = cold_starts
         self._auth = auth
         self._jobs = jobs
 
@@ -87,7 +90,7 @@ class AdminRoutes:
         out = endpoint_json(endpoint)
         out["health"] = self._jobs.health(endpoint.id)
         out["placement"] = self._view.reasons.get(endpoint.id, "")  # why its workers wait, if they do
-        last = self._view.cold_starts.last(endpoint.id)
+        last = self._cold_starts.last(endpoint.id)
         out["lastColdStart"] = cold_start_json(last) if last is not None else None
         return out
 

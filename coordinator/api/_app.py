@@ -14,7 +14,7 @@ from coordinator.api._metrics import Metrics
 from coordinator.api._public_routes import PublicRoutes
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
-from coordinator.jobs import ClusterView, JobService, WorkerService
+from coordinator.jobs import ClusterView, ColdStartTracker, JobService, WorkerService
 from coordinator.store import Store
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ def build_app(
     *,
     store: Store,
     view: ClusterView,
+    cold_starts: ColdStartTracker,
     jobs: JobService,
     workers: WorkerService,
     settings: CoordinatorSettings,
@@ -41,7 +42,7 @@ def build_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY)
     auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
     app[APP_KEY_AUTH] = auth
-    metrics = Metrics(view, commit_seconds)
+    metrics = Metrics(view, commit_seconds, cold_starts)
     app[APP_KEY_THROTTLE] = Throttle(
         view,
         limits=dict(settings.api_limits.routes),
@@ -59,7 +60,7 @@ def build_app(
         endpoints=view.endpoints,
         throttle=app[APP_KEY_THROTTLE],
     ).add_to(app)
-    AdminRoutes(store=store, view=view, auth=auth, jobs=jobs).add_to(app)
+    AdminRoutes(store=store, view=view, cold_starts=cold_starts, auth=auth, jobs=jobs).add_to(app)
     # Workers ping at least three times per claim grace, so a live worker's claims never lapse.
     ping_s = min(settings.jobs.ping_interval_s, settings.jobs.claim_grace_s / 3)
     from coordinator.nodes import NodeRoutes  # lazily: nodes' routes import api._http
@@ -67,6 +68,7 @@ def build_app(
     NodeRoutes(
         store=store,
         view=view,
+        cold_starts=cold_starts,
         auth=auth,
         public_url=public_url,
         worker_ping_s=ping_s,

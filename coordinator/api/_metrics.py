@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from coordinator._node_schema import ColdStart
-from coordinator.jobs import ClusterView
+from coordinator.jobs import ClusterView, ColdStartTracker
 
 __all__ = ["Metrics"]
 
@@ -33,7 +33,9 @@ class _QueueCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, view: ClusterView, commit_seconds: Callable[[], list[float]]) -> None:
+    def __init__(
+        self, view: ClusterView, commit_seconds: Callable[[], list[float]], cold_starts: ColdStartTracker
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs_submitted = Counter("tide_jobs_submitted", "Jobs accepted", ["endpoint"], registry=r)
@@ -65,7 +67,7 @@ class Metrics:
         )
         r.register(_QueueCollector(view))
         self._commit_seconds = commit_seconds
-        view.cold_starts.listeners.append(self.observe_cold_start)
+        cold_starts.listeners.append(self.observe_cold_start)
 
     def observe_cold_start(self, cs: ColdStart) -> None:
         tier = cs.weight_tier or "none"

@@ -31,17 +31,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from coordinator._node_schema import ColdStart, ColdStartHistory, ColdStartStage, WorkerAssignment, nkeys
 from coordinator._schema import JobRecord, encode
+from coordinator.jobs._view import ClusterView
 from coordinator.store import Compare, Put, Store
 from tide.api.nodes import WorkerReport
-
-if TYPE_CHECKING:
-    from coordinator.jobs._view import ClusterView
 
 __all__ = ["ColdStartRecorder", "ColdStartTracker", "FirstJob", "cold_start_json", "compute_cold_start"]
 
@@ -126,7 +124,8 @@ def cold_start_json(cs: ColdStart) -> dict[str, Any]:
 
 
 class ColdStartTracker:
-    """One per view (every replica).  Called from the watch feed; every method is cheap."""
+    """One per view (every replica), subscribed to its job feed (``view.subscribe``); every
+    method is cheap."""
 
     def __init__(self, view: ClusterView, *, clock: Callable[[], float] = time.time) -> None:
         self._view = view
@@ -187,6 +186,10 @@ class ColdStartTracker:
             self.recorded.popitem(last=False)
         self.history[ep], self.revisions[ep] = hist, revision
 
+    def relisted(self) -> None:
+        """The view lists the store afresh: the histories come again as puts."""
+        self.history.clear()
+
     # -- queries ---------------------------------------------------------
     def of_job(self, record: JobRecord) -> ColdStart | None:
         """The cold start ``record`` waited for, if it was a fresh worker's first job."""
@@ -244,14 +247,22 @@ class ColdStartTracker:
 class ColdStartRecorder:
     """Leader loop: append due cold starts to their endpoint's history (a guarded write)."""
 
-    def __init__(self, store: Store, view: ClusterView, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        view: ClusterView,
+        tracker: ColdStartTracker,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._view = view
+        self._tracker = tracker
         self._clock = clock
 
     async def run(self) -> None:
         await self._view.ready.wait()
-        tracker = self._view.cold_starts
+        tracker = self._tracker
         while True:
             for cs in tracker.due(self._clock()):
                 await self._record(tracker, cs)

@@ -13,7 +13,7 @@ import msgspec
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import JobRecord, WebhookDelivery, decode_job, encode, keys
-from coordinator.jobs._coldstart import cold_start_json
+from coordinator.jobs._coldstart import ColdStartTracker, cold_start_json
 from coordinator.jobs._view import ClusterView
 from coordinator.store import Compare, Delete, Get, Op, Put, Store
 from tide.api.errors import Conflict, NotFound
@@ -117,6 +117,7 @@ class JobsContext:
     view: ClusterView
     leases: LeaseBuckets
     blobs: BlobStore
+    cold_starts: ColdStartTracker  # fresh workers' first jobs (the status envelope's coldStart)
     settings: JobSettings = field(default_factory=JobSettings)
     clock: Callable[[], float] = time.time
     # Queued records as this replica wrote them: a take here then skips the read.
@@ -190,7 +191,7 @@ class JobsContext:
             out["error"] = record.error
         # Tide's addition (RunPod fields untouched): the first job of a fresh worker says what
         # its wait was spent on; the worker's own stages join once its node reports them.
-        if record.finished_at and (cold := self.view.cold_starts.of_job(record)) is not None:
+        if record.finished_at and (cold := self.cold_starts.of_job(record)) is not None:
             out["coldStart"] = cold_start_json(cold)
         return out
 

@@ -19,6 +19,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 
@@ -32,11 +33,10 @@ from coordinator._schema import (
     decode_job,
     keys,
 )
-from coordinator.jobs._coldstart import ColdStartTracker
 from coordinator.store import Compacted, KeyValue, Store, WatchEvent
 from tide.api.endpoints import ApiKey, Endpoint
 
-__all__ = ["ClusterView", "QueuedJob", "Signal"]
+__all__ = ["ClusterView", "JobFeed", "QueuedJob", "Signal"]
 
 log = logging.getLogger("tide.coordinator.view")
 
@@ -89,6 +89,17 @@ class Signal:
                 await event.wait()
                 return True
         return False
+
+
+class JobFeed(Protocol):
+    """A listener to the view's job feed (the cold-start tracker of coordinator/jobs): it hears
+    every job record put, every change of an endpoint's cold-start history, and a re-listing."""
+
+    def observe(self, record: JobRecord) -> None: ...
+
+    def apply_history(self, ep: str, value: bytes | None, revision: int, *, replay: bool) -> None: ...
+
+    def relisted(self) -> None: ...
 
 
 @dataclass(slots=True, order=True)
@@ -168,7 +179,7 @@ class ClusterView:
         self.ready = asyncio.Event()
         self.closing = False
         self.revision = 0
-        self.cold_starts = ColdStartTracker(self)  # fresh workers' first jobs (coldStart)
+        self._feeds: list[JobFeed] = []  # told before a job's own waiters (they may ask them)
         self._listing = False
 
     # -- queries ---------------------------------------------------------
@@ -201,6 +212,10 @@ class ClusterView:
     def note_seen(self, ep: str, worker: str, now: float) -> None:
         self.seen[ep][worker] = now
         self.ready_at.setdefault(worker, now)
+
+    def subscribe(self, feed: JobFeed) -> None:
+        """Tell ``feed`` about every job record and cold-start history from now on."""
+        self._feeds.append(feed)
 
     def on_job(self, job_id: str, callback: Callable[[JobRecord | None], None]) -> Callable[[], None]:
         """Call ``callback`` on every change of ``job_id``; returns the unsubscribe."""
@@ -266,7 +281,8 @@ class ClusterView:
         self.presence.clear()
         self.endpoints.clear()
         self.apikeys.clear()
-        self.cold_starts.history.clear()
+        for feed in self._feeds:
+            feed.relisted()
 
     def _apply(self, ev: WatchEvent) -> None:
         key = ev.kv.key
@@ -299,7 +315,8 @@ class ClusterView:
             elif key.startswith(nkeys.COLDSTARTS):
                 ep = key[len(nkeys.COLDSTARTS) :].decode()
                 value = ev.kv.value if ev.type == "put" else None
-                self.cold_starts.apply_history(ep, value, ev.kv.mod_revision, replay=self._listing)
+                for feed in self._feeds:
+                    feed.apply_history(ep, value, ev.kv.mod_revision, replay=self._listing)
         except msgspec.DecodeError:
             log.exception("undecodable value at %r", key)
 
@@ -371,7 +388,8 @@ class ClusterView:
         if record is not None and record.status == "IN_QUEUE" and record.retries:
             self.counters[record.endpoint_id]["RETRIED"] += 1
         if record is not None:
-            self.cold_starts.observe(record)
+            for feed in self._feeds:
+                feed.observe(record)
         for callback in list(self._job_waiters.get(job_id, ())):
             callback(record)
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from coordinator._node_schema import NodeRecord, UsageRecord, nkeys
 from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._http import Auth, decode_body, json_response, mint_worker_token, query_int
-from coordinator.jobs import ClusterView, cold_start_json
+from coordinator.jobs import ClusterView, ColdStartTracker, cold_start_json
 from coordinator.nodes._desired import desired_for
 from coordinator.nodes._mig import slice_share
 from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS as DEFAULT_AHEAD
@@ -56,6 +56,7 @@ class NodeRoutes:
         *,
         store: Store,
         view: ClusterView,
+        cold_starts: ColdStartTracker,
         auth: Auth,
         public_url: str,
         worker_ping_s: float = 5.0,
@@ -63,6 +64,7 @@ class NodeRoutes:
     ) -> None:
         self._store = store
         self._view = view
+        self._cold_starts = cold_starts
         self._auth = auth
         self._public_url = public_url
         self._ping_s = worker_ping_s
@@ -216,7 +218,7 @@ class NodeRoutes:
             if ep and a.endpoint_id != ep:
                 continue
             rep = reports.get(a.worker_id)
-            cold = self._view.cold_starts.of_worker(a.worker_id)
+            cold = self._cold_starts.of_worker(a.worker_id)
             out.append(
                 {
                     "workerId": a.worker_id,

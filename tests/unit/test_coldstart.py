@@ -170,8 +170,7 @@ async def test_recorder_appends_to_the_endpoint_history_under_its_revision() -> 
     try:
         view: Any = _view(_assignment("w-1"), reports=[_report(_boot())])
         tracker = ColdStartTracker(view, clock=lambda: 0.0)
-        view.cold_starts = tracker
-        recorder = ColdStartRecorder(store, view)
+        recorder = ColdStartRecorder(store, view, tracker)
         starts = [
             compute_cold_start(_first(job_id=f"j-{i}", finished_at=103.0 + i), _assignment(), None)
             for i in range(7)
