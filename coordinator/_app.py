@@ -25,7 +25,6 @@ from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
 from coordinator.api import ApiLimits, build_app
 from coordinator.jobs import (
-    ClusterView,
     ColdStartRecorder,
     ColdStartTracker,
     JobsContext,
@@ -39,6 +38,7 @@ from coordinator.nodes import AheadSettings, Scheduler
 from coordinator.scheduling import DEFAULT_HOST_RESERVE, HostReserve
 from coordinator.store import Compare, Put, Store
 from coordinator.store._election import Election
+from coordinator.view import ClusterView
 from tiered_storage import LocalBlobStore
 
 __all__ = ["Coordinator", "CoordinatorSettings"]

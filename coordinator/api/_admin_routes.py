@@ -17,8 +17,9 @@ from aiohttp import web
 from coordinator._node_schema import nkeys
 from coordinator._schema import decode_job, encode, keys
 from coordinator.api._http import Auth, decode_body, hash_key, json_response, mint_worker_token, query_int
-from coordinator.jobs import ClusterView, ColdStartTracker, JobService, cold_start_json
+from coordinator.jobs import ColdStartTracker, JobService, cold_start_json
 from coordinator.store import Compare, KeyValue, Put, Store
+from coordinator.view import ClusterView
 from tide.api.endpoints import ApiKey, ApiKeyCreate, Endpoint, EndpointSpec, EndpointUpdate
 from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 

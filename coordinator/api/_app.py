@@ -14,8 +14,9 @@ from coordinator.api._metrics import Metrics
 from coordinator.api._public_routes import PublicRoutes
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
-from coordinator.jobs import ClusterView, ColdStartTracker, JobService, WorkerService
+from coordinator.jobs import ColdStartTracker, JobService, WorkerService
 from coordinator.store import Store
+from coordinator.view import ClusterView
 
 if TYPE_CHECKING:
     from coordinator._app import CoordinatorSettings

@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 
 from coordinator.api._limits import RateLimited
-from coordinator.jobs import ClusterView
+from coordinator.view import ClusterView
 from tide.api.endpoints import ApiKey
 from tide.api.errors import (
     InvalidArgument,

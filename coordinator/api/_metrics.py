@@ -10,7 +10,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from coordinator._node_schema import ColdStart
-from coordinator.jobs import ClusterView, ColdStartTracker
+from coordinator.jobs import ColdStartTracker
+from coordinator.view import ClusterView
 
 __all__ = ["Metrics"]
 

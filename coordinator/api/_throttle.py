@@ -35,7 +35,7 @@ from coordinator.api._limits import (
     new_bucket,
     release,
 )
-from coordinator.jobs import ClusterView
+from coordinator.view import ClusterView
 
 __all__ = ["APP_KEY_THROTTLE", "Handler", "Throttle", "guard"]
 

@@ -4,18 +4,15 @@ from coordinator.jobs._client_ops import JobService
 from coordinator.jobs._coldstart import ColdStartRecorder, ColdStartTracker, cold_start_json
 from coordinator.jobs._context import JobsContext, JobSettings
 from coordinator.jobs._reaper import Reaper, WebhookSender, plan_reap
-from coordinator.jobs._view import ClusterView, Signal
 from coordinator.jobs._worker_ops import WorkerService
 
 __all__ = [
-    "ClusterView",
     "ColdStartRecorder",
     "ColdStartTracker",
     "JobService",
     "JobSettings",
     "JobsContext",
     "Reaper",
-    "Signal",
     "WebhookSender",
     "WorkerService",
     "cold_start_json",

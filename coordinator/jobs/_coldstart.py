@@ -37,8 +37,8 @@ import msgspec
 
 from coordinator._node_schema import ColdStart, ColdStartHistory, ColdStartStage, WorkerAssignment, nkeys
 from coordinator._schema import JobRecord, encode
-from coordinator.jobs._view import ClusterView
 from coordinator.store import Compare, Put, Store
+from coordinator.view import ClusterView
 from tide.api.nodes import WorkerReport
 
 __all__ = ["ColdStartRecorder", "ColdStartTracker", "FirstJob", "cold_start_json", "compute_cold_start"]

@@ -14,8 +14,8 @@ from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import JobRecord, WebhookDelivery, decode_job, encode, keys
 from coordinator.jobs._coldstart import ColdStartTracker, cold_start_json
-from coordinator.jobs._view import ClusterView
 from coordinator.store import Compare, Delete, Get, Op, Put, Store
+from coordinator.view import ClusterView
 from tide.api.errors import Conflict, NotFound
 from tide.api.jobs import FINAL_STATES, JobState
 from tiered_storage import BlobStore

@@ -18,8 +18,8 @@ import msgspec
 
 from coordinator._schema import Claim, JobRecord, Presence, Retirement, encode, keys
 from coordinator.jobs._context import JobsContext, new_seq
-from coordinator.jobs._view import QueuedJob
 from coordinator.store import Compare, Delete, Op, Put
+from coordinator.view import QueuedJob
 from tide.api.errors import Conflict, InvalidArgument, TideError
 from tide.api.jobs import FINAL_STATES
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from coordinator.jobs import ClusterView
+from coordinator.view import ClusterView
 from tide.api.nodes import DesiredWorker, DesiredWorkers
 
 __all__ = ["desired_for", "worker_env"]

@@ -22,9 +22,9 @@ from typing import Literal
 
 from coordinator._node_schema import MigLayoutRecord, nkeys
 from coordinator._schema import encode
-from coordinator.jobs import ClusterView
 from coordinator.scheduling import GpuNeed, PlacementPlan
 from coordinator.store import Put
+from coordinator.view import ClusterView
 from mig import Catalog, Layout, Slot, load_catalog, plan_layout
 from tide.api.errors import NotFound
 from tide.api.gpu_types import canonical_gpu_type

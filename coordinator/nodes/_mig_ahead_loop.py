@@ -31,7 +31,6 @@ import msgspec
 
 from coordinator._node_schema import MigDemandRecord, MigLayoutRecord, nkeys
 from coordinator._schema import encode
-from coordinator.jobs import ClusterView
 from coordinator.nodes._mig_ahead import (
     DEFAULT_SETTINGS,
     AheadCard,
@@ -51,6 +50,7 @@ from coordinator.nodes._mig_demand import (
     update_demand,
 )
 from coordinator.store import Compare, Put, Store
+from coordinator.view import ClusterView
 from tide.api.errors import TideError
 
 __all__ = ["MigAhead", "RegionForecast", "UpcomingHour"]

@@ -17,10 +17,10 @@ import time
 from aiohttp import web
 
 from coordinator.api._http import Auth, json_response, query_int
-from coordinator.jobs import ClusterView
 from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS, AheadSettings
 from coordinator.nodes._mig_ahead_loop import MigAhead
 from coordinator.store import Store
+from coordinator.view import ClusterView
 from tide.api.errors import InvalidArgument, NotFound
 
 __all__ = ["MigForecastRoutes"]

@@ -21,11 +21,11 @@ from aiohttp import web
 from coordinator._node_schema import MigLayoutRecord, nkeys
 from coordinator._schema import encode
 from coordinator.api._http import Auth, decode_body, json_response
-from coordinator.jobs import ClusterView
 from coordinator.nodes._mig import card_state, catalog_of
 from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS, AheadSettings
 from coordinator.nodes._mig_forecast_routes import MigForecastRoutes
 from coordinator.store import Store
+from coordinator.view import ClusterView
 from mig import Catalog, Layout, Transition, plan_layout, plan_transition
 from tide.api.errors import FailedPrecondition, NotFound
 from tide.api.nodes import GpuInfo, MigInstance

@@ -22,13 +22,14 @@ from aiohttp import web
 from coordinator._node_schema import NodeRecord, UsageRecord, nkeys
 from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._http import Auth, decode_body, json_response, mint_worker_token, query_int
-from coordinator.jobs import ClusterView, ColdStartTracker, cold_start_json
+from coordinator.jobs import ColdStartTracker, cold_start_json
 from coordinator.nodes._desired import desired_for
 from coordinator.nodes._mig import slice_share
 from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS as DEFAULT_AHEAD
 from coordinator.nodes._mig_ahead import AheadSettings
 from coordinator.nodes._mig_routes import MigRoutes
 from coordinator.store import Compare, Put, Store
+from coordinator.view import ClusterView
 from tide.api.errors import Conflict, NotFound, TideError, Unauthenticated, Unavailable
 from tide.api.nodes import Heartbeat, NodeRegistration, WorkerReport
 

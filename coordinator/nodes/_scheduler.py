@@ -23,7 +23,6 @@ import msgspec
 
 from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator._schema import encode, keys
-from coordinator.jobs import ClusterView
 from coordinator.nodes._mig import MigPass
 from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS as DEFAULT_AHEAD
 from coordinator.nodes._mig_ahead import AheadSettings
@@ -44,6 +43,7 @@ from coordinator.scheduling import (
     plan_reconcile,
 )
 from coordinator.store import Compare, Delete, Op, Put, Store
+from coordinator.view import ClusterView
 from tide.api.errors import TideError
 
 __all__ = ["Scheduler"]

@@ -31,11 +31,11 @@ import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.
 from coordinator._node_schema import MigLayoutRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys
 from coordinator.api._http import Auth, error_middleware, hash_key
-from coordinator.jobs import ClusterView
 from coordinator.nodes import Scheduler
 from coordinator.nodes._desired import desired_for
 from coordinator.nodes._mig_forecast_routes import MigForecastRoutes
 from coordinator.store import MemoryStore, Store
+from coordinator.view import ClusterView
 from noded._mig import MigReconciler, mark_in_use
 from noded.inventory import SimulatedGpus
 from tests.fixtures.etcd import free_port

@@ -23,7 +23,7 @@ from coordinator.api._limits import (
     release,
 )
 from coordinator.api._throttle import Throttle
-from coordinator.jobs import ClusterView
+from coordinator.view import ClusterView
 from tide.api.errors import ResourceExhausted
 
 limits = st.builds(

@@ -28,7 +28,6 @@ from coordinator.api import ApiLimits
 from coordinator.api._limits import LIMITS
 from coordinator.api._throttle import APP_KEY_THROTTLE
 from coordinator.config import FileConfig, load_config, to_settings
-from coordinator.jobs import ClusterView
 from coordinator.nodes import AheadSettings, DemandSettings, Scheduler
 from coordinator.nodes._mig_ahead_loop import OFF_REASON
 from coordinator.nodes._mig_demand import (
@@ -47,6 +46,7 @@ from coordinator.scheduling._resources import (
     host_reserve,
 )
 from coordinator.store import MemoryStore, Store
+from coordinator.view import ClusterView
 from tide.api.endpoints import Endpoint, EndpointSpec
 from tide.api.errors import InvalidArgument
 from tide.api.nodes import GpuInfo, NodeInventory
