@@ -34,8 +34,8 @@ from coordinator.jobs import (
     WebhookSender,
     WorkerService,
 )
-from coordinator.nodes import AheadSettings, Scheduler
-from coordinator.scheduling import DEFAULT_HOST_RESERVE, HostReserve
+from coordinator.nodes import Scheduler
+from coordinator.scheduling import DEFAULT_HOST_RESERVE, AheadSettings, HostReserve
 from coordinator.store import Compare, Put, Store
 from coordinator.store._election import Election
 from coordinator.view import ClusterView

@@ -85,7 +85,7 @@ class MigDemandCell(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MigDemandRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """What a region demanded in one hour bucket (coordinator/nodes/_mig_demand.py).
+    """What a region demanded in one hour bucket (coordinator/scheduling/_mig_demand.py).
 
     ``bucket`` is ``"w033"`` (hour 33 of the week, Monday 00:00 UTC = 0) or ``"d09"`` (hour 9 of
     the day, UTC).  An occurrence is one real hour (unix hour ``occurrence``); the leader adds at

@@ -129,8 +129,7 @@ import msgspec
 from coordinator._app import CoordinatorSettings
 from coordinator.api import ApiLimits, Route, RouteLimit
 from coordinator.jobs import JobSettings
-from coordinator.nodes import AheadSettings, DemandSettings
-from coordinator.scheduling import HostReserve
+from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
 from tide.daemon import Migration, StrictConfig, load_toml_config

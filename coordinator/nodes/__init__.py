@@ -1,8 +1,6 @@
 """The node side of the coordinator: node API, scheduling loop, metering."""
 
-from coordinator.nodes._mig_ahead import AheadSettings
-from coordinator.nodes._mig_demand import DemandSettings
 from coordinator.nodes._routes import NodeRoutes, mint_node_token
 from coordinator.nodes._scheduler import Scheduler
 
-__all__ = ["AheadSettings", "DemandSettings", "NodeRoutes", "Scheduler", "mint_node_token"]
+__all__ = ["NodeRoutes", "Scheduler", "mint_node_token"]

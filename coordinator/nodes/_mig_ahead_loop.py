@@ -31,23 +31,21 @@ import msgspec
 
 from coordinator._node_schema import MigDemandRecord, MigLayoutRecord, nkeys
 from coordinator._schema import encode
-from coordinator.nodes._mig_ahead import (
-    DEFAULT_SETTINGS,
+from coordinator.scheduling import (
+    DEFAULT_AHEAD,
+    SAMPLE_INTERVAL_S,
     AheadCard,
     AheadPlan,
     AheadSettings,
     CardTarget,
-    plan_ahead,
-    window_hour,
-)
-from coordinator.nodes._mig_demand import (
-    SAMPLE_INTERVAL_S,
     Forecast,
     bucket_label,
     buckets_of,
     compute_demand,
     forecast_for,
+    plan_ahead,
     update_demand,
+    window_hour,
 )
 from coordinator.store import Compare, Put, Store
 from coordinator.view import ClusterView
@@ -104,7 +102,7 @@ class MigAhead:
         store: Store,
         view: ClusterView,
         *,
-        settings: AheadSettings = DEFAULT_SETTINGS,
+        settings: AheadSettings = DEFAULT_AHEAD,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._store = store

@@ -17,8 +17,8 @@ import time
 from aiohttp import web
 
 from coordinator.api._http import Auth, json_response, query_int
-from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS, AheadSettings
 from coordinator.nodes._mig_ahead_loop import MigAhead
+from coordinator.scheduling import DEFAULT_AHEAD, AheadSettings
 from coordinator.store import Store
 from coordinator.view import ClusterView
 from tide.api.errors import InvalidArgument, NotFound
@@ -28,7 +28,7 @@ __all__ = ["MigForecastRoutes"]
 
 class MigForecastRoutes:
     def __init__(
-        self, *, store: Store, view: ClusterView, auth: Auth, settings: AheadSettings = DEFAULT_SETTINGS
+        self, *, store: Store, view: ClusterView, auth: Auth, settings: AheadSettings = DEFAULT_AHEAD
     ) -> None:
         self._ahead = MigAhead(store, view, settings=settings)
         self._auth = auth

@@ -21,9 +21,8 @@ from aiohttp import web
 from coordinator._node_schema import MigLayoutRecord, nkeys
 from coordinator._schema import encode
 from coordinator.api._http import Auth, decode_body, json_response
-from coordinator.nodes._mig import card_state, catalog_of
-from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS, AheadSettings
 from coordinator.nodes._mig_forecast_routes import MigForecastRoutes
+from coordinator.scheduling import DEFAULT_AHEAD, AheadSettings, card_state, catalog_of
 from coordinator.store import Store
 from coordinator.view import ClusterView
 from mig import Catalog, Layout, Transition, plan_layout, plan_transition
@@ -40,7 +39,7 @@ class _LayoutRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
 
 class MigRoutes:
     def __init__(
-        self, *, store: Store, view: ClusterView, auth: Auth, ahead: AheadSettings = DEFAULT_SETTINGS
+        self, *, store: Store, view: ClusterView, auth: Auth, ahead: AheadSettings = DEFAULT_AHEAD
     ) -> None:
         self._store = store
         self._view = view

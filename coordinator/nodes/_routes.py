@@ -24,10 +24,8 @@ from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._http import Auth, decode_body, json_response, mint_worker_token, query_int
 from coordinator.jobs import ColdStartTracker, cold_start_json
 from coordinator.nodes._desired import desired_for
-from coordinator.nodes._mig import slice_share
-from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS as DEFAULT_AHEAD
-from coordinator.nodes._mig_ahead import AheadSettings
 from coordinator.nodes._mig_routes import MigRoutes
+from coordinator.scheduling import DEFAULT_AHEAD, AheadSettings, slice_share
 from coordinator.store import Compare, Put, Store
 from coordinator.view import ClusterView
 from tide.api.errors import Conflict, NotFound, TideError, Unauthenticated, Unavailable

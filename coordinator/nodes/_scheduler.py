@@ -23,12 +23,12 @@ import msgspec
 
 from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator._schema import encode, keys
-from coordinator.nodes._mig import MigPass
-from coordinator.nodes._mig_ahead import DEFAULT_SETTINGS as DEFAULT_AHEAD
-from coordinator.nodes._mig_ahead import AheadSettings
 from coordinator.nodes._mig_ahead_loop import MigAhead
+from coordinator.nodes._mig_pass import MigPass
 from coordinator.scheduling import (
+    DEFAULT_AHEAD,
     DEFAULT_HOST_RESERVE,
+    AheadSettings,
     ClusterSnapshot,
     CurrentWorker,
     HostReserve,

@@ -1,4 +1,5 @@
-"""Pure scheduling planners: the autoscaler, the placer and the worker reconciler.
+"""Pure scheduling planners: the autoscaler, the placer, the worker reconciler, and MIG's slice
+fitter, ahead-of-time planner and demand history.
 
 Nothing here reads a clock, a store or a random source: the leader's loops
 pass time, ids and snapshots in and apply the plans that come out.
@@ -12,6 +13,27 @@ from coordinator.scheduling._autoscaler import (
     compute_desired_workers,
 )
 from coordinator.scheduling._gpu_types import GPU_TYPE_ALIASES, GpuNeed, canonical_gpu_type, parse_gpu_type_id
+from coordinator.scheduling._mig_ahead import (
+    DEFAULT_AHEAD,
+    AheadCard,
+    AheadPlan,
+    AheadSettings,
+    CardTarget,
+    plan_ahead,
+    window_hour,
+)
+from coordinator.scheduling._mig_demand import (
+    DEFAULT_DEMAND,
+    SAMPLE_INTERVAL_S,
+    DemandSettings,
+    Forecast,
+    bucket_label,
+    buckets_of,
+    compute_demand,
+    forecast_for,
+    update_demand,
+)
+from coordinator.scheduling._mig_fit import CardState, MigSliceFitter, card_state, catalog_of, slice_share
 from coordinator.scheduling._placement_types import (
     NO_RECUT,
     Assignment,
@@ -28,14 +50,25 @@ from coordinator.scheduling._reconcile import CurrentWorker, ReconcilePlan, plan
 from coordinator.scheduling._resources import DEFAULT_HOST_RESERVE, HostReserve
 
 __all__ = [
+    "DEFAULT_AHEAD",
+    "DEFAULT_DEMAND",
     "DEFAULT_HOST_RESERVE",
     "GPU_TYPE_ALIASES",
     "NO_RECUT",
+    "SAMPLE_INTERVAL_S",
+    "AheadCard",
+    "AheadPlan",
+    "AheadSettings",
     "Assignment",
+    "CardState",
+    "CardTarget",
     "ClusterSnapshot",
     "CurrentWorker",
+    "DemandSettings",
+    "Forecast",
     "GpuNeed",
     "HostReserve",
+    "MigSliceFitter",
     "NoRecut",
     "NodeSnapshot",
     "PlacementPlan",
@@ -47,9 +80,19 @@ __all__ = [
     "SliceFitter",
     "SliceRecut",
     "WorkerView",
+    "bucket_label",
+    "buckets_of",
     "canonical_gpu_type",
+    "card_state",
+    "catalog_of",
+    "compute_demand",
     "compute_desired_workers",
+    "forecast_for",
     "parse_gpu_type_id",
+    "plan_ahead",
     "plan_placement",
     "plan_reconcile",
+    "slice_share",
+    "update_demand",
+    "window_hour",
 ]

@@ -1,4 +1,4 @@
-"""Ahead-of-time MIG partitioning (coordinator/nodes/_mig_ahead.py): properties and cases.
+"""Ahead-of-time MIG partitioning (coordinator/scheduling/_mig_ahead.py): properties and cases.
 
 Properties over random regions (random SKUs and legal layouts, some instances assigned or busy,
 some cards under an operator's layout or re-cut a moment ago) and random forecasts: a busy
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 from coordinator._node_schema import MigLayoutRecord
-from coordinator.nodes._mig_ahead import AheadCard, AheadPlan, AheadSettings, plan_ahead, window_hour
+from coordinator.scheduling._mig_ahead import AheadCard, AheadPlan, AheadSettings, plan_ahead, window_hour
 from mig import Layout, Slot, load_catalog, plan_layout
 from tide.api.nodes import GpuInfo, MigInstance
 

@@ -25,8 +25,8 @@ import coordinator.nodes._mig_ahead_loop as ahead_loop
 from coordinator._node_schema import MigDemandCell, MigDemandRecord, MigLayoutRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys
 from coordinator.nodes import Scheduler
-from coordinator.nodes._mig_ahead import AheadPlan, plan_ahead
-from coordinator.nodes._mig_demand import buckets_of
+from coordinator.scheduling._mig_ahead import AheadPlan, plan_ahead
+from coordinator.scheduling._mig_demand import buckets_of
 from coordinator.store import MemoryStore
 from coordinator.view import ClusterView
 from mig import Layout, load_catalog, plan_layout

@@ -1,4 +1,4 @@
-"""The MIG demand history (coordinator/nodes/_mig_demand.py): properties of the pure update and
+"""The MIG demand history (coordinator/scheduling/_mig_demand.py): properties of the pure update and
 forecast, and cases of what counts as demand."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 from coordinator._node_schema import MigDemandRecord, NodeRecord, WorkerAssignment, nkeys
-from coordinator.nodes._mig_demand import (
+from coordinator.scheduling._mig_demand import (
     ALPHA_DAY,
     bucket_label,
     buckets_of,

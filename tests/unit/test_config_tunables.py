@@ -28,9 +28,10 @@ from coordinator.api import ApiLimits
 from coordinator.api._limits import LIMITS
 from coordinator.api._throttle import APP_KEY_THROTTLE
 from coordinator.config import FileConfig, load_config, to_settings
-from coordinator.nodes import AheadSettings, DemandSettings, Scheduler
+from coordinator.nodes import Scheduler
 from coordinator.nodes._mig_ahead_loop import OFF_REASON
-from coordinator.nodes._mig_demand import (
+from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
+from coordinator.scheduling._mig_demand import (
     ALPHA_DAY,
     ALPHA_WEEK,
     MAX_CELLS,
@@ -38,7 +39,6 @@ from coordinator.nodes._mig_demand import (
     buckets_of,
     update_demand,
 )
-from coordinator.scheduling import HostReserve
 from coordinator.scheduling._resources import (
     HOST_RESERVE_CPU_DIVISOR,
     HOST_RESERVE_MEMORY_DIVISOR,

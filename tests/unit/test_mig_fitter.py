@@ -1,4 +1,4 @@
-"""The coordinator's MIG slice fitter (coordinator/nodes/_mig.py): properties and cases.
+"""The coordinator's MIG slice fitter (coordinator/scheduling/_mig_fit.py): properties and cases.
 
 Properties over random cards: a proposed re-cut never destroys an instance in use or busy, it
 holds the proposed profile (which satisfies the need) per mig.plan_layout, and a card is turned
@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 from coordinator._node_schema import MigLayoutRecord, nkeys
-from coordinator.nodes._mig import (
+from coordinator.scheduling import GpuNeed, PlacementPlan, SliceRecut, parse_gpu_type_id
+from coordinator.scheduling._gpu_types import profile_memory_gb
+from coordinator.scheduling._mig_fit import (
     MigSliceFitter,
     card_state,
     catalog_of,
@@ -22,8 +24,6 @@ from coordinator.nodes._mig import (
     profiles_for,
     slice_share,
 )
-from coordinator.scheduling import GpuNeed, PlacementPlan, SliceRecut, parse_gpu_type_id
-from coordinator.scheduling._gpu_types import profile_memory_gb
 from mig import Catalog, Layout, Slot, Transition, list_type_ids, load_catalog, plan_layout, plan_transition
 from tide.api.gpu_types import canonical_gpu_type
 from tide.api.nodes import GpuInfo, MigInstance
@@ -190,7 +190,7 @@ def test_a_card_that_is_not_mig_enabled_or_has_no_catalog_is_never_offered() -> 
 
 
 def test_layout_writes_only_when_the_wanted_layout_changes() -> None:
-    from coordinator.nodes._mig import MigPass
+    from coordinator.nodes._mig_pass import MigPass
 
     class _View:  # the parts of ClusterView MigPass reads
         mig_layouts = {

@@ -1,7 +1,7 @@
 """Ahead-of-time MIG partitioning, the pure half: re-cut idle cards toward a region's forecast.
 
 :func:`plan_ahead` takes the forecast of one region for the coming hour (devices per demand
-key, from coordinator/nodes/_mig_demand.py), the region's MIG-pool cards and the time, and
+key, from coordinator/scheduling/_mig_demand.py), the region's MIG-pool cards and the time, and
 answers with new layouts for some idle cards.  Rules:
 
 * It acts only on a *deficit*: forecast slices the region's cards do not hold (counting the
@@ -35,14 +35,14 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from coordinator._node_schema import MigLayoutRecord
-from coordinator.nodes._mig import card_state, catalog_of
-from coordinator.nodes._mig_demand import DEFAULT_DEMAND, DemandSettings
+from coordinator.scheduling._mig_demand import DEFAULT_DEMAND, DemandSettings
+from coordinator.scheduling._mig_fit import card_state, catalog_of
 from mig import Catalog, Layout, Slot, Transition, plan_layout, plan_transition
 from tide.api.gpu_types import canonical_gpu_type
 from tide.api.nodes import GpuInfo
 
 __all__ = [
-    "DEFAULT_SETTINGS",
+    "DEFAULT_AHEAD",
     "AheadCard",
     "AheadPlan",
     "AheadSettings",
@@ -70,7 +70,7 @@ class AheadSettings(msgspec.Struct, frozen=True, kw_only=True):
     demand: DemandSettings = DEFAULT_DEMAND  # how demand is learnt and forecast
 
 
-DEFAULT_SETTINGS = AheadSettings()
+DEFAULT_AHEAD = AheadSettings()
 
 
 class AheadCard(msgspec.Struct, frozen=True, kw_only=True):
@@ -288,7 +288,7 @@ def plan_ahead(
     forecast: Mapping[str, float],
     cards: Sequence[AheadCard],
     now: float,
-    settings: AheadSettings = DEFAULT_SETTINGS,
+    settings: AheadSettings = DEFAULT_AHEAD,
 ) -> AheadPlan:
     """New layouts for idle cards of one region so its MIG cards hold the forecast (see the
     module docstring).  ``cards``: the region's MIG-enabled cards; ``now``: unix seconds."""

@@ -28,8 +28,8 @@ from typing import Literal
 import msgspec
 
 from coordinator._node_schema import MigDemandCell, MigDemandRecord, NodeRecord, WorkerAssignment
-from coordinator.nodes._mig import catalog_of, profiles_for
-from coordinator.scheduling import GpuNeed, parse_gpu_type_id
+from coordinator.scheduling._gpu_types import GpuNeed, parse_gpu_type_id
+from coordinator.scheduling._mig_fit import catalog_of, profiles_for
 from tide.api.endpoints import EndpointSpec
 from tide.api.gpu_types import canonical_gpu_type
 
