@@ -24,6 +24,7 @@ from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
 from coordinator.api import ApiLimits, build_app
+from coordinator.control import Scheduler
 from coordinator.jobs import (
     ColdStartRecorder,
     ColdStartTracker,
@@ -34,7 +35,6 @@ from coordinator.jobs import (
     WebhookSender,
     WorkerService,
 )
-from coordinator.nodes import Scheduler
 from coordinator.scheduling import DEFAULT_HOST_RESERVE, AheadSettings, HostReserve
 from coordinator.store import Compare, Put, Store
 from coordinator.store._election import Election

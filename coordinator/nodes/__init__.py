@@ -1,6 +1,5 @@
-"""The node side of the coordinator: node API, scheduling loop, metering."""
+"""The node side of the coordinator's HTTP: the node API and the admin routes about nodes."""
 
 from coordinator.nodes._routes import NodeRoutes, mint_node_token
-from coordinator.nodes._scheduler import Scheduler
 
-__all__ = ["NodeRoutes", "Scheduler", "mint_node_token"]
+__all__ = ["NodeRoutes", "mint_node_token"]

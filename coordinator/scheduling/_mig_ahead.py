@@ -55,7 +55,7 @@ __all__ = [
 class AheadSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The knobs of ahead-of-time partitioning (the coordinator config's ``[mig]`` section).
 
-    ``enabled`` and ``demand`` are for the leader's loop (coordinator/nodes/_mig_ahead_loop.py):
+    ``enabled`` and ``demand`` are for the leader's loop (coordinator/control/_mig_ahead_loop.py):
     when off, it neither samples demand nor re-cuts ahead of time.  The planner reads the rest.
     """
 

@@ -1,6 +1,6 @@
 """Ahead-of-time MIG partitioning end to end, in process, on an injected clock.
 
-The leader's real scheduler (coordinator.nodes.Scheduler, its ``tick`` called with simulated
+The leader's real scheduler (coordinator.control.Scheduler, its ``tick`` called with simulated
 times) runs on the in-process store and view; each host is noded's real MIG reconciler on a
 simulated backend, fed the desired layouts the node API would send (coordinator desired_for)
 and heartbeating its inventory into the store at the simulated time.  Workers never start: an
@@ -31,7 +31,7 @@ import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.
 from coordinator._node_schema import MigLayoutRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys
 from coordinator.api._http import Auth, error_middleware, hash_key
-from coordinator.nodes import Scheduler
+from coordinator.control import Scheduler
 from coordinator.nodes._desired import desired_for
 from coordinator.nodes._mig_forecast_routes import MigForecastRoutes
 from coordinator.store import MemoryStore, Store

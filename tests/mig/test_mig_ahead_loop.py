@@ -1,4 +1,4 @@
-"""The leader's ahead-of-time MIG loop (coordinator/nodes/_mig_ahead_loop.py) inside the scheduler.
+"""The leader's ahead-of-time MIG loop (coordinator/control/_mig_ahead_loop.py) inside the scheduler.
 
 One EU host with one idle MIG H100 cut in seven 1g.10gb slices, and a stored history that
 forecasts one 7g.80gb for the coming hour: the leader's pass re-cuts the card ahead of time.
@@ -21,10 +21,10 @@ import msgspec
 import pytest
 
 import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
-import coordinator.nodes._mig_ahead_loop as ahead_loop
+import coordinator.control._mig_ahead_loop as ahead_loop
 from coordinator._node_schema import MigDemandCell, MigDemandRecord, MigLayoutRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys
-from coordinator.nodes import Scheduler
+from coordinator.control import Scheduler
 from coordinator.scheduling._mig_ahead import AheadPlan, plan_ahead
 from coordinator.scheduling._mig_demand import buckets_of
 from coordinator.store import MemoryStore

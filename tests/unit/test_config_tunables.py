@@ -28,8 +28,8 @@ from coordinator.api import ApiLimits
 from coordinator.api._limits import LIMITS
 from coordinator.api._throttle import APP_KEY_THROTTLE
 from coordinator.config import FileConfig, load_config, to_settings
-from coordinator.nodes import Scheduler
-from coordinator.nodes._mig_ahead_loop import OFF_REASON
+from coordinator.control import Scheduler
+from coordinator.control._mig_ahead_loop import OFF_REASON
 from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
 from coordinator.scheduling._mig_demand import (
     ALPHA_DAY,

@@ -190,7 +190,7 @@ def test_a_card_that_is_not_mig_enabled_or_has_no_catalog_is_never_offered() -> 
 
 
 def test_layout_writes_only_when_the_wanted_layout_changes() -> None:
-    from coordinator.nodes._mig_pass import MigPass
+    from coordinator.control._mig_pass import MigPass
 
     class _View:  # the parts of ClusterView MigPass reads
         mig_layouts = {

@@ -382,7 +382,7 @@ def test_apply_then_replan_places_nothing_more() -> None:
 
 def test_scheduler_snapshot_sums_the_asks_of_the_workers_each_host_keeps() -> None:
     from coordinator._node_schema import NodeRecord, WorkerAssignment
-    from coordinator.nodes._scheduler import Scheduler
+    from coordinator.control._scheduler import Scheduler
     from tide.api.endpoints import Endpoint
 
     def endpoint(name: str, **spec: Any) -> tuple[Endpoint, int]:

@@ -23,8 +23,8 @@ import msgspec
 
 from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator._schema import encode, keys
-from coordinator.nodes._mig_ahead_loop import MigAhead
-from coordinator.nodes._mig_pass import MigPass
+from coordinator.control._mig_ahead_loop import MigAhead
+from coordinator.control._mig_pass import MigPass
 from coordinator.scheduling import (
     DEFAULT_AHEAD,
     DEFAULT_HOST_RESERVE,

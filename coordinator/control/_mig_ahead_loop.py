@@ -1,6 +1,6 @@
 """Ahead-of-time MIG partitioning, the effects: the leader's demand sampling and re-cuts.
 
-:class:`MigAhead` runs inside the scheduler's pass (coordinator/nodes/_scheduler.py), rate
+:class:`MigAhead` runs inside the scheduler's pass (coordinator/control/_scheduler.py), rate
 limited by itself: at most once a minute it adds what the endpoints demand now to the history
 in the store (``/tide/migdemand/``, so a new leader goes on from there), and at most once per
 ``plan_interval_s`` it plans each region for the hour about to start (from ``lead_s`` before
