@@ -9,8 +9,12 @@ from aiohttp import web
 
 from coordinator.api._admin_routes import AdminRoutes
 from coordinator.api._app_keys import APP_KEY_PRICES
+from coordinator.api._cluster_routes import ClusterRoutes
 from coordinator.api._http import Auth, error_middleware, json_response
 from coordinator.api._metrics import Metrics
+from coordinator.api._mig_forecast_routes import MigForecastRoutes
+from coordinator.api._mig_routes import MigRoutes
+from coordinator.api._node_routes import NodeRoutes
 from coordinator.api._public_routes import PublicRoutes
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
@@ -64,17 +68,10 @@ def build_app(
     AdminRoutes(store=store, view=view, cold_starts=cold_starts, auth=auth, jobs=jobs).add_to(app)
     # Workers ping at least three times per claim grace, so a live worker's claims never lapse.
     ping_s = min(settings.jobs.ping_interval_s, settings.jobs.claim_grace_s / 3)
-    from coordinator.nodes import NodeRoutes  # lazily: nodes' routes import api._http
-
-    NodeRoutes(
-        store=store,
-        view=view,
-        cold_starts=cold_starts,
-        auth=auth,
-        public_url=public_url,
-        worker_ping_s=ping_s,
-        mig_ahead=settings.mig_ahead,
-    ).add_to(app)
+    NodeRoutes(store=store, view=view, auth=auth, public_url=public_url, worker_ping_s=ping_s).add_to(app)
+    ClusterRoutes(store=store, view=view, cold_starts=cold_starts, auth=auth).add_to(app)
+    MigRoutes(store=store, view=view, auth=auth).add_to(app)
+    MigForecastRoutes(store=store, view=view, auth=auth, settings=settings.mig_ahead).add_to(app)
     app[APP_KEY_PRICES] = settings.prices
 
     async def healthz(_: web.Request) -> web.Response:

@@ -27,13 +27,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 from coordinator._node_schema import MigLayoutRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys
+from coordinator.api._desired import desired_for
 from coordinator.api._http import Auth, error_middleware, hash_key
+from coordinator.api._mig_forecast_routes import MigForecastRoutes
 from coordinator.control import Scheduler
-from coordinator.nodes._desired import desired_for
-from coordinator.nodes._mig_forecast_routes import MigForecastRoutes
 from coordinator.store import MemoryStore, Store
 from coordinator.view import ClusterView
 from noded._mig import MigReconciler, mark_in_use

@@ -15,7 +15,6 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 from coordinator._node_schema import MigLayoutRecord
 from coordinator.scheduling._mig_ahead import AheadCard, AheadPlan, AheadSettings, plan_ahead, window_hour
 from mig import Layout, Slot, load_catalog, plan_layout

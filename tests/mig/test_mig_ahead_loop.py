@@ -20,7 +20,6 @@ from typing import Any
 import msgspec
 import pytest
 
-import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 import coordinator.control._mig_ahead_loop as ahead_loop
 from coordinator._node_schema import MigDemandCell, MigDemandRecord, MigLayoutRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys

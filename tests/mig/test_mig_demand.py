@@ -8,7 +8,6 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 from coordinator._node_schema import MigDemandRecord, NodeRecord, WorkerAssignment, nkeys
 from coordinator.scheduling._mig_demand import (
     ALPHA_DAY,

@@ -20,7 +20,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 from coordinator._app import Coordinator, CoordinatorSettings
 from coordinator._node_schema import MigDemandRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys

@@ -12,7 +12,6 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import coordinator.api  # noqa: F401  (first: coordinator.nodes and coordinator.api import each other)
 from coordinator._node_schema import MigLayoutRecord, nkeys
 from coordinator.scheduling import GpuNeed, PlacementPlan, SliceRecut, parse_gpu_type_id
 from coordinator.scheduling._gpu_types import profile_memory_gb
@@ -223,7 +222,7 @@ def test_slice_price_share_follows_the_catalog() -> None:
     assert slice_share("RTXPRO6000-96GB", "4g.96gb") == 1.0
     assert slice_share("NVIDIA H100 80GB HBM3", "2g.20gb") == 2 / 7
     assert slice_share("Mystery-10GB", "2g.5gb") == 2 / 7  # no catalog: compute slices of 7
-    from coordinator.nodes._routes import _price
+    from coordinator.api._cluster_routes import _price
 
     prices = {"H100-80GB": 2.0, "RTXPRO6000-96GB:1g.24gb": 0.7}
     assert _price(prices, "H100-80GB:3g.40gb") == 1.0

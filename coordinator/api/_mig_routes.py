@@ -21,8 +21,7 @@ from aiohttp import web
 from coordinator._node_schema import MigLayoutRecord, nkeys
 from coordinator._schema import encode
 from coordinator.api._http import Auth, decode_body, json_response
-from coordinator.nodes._mig_forecast_routes import MigForecastRoutes
-from coordinator.scheduling import DEFAULT_AHEAD, AheadSettings, card_state, catalog_of
+from coordinator.scheduling import card_state, catalog_of
 from coordinator.store import Store
 from coordinator.view import ClusterView
 from mig import Catalog, Layout, Transition, plan_layout, plan_transition
@@ -38,20 +37,15 @@ class _LayoutRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
 
 
 class MigRoutes:
-    def __init__(
-        self, *, store: Store, view: ClusterView, auth: Auth, ahead: AheadSettings = DEFAULT_AHEAD
-    ) -> None:
+    def __init__(self, *, store: Store, view: ClusterView, auth: Auth) -> None:
         self._store = store
         self._view = view
         self._auth = auth
-        self._ahead = ahead  # the [mig] settings the forecast report plans with
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_post("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.set_layout)
         app.router.add_get("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.get_layout)
         app.router.add_delete("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.forget_layout)
-        ahead = self._ahead
-        MigForecastRoutes(store=self._store, view=self._view, auth=self._auth, settings=ahead).add_to(app)
 
     def _card(self, request: web.Request) -> tuple[str, GpuInfo, Catalog]:
         node, ref = request.match_info["node"], request.match_info["gpu"]
