@@ -1,5 +1,1 @@
 """coordinator."""
-
-from coordinator._app import Coordinator, CoordinatorSettings
-
-__all__ = ["Coordinator", "CoordinatorSettings"]

@@ -126,10 +126,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from coordinator._app import CoordinatorSettings
 from coordinator.api import ApiLimits, Route, RouteLimit
 from coordinator.jobs import JobSettings
 from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
+from coordinator.server import CoordinatorSettings
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
 from tide.daemon import Migration, StrictConfig, load_toml_config

@@ -9,8 +9,8 @@ import gc
 import logging
 import sys
 
-from coordinator._app import Coordinator
 from coordinator.config import load_config, to_settings, to_store
+from coordinator.server import Coordinator
 from tide.api.errors import TideError
 from tide.daemon import serve_until_signalled
 

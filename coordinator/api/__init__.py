@@ -1,8 +1,8 @@
 """The coordinator's HTTP surfaces: public (/v2), worker (/v2 job-*), admin
 (/admin/v1), node (/node/v1) and operations (/healthz, /readyz, /metrics)."""
 
-from coordinator.api._app import build_app
+from coordinator.api._app import ApiSettings, build_app
 from coordinator.api._http import mint_worker_token
 from coordinator.api._limits import ApiLimits, Route, RouteLimit
 
-__all__ = ["ApiLimits", "Route", "RouteLimit", "build_app", "mint_worker_token"]
+__all__ = ["ApiLimits", "ApiSettings", "Route", "RouteLimit", "build_app", "mint_worker_token"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -11,6 +11,7 @@ from coordinator.api._admin_routes import AdminRoutes
 from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._cluster_routes import ClusterRoutes
 from coordinator.api._http import Auth, error_middleware, json_response
+from coordinator.api._limits import ApiLimits
 from coordinator.api._metrics import Metrics
 from coordinator.api._mig_forecast_routes import MigForecastRoutes
 from coordinator.api._mig_routes import MigRoutes
@@ -18,18 +19,27 @@ from coordinator.api._node_routes import NodeRoutes
 from coordinator.api._public_routes import PublicRoutes
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
-from coordinator.jobs import ColdStartTracker, JobService, WorkerService
+from coordinator.jobs import ColdStartTracker, JobService, JobSettings, WorkerService
+from coordinator.scheduling import AheadSettings
 from coordinator.store import Store
 from coordinator.view import ClusterView
 
-if TYPE_CHECKING:
-    from coordinator._app import CoordinatorSettings
-
-__all__ = ["APP_KEY_AUTH", "build_app"]
+__all__ = ["APP_KEY_AUTH", "ApiSettings", "build_app"]
 
 APP_KEY_AUTH = web.AppKey("auth", Auth)
 
 _MAX_BODY = 64 * 1024 * 1024 + 1024  # results may be large; /run and /runsync check their own limits
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """What the routes are configured with (the coordinator's settings, as the APIs see them)."""
+
+    admin_key_hashes: list[str] = field(default_factory=list)
+    jobs: JobSettings = field(default_factory=JobSettings)
+    prices: dict[str, float] = field(default_factory=dict)  # USD per GPU-hour by GPU type
+    mig_ahead: AheadSettings = field(default_factory=AheadSettings)  # the forecast report plans with it
+    api_limits: ApiLimits = field(default_factory=ApiLimits)
 
 
 def build_app(
@@ -39,7 +49,7 @@ def build_app(
     cold_starts: ColdStartTracker,
     jobs: JobService,
     workers: WorkerService,
-    settings: CoordinatorSettings,
+    settings: ApiSettings,
     cluster_secret: bytes,
     commit_seconds: Callable[[], list[float]],
     public_url: str,

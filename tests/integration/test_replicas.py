@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from coordinator._app import Coordinator, CoordinatorSettings
 from coordinator.jobs import JobSettings
+from coordinator.server import Coordinator, CoordinatorSettings
 from coordinator.store import open_store
 from tests.fixtures.etcd import EtcdServer, etcd_binary
 

@@ -20,7 +20,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator._app import Coordinator, CoordinatorSettings
 from coordinator._node_schema import MigDemandRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys
 from coordinator.api import ApiLimits
@@ -44,6 +43,7 @@ from coordinator.scheduling._resources import (
     HOST_RESERVE_MEMORY_MB,
     host_reserve,
 )
+from coordinator.server import Coordinator, CoordinatorSettings
 from coordinator.store import MemoryStore, Store
 from coordinator.view import ClusterView
 from tide.api.endpoints import Endpoint, EndpointSpec

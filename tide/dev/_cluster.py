@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the daemons are imported where used, so `tide dev --help` loads neither
-    from coordinator import Coordinator
+    from coordinator.server import Coordinator
     from coordinator.store import Store
     from flashboot import KeeperConfig
     from noded import NodeAgent, NodeServer
@@ -61,8 +61,8 @@ class DevCluster:
         self._servers: list[NodeServer] = []
 
     async def start(self) -> None:
-        from coordinator import Coordinator, CoordinatorSettings
         from coordinator.jobs import JobSettings
+        from coordinator.server import Coordinator, CoordinatorSettings
         from coordinator.store import open_store
 
         self._store = open_store(self.args.etcd or "memory://")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from coordinator import Coordinator, CoordinatorSettings
+from coordinator.server import Coordinator, CoordinatorSettings
 from coordinator.store import MemoryStore
 from tide.cli._cluster import parse_since
 from tide.cli._format import ago, duration, table

@@ -23,7 +23,7 @@ from aiohttp import web
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
-from coordinator.api import ApiLimits, build_app
+from coordinator.api import ApiLimits, ApiSettings, build_app
 from coordinator.control import Scheduler
 from coordinator.jobs import (
     ColdStartRecorder,
@@ -124,7 +124,7 @@ class Coordinator:
             cold_starts=self.cold_starts,
             jobs=jobs,
             workers=workers,
-            settings=self.settings,
+            settings=self._api_settings(),
             cluster_secret=cluster_secret,
             commit_seconds=lambda: self.committer.commit_seconds,
             # Workers and nodes are told this URL: with no public-url configured it is our own
@@ -134,6 +134,16 @@ class Coordinator:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
         await self._listen(sock)
+
+    def _api_settings(self) -> ApiSettings:
+        s = self.settings
+        return ApiSettings(
+            admin_key_hashes=s.admin_key_hashes,
+            jobs=s.jobs,
+            prices=s.prices,
+            mig_ahead=s.mig_ahead,
+            api_limits=s.api_limits,
+        )
 
     async def _supervise(self) -> None:
         """Own every background task; leaves when ``stop`` is asked for."""
