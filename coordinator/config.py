@@ -1,8 +1,9 @@
 """tide-coordinator's configuration: a versioned, strict TOML file.
 
 Unknown keys are errors that name their path (``unknown key `$.jobs.claim-grace```);
-every default is written here and only here (docs/config.md is generated from
-these Structs, and a test checks that every key appears below).  ``main`` decodes
+every default is written here and only here, but for ``[limits]``, whose figures
+are the API limits table's (coordinator/api/_limits.py); docs/config.md is
+generated from these Structs, and a test checks that every key appears below.  ``main`` decodes
 the file once and converts it into the runtime settings the components take.
 ``version`` is optional and defaults to the current one; an older file is
 upgraded step by step through ``_MIGRATIONS``, a newer one is refused.
@@ -126,7 +127,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from coordinator.api import ApiLimits, Route, RouteLimit
+from coordinator.api import LIMITS, ApiLimits, Route, RouteLimit
 from coordinator.jobs import JobSettings
 from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
 from coordinator.server import CoordinatorSettings
@@ -206,7 +207,8 @@ _Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class RouteLimitConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    """One route class's limits; each route's subclass holds its defaults (RunPod's table)."""
+    """One route class's limits; each route's subclass takes its defaults from the API limits
+    table (coordinator/api/_limits.py, RunPod's figures), the one place they are written."""
 
     rate: _Rate
     concurrent: _Count  # 0 = unlimited
@@ -215,47 +217,47 @@ class RouteLimitConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class RunsyncLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    rate: _Rate = 2000
-    concurrent: _Count = 400
-    per_worker_rate: _Count = 200
-    per_worker_concurrent: _Count = 40
+    rate: _Rate = LIMITS["runsync"].rate
+    concurrent: _Count = LIMITS["runsync"].concurrent or 0
+    per_worker_rate: _Count = LIMITS["runsync"].per_worker_rate
+    per_worker_concurrent: _Count = LIMITS["runsync"].per_worker_concurrent
 
 
 class RunLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    rate: _Rate = 1000
-    concurrent: _Count = 200
-    per_worker_rate: _Count = 100
-    per_worker_concurrent: _Count = 20
+    rate: _Rate = LIMITS["run"].rate
+    concurrent: _Count = LIMITS["run"].concurrent or 0
+    per_worker_rate: _Count = LIMITS["run"].per_worker_rate
+    per_worker_concurrent: _Count = LIMITS["run"].per_worker_concurrent
 
 
 class StatusLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    rate: _Rate = 2000
-    concurrent: _Count = 400
-    per_worker_rate: _Count = 200
-    per_worker_concurrent: _Count = 40
+    rate: _Rate = LIMITS["status"].rate
+    concurrent: _Count = LIMITS["status"].concurrent or 0
+    per_worker_rate: _Count = LIMITS["status"].per_worker_rate
+    per_worker_concurrent: _Count = LIMITS["status"].per_worker_concurrent
 
 
 class StreamLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    rate: _Rate = 2000
-    concurrent: _Count = 400
-    per_worker_rate: _Count = 200
-    per_worker_concurrent: _Count = 40
+    rate: _Rate = LIMITS["stream"].rate
+    concurrent: _Count = LIMITS["stream"].concurrent or 0
+    per_worker_rate: _Count = LIMITS["stream"].per_worker_rate
+    per_worker_concurrent: _Count = LIMITS["stream"].per_worker_concurrent
 
 
 class CancelLimits(RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    rate: _Rate = 100
-    concurrent: _Count = 20
-    per_worker_rate: _Count = 10
-    per_worker_concurrent: _Count = 2
+    rate: _Rate = LIMITS["cancel"].rate
+    concurrent: _Count = LIMITS["cancel"].concurrent or 0
+    per_worker_rate: _Count = LIMITS["cancel"].per_worker_rate
+    per_worker_concurrent: _Count = LIMITS["cancel"].per_worker_concurrent
 
 
 class PurgeQueueLimits(
     RouteLimitConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"
 ):
-    rate: _Rate = 2
-    concurrent: _Count = 0
-    per_worker_rate: _Count = 0
-    per_worker_concurrent: _Count = 0
+    rate: _Rate = LIMITS["purge-queue"].rate
+    concurrent: _Count = LIMITS["purge-queue"].concurrent or 0
+    per_worker_rate: _Count = LIMITS["purge-queue"].per_worker_rate
+    per_worker_concurrent: _Count = LIMITS["purge-queue"].per_worker_concurrent
 
 
 class LimitsConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):

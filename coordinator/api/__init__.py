@@ -3,6 +3,6 @@
 
 from coordinator.api._app import ApiSettings, build_app
 from coordinator.api._http import mint_worker_token
-from coordinator.api._limits import ApiLimits, Route, RouteLimit
+from coordinator.api._limits import LIMITS, ApiLimits, Route, RouteLimit
 
-__all__ = ["ApiLimits", "ApiSettings", "Route", "RouteLimit", "build_app", "mint_worker_token"]
+__all__ = ["LIMITS", "ApiLimits", "ApiSettings", "Route", "RouteLimit", "build_app", "mint_worker_token"]
