@@ -36,8 +36,7 @@ from coordinator.jobs import (
     WorkerService,
 )
 from coordinator.scheduling import DEFAULT_HOST_RESERVE, AheadSettings, HostReserve
-from coordinator.store import Compare, Put, Store
-from coordinator.store._election import Election
+from coordinator.store import Compare, Election, Put, Store
 from coordinator.view import ClusterView
 from tiered_storage import LocalBlobStore
 

@@ -17,7 +17,7 @@ import time
 from aiohttp import web
 
 from coordinator.api._http import Auth, json_response, query_int
-from coordinator.control._mig_ahead_loop import MigAhead
+from coordinator.control import MigAhead
 from coordinator.scheduling import DEFAULT_AHEAD, AheadSettings
 from coordinator.store import Store
 from coordinator.view import ClusterView
