@@ -460,7 +460,7 @@ def ensure_t1(store: HostStore, fp: str) -> None:
     assert seg is not None, "RAM budget too small for T1"
     with ChunkReader(store.t2_path(fp)) as reader, memoryview(seg.map) as view:
         reader.read_into(view, index.data_offset)
-    seg.commit(index, store.header(fp), model_id=None, stamp="")
+    store.publish_t1(seg, index, store.header(fp), model_id=None, stamp="")
     seg.map.close()
 
 

@@ -50,7 +50,7 @@ def _save_to_t1(store: HostStore, loaded: Loaded) -> None:
         dst = host_tensor(seg.map)
         copy_all(dst, loaded.flat)
         del dst
-        seg.commit(index, loaded.header, model_id=None, stamp="")
+        store.publish_t1(seg, index, loaded.header, model_id=None, stamp="")
         seg.map.close()
         loaded.in_t1 = True
 

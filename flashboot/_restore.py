@@ -271,7 +271,7 @@ def _from_t2(
             seg.abort()
         raise
     if seg is not None:
-        seg.commit(index, store.header(fp), model_id=model_id, stamp=stamp)
+        store.publish_t1(seg, index, store.header(fp), model_id=model_id, stamp=stamp)
     else:
         store.touch(fp)
     if not cuda and seg is not None:  # T0 on CPU: the published T1 copy, mapped copy-on-write
@@ -321,7 +321,7 @@ def _from_source(
     pin = store.pin(index.fingerprint)
     store.save_header(index.fingerprint, header)
     if seg is not None:
-        seg.commit(index, header, model_id=model_id, stamp=stamp)
+        store.publish_t1(seg, index, header, model_id=model_id, stamp=stamp)
         loaded = _from_t1(store, model_id, index.fingerprint, pin, device, rec, "source")
         loaded.keepalive = buf
         return Restored(loaded=loaded, tier="source")

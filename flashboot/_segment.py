@@ -5,14 +5,8 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from typing import TYPE_CHECKING
 
 import msgspec
-
-from ._image import ImageIndex
-
-if TYPE_CHECKING:
-    from ._store import HostStore
 
 __all__ = ["WANT_FILE", "T1Segment", "Want"]
 
@@ -27,10 +21,10 @@ class Want(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class T1Segment:
-    """A reserved T1 file being filled by this process; ``commit`` publishes it, ``abort`` frees it."""
+    """A reserved T1 file being filled by this process; the store publishes it
+    (``HostStore.publish_t1``), ``abort`` frees it."""
 
-    def __init__(self, store: HostStore, tmp_path: str, nbytes: int):
-        self.store = store
+    def __init__(self, tmp_path: str, nbytes: int):
         self.tmp_path = tmp_path
         self.nbytes = nbytes
         fd = os.open(tmp_path, os.O_RDWR)
@@ -38,16 +32,6 @@ class T1Segment:
             self.map = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED)
         finally:
             os.close(fd)
-
-    def commit(self, index: ImageIndex, header: bytes, *, model_id: str | None, stamp: str) -> None:
-        """Publish the filled segment as ``<fp>.t1``; the caller already pins ``index.fingerprint``."""
-        self.store.save_header(index.fingerprint, header)
-        target = self.store.t1_path(index.fingerprint)
-        if os.path.exists(target):  # identical bytes published by someone else: keep theirs
-            os.unlink(self.tmp_path)
-        else:
-            os.replace(self.tmp_path, target)
-        self.store.record(index, model_id=model_id, stamp=stamp)
 
     def abort(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -422,7 +422,19 @@ class HostStore:
             return None  # no room in RAM after all: the caller fills private memory instead
         finally:
             os.close(fd)
-        return T1Segment(self, tmp, nbytes)
+        return T1Segment(tmp, nbytes)
+
+    def publish_t1(
+        self, seg: T1Segment, index: ImageIndex, header: bytes, *, model_id: str | None, stamp: str
+    ) -> None:
+        """Publish a filled segment as ``<fp>.t1``; the caller already pins ``index.fingerprint``."""
+        self.save_header(index.fingerprint, header)
+        target = self.t1_path(index.fingerprint)
+        if os.path.exists(target):  # identical bytes published by someone else: keep theirs
+            os.unlink(seg.tmp_path)
+        else:
+            os.replace(seg.tmp_path, target)
+        self.record(index, model_id=model_id, stamp=stamp)
 
     def note_want(self, nbytes: int) -> None:
         """Tell the keeper a fill found no room in the T1 tmpfs (``want.json``; best effort)."""

@@ -32,7 +32,7 @@ def put_t1(store: HostStore, model_id: str, sd: dict[str, np.ndarray]) -> ImageI
         pack(sources, sink)
         header, index = seal(layout, sink)
     store.save_header(index.fingerprint, header)
-    seg.commit(index, header, model_id=model_id, stamp="")
+    store.publish_t1(seg, index, header, model_id=model_id, stamp="")
     seg.map.close()
     return index
 

@@ -67,7 +67,7 @@ def test_subprocess_worker_restores_from_t1(keeper: Keeper, tmp_path: Path) -> N
     with open(store.t2_path(fp), "rb") as f:
         f.seek(store.image_index(fp).data_offset)
         seg.map[:] = f.read(seg.nbytes)
-    seg.commit(store.image_index(fp), store.header(fp), model_id=None, stamp="")
+    store.publish_t1(seg, store.image_index(fp), store.header(fp), model_id=None, stamp="")
     seg.map.close()
     assert keeper.holdings().t1 == (fp,)
 
