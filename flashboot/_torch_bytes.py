@@ -1,4 +1,8 @@
-"""Torch <-> safetensors dtype mapping and byte views of tensors (imports torch: worker side only)."""
+"""Torch <-> safetensors dtype mapping and byte views of tensors (imports torch: worker side only).
+
+The writer imports this module lazily, for a state dict of torch tensors; nothing here imports the
+writer back.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,8 @@ import torch
 from tide.api.errors import InvalidArgument
 
 from ._image import TensorEntry, TensorSpec
-from ._writer import Sink, TensorSource
 
-__all__ = ["TORCH_DTYPES", "torch_dtype", "torch_source", "views_of"]
+__all__ = ["TORCH_DTYPES", "host_bytes", "tensor_spec", "torch_dtype", "views_of"]
 
 TORCH_DTYPES: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
@@ -39,7 +42,8 @@ def torch_dtype(name: str) -> torch.dtype:
         raise InvalidArgument(f"dtype {name!r} has no torch equivalent") from None
 
 
-def _host_bytes(tensor: torch.Tensor) -> memoryview:
+def host_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's bytes in host memory (a device tensor is copied to the host first)."""
     flat = tensor.detach().reshape(-1)
     if flat.device.type != "cpu":
         flat = flat.cpu()
@@ -48,16 +52,11 @@ def _host_bytes(tensor: torch.Tensor) -> memoryview:
     return array.data
 
 
-def torch_source(name: str, tensor: torch.Tensor) -> TensorSource:
+def tensor_spec(name: str, tensor: torch.Tensor) -> TensorSpec:
     dtype = TORCH_DTYPES.get(tensor.dtype)
     if dtype is None:
         raise InvalidArgument(f"tensor {name!r}: torch dtype {tensor.dtype} is not supported")
-    spec = TensorSpec(name=name, dtype=dtype, shape=tuple(int(d) for d in tensor.shape))
-
-    def fill(sink: Sink, offset: int) -> None:
-        sink.put(offset, _host_bytes(tensor))
-
-    return TensorSource(spec=spec, fill=fill)
+    return TensorSpec(name=name, dtype=dtype, shape=tuple(int(d) for d in tensor.shape))
 
 
 def views_of(flat: torch.Tensor, entries: tuple[TensorEntry, ...]) -> dict[str, torch.Tensor]:

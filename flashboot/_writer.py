@@ -175,6 +175,17 @@ def _numpy_source(name: str, array: np.ndarray[Any, Any]) -> TensorSource:
     return TensorSource(spec=spec, fill=fill)
 
 
+def _torch_source(name: str, tensor: Any) -> TensorSource:
+    from ._torch_bytes import host_bytes, tensor_spec  # only a torch caller pays for importing torch
+
+    spec = tensor_spec(name, tensor)
+
+    def fill(sink: Sink, offset: int) -> None:
+        sink.put(offset, host_bytes(tensor))
+
+    return TensorSource(spec=spec, fill=fill)
+
+
 def describe_tensors(tensors: Mapping[str, Any], *, order: Sequence[str] | None = None) -> list[TensorSource]:
     """Sources for a state dict of torch tensors or numpy arrays, in ``order`` (default: dict order)."""
     names = _ordered(list(tensors), order)
@@ -184,9 +195,7 @@ def describe_tensors(tensors: Mapping[str, Any], *, order: Sequence[str] | None 
         if isinstance(value, np.ndarray):
             sources.append(_numpy_source(name, value))
         elif type(value).__module__.startswith("torch"):
-            from ._torch_bytes import torch_source  # only a torch caller pays for importing torch
-
-            sources.append(torch_source(name, value))
+            sources.append(_torch_source(name, value))
         else:
             raise InvalidArgument(
                 f"tensor {name!r}: expected a torch.Tensor or numpy array, got {type(value)}"
