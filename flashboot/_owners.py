@@ -27,7 +27,7 @@ import msgspec
 from tide.api.errors import InvalidArgument, TideError, Unavailable
 
 from . import _pool
-from ._plan import EvictionPlan, ModelState, plan_evictions
+from ._plan import EvictionPlan, StoreUsage, plan_stores
 from ._safe import open_regular
 from ._segment import WANT_FILE, Want
 from ._store import HostStore
@@ -80,23 +80,10 @@ def enforce_all(
         disk_budget -= sum(s.disk_used() for s in busy)
         wanted = _take_wants(held, ram_budget)
         _trim_free(held, ram_budget - wanted)
-        models: list[ModelState] = []
-        extra_ram = extra_disk = 0
-        for i, store in enumerate(held):
-            try:
-                snap = store.snapshot()
-            except TideError as exc:  # a broken index: its owner's models sit this pass out
-                log.warning("FlashBoot store %s skipped this pass: %s", store.state_dir, exc)
-                extra_ram += store.ram_used()  # its bytes still count
-                extra_disk += store.disk_used()
-                continue
-            extra_ram += store.ram_used() - sum(m.data_bytes for m in snap if m.in_t1)
-            extra_disk += store.disk_used() - sum(m.image_bytes for m in snap if m.in_t2)
-            models += [msgspec.structs.replace(m, fingerprint=f"{i}:{m.fingerprint}") for m in snap]
-        plan = plan_evictions(
-            models,
-            ram_budget=ram_budget - max(extra_ram, 0),
-            disk_budget=disk_budget - max(extra_disk, 0),
+        plan = plan_stores(
+            [_usage(i, store) for i, store in enumerate(held)],
+            ram_budget=ram_budget,
+            disk_budget=disk_budget,
             need_ram=wanted,
         )
         for key in plan.drop_t2:
@@ -115,6 +102,17 @@ def enforce_all(
             _guarded(store, "tidy-up", "its index", store.forget_empty)
         _trim_free(again, ram_budget - wanted)  # dropped copies became free memory: keep what fits
     return plan
+
+
+def _usage(i: int, store: HostStore) -> StoreUsage:
+    """The store for the planner, its models named ``"<i>:<fp>"`` (unique across the stores)."""
+    try:
+        usage = store.usage()
+    except TideError as exc:  # a broken index: its owner's models sit this pass out
+        log.warning("FlashBoot store %s skipped this pass: %s", store.state_dir, exc)
+        return StoreUsage(ram_used=store.ram_used(), disk_used=store.disk_used())  # its bytes still count
+    models = tuple(msgspec.structs.replace(m, fingerprint=f"{i}:{m.fingerprint}") for m in usage.models)
+    return msgspec.structs.replace(usage, models=models)
 
 
 def _guarded(store: HostStore, what: str, fp: str, act: Callable[[], object]) -> None:

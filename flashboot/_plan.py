@@ -5,13 +5,20 @@ move: T1 copies to demote to T2 (write the image, then free the RAM), T1 copies 
 them already, or the disk has no room), and T2 images to delete.  Least recently used first;
 pinned models (a live process maps them) are never touched.  No I/O, no clock: ``last_used``
 values come in with the snapshot.
+
+``plan_stores`` is the one entry point of both eviction passes: a worker making room in its own
+store (``HostStore.make_room``) and the keeper keeping every store of the host within the budgets
+(``_owners.enforce_all``).  Bytes a store holds that its models do not account for (fills in
+progress, recycled memory, files its index does not know) take room too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
-__all__ = ["EvictionPlan", "ModelState", "plan_evictions"]
+__all__ = ["EvictionPlan", "ModelState", "StoreUsage", "plan_evictions", "plan_stores"]
 
 
 class ModelState(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,6 +29,15 @@ class ModelState(msgspec.Struct, frozen=True, kw_only=True):
     in_t2: bool
     pinned: bool
     last_used: float
+
+
+class StoreUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """One store as the planner sees it: the models a tier of it holds, and the bytes its T1 and
+    T2 directories hold (which may be more than its models account for)."""
+
+    models: tuple[ModelState, ...] = ()  # none when its index could not be read: only bytes count
+    ram_used: int
+    disk_used: int
 
 
 class EvictionPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,4 +114,26 @@ def plan_evictions(
         drop_t2=tuple(disk.dropped),
         ram_fits=ram_used + need_ram <= ram_budget,
         disk_fits=disk_fits,
+    )
+
+
+def plan_stores(
+    stores: Sequence[StoreUsage],
+    *,
+    ram_budget: int,
+    disk_budget: int,
+    need_ram: int = 0,
+    need_disk: int = 0,
+) -> EvictionPlan:
+    """``plan_evictions`` over the models of every store, under one pair of budgets less the bytes
+    that no model accounts for.  The models' fingerprints must be unique across the stores."""
+    models = [m for s in stores for m in s.models]
+    extra_ram = sum(s.ram_used for s in stores) - sum(m.data_bytes for m in models if m.in_t1)
+    extra_disk = sum(s.disk_used for s in stores) - sum(m.image_bytes for m in models if m.in_t2)
+    return plan_evictions(
+        models,
+        ram_budget=ram_budget - max(extra_ram, 0),
+        disk_budget=disk_budget - max(extra_disk, 0),
+        need_ram=need_ram,
+        need_disk=need_disk,
     )

@@ -40,7 +40,7 @@ from . import _pool
 from ._image import ImageIndex, parse_header
 from ._io import write_file_atomic
 from ._locks import SharedLock, exclusive, try_exclusive
-from ._plan import EvictionPlan, ModelState, plan_evictions
+from ._plan import EvictionPlan, ModelState, StoreUsage, plan_stores
 from ._safe import check_fingerprint, open_regular, valid_fingerprint
 from ._segment import WANT_FILE, T1Segment, Want
 from ._tmpfs import t1_backing
@@ -321,18 +321,10 @@ class HostStore:
                 )
         return out
 
-    def _plan(self, need_ram: int, need_disk: int) -> EvictionPlan:
-        models = self.snapshot()
-        # Files the index does not know (fills in progress) still take room; free memory was trimmed.
-        extra_ram = self.ram_used() - sum(m.data_bytes for m in models if m.in_t1)
-        extra_disk = self.disk_used() - sum(m.image_bytes for m in models if m.in_t2)
-        return plan_evictions(
-            models,
-            ram_budget=self.config.ram_budget - max(extra_ram, 0),
-            disk_budget=self.config.disk_budget - max(extra_disk, 0),
-            need_ram=need_ram,
-            need_disk=need_disk,
-        )
+    def usage(self) -> StoreUsage:
+        """What the store holds and the bytes it takes, for the planner (the caller holds the
+        state lock)."""
+        return StoreUsage(models=tuple(self.snapshot()), ram_used=self.ram_used(), disk_used=self.disk_used())
 
     def make_room(self, *, need_ram: int = 0, need_disk: int = 0) -> EvictionPlan:
         """Evict LRU unpinned copies until the budgets leave ``need_*`` bytes free.  Slow: may demote.
@@ -341,7 +333,14 @@ class HostStore:
         """
         with self.locked():
             _pool.trim(self.config.shm_dir, self.ram_used() + need_ram - self.config.ram_budget)
-            plan = self._plan(need_ram, need_disk)
+            # Files the index does not know (fills in progress) still take room; free memory was trimmed.
+            plan = plan_stores(
+                [self.usage()],
+                ram_budget=self.config.ram_budget,
+                disk_budget=self.config.disk_budget,
+                need_ram=need_ram,
+                need_disk=need_disk,
+            )
             for fp in plan.drop_t2:
                 self.drop_copy(fp, self.t2_path(fp))
         for fp in plan.demote:

@@ -1,11 +1,14 @@
-"""Eviction planning: LRU, pinned models untouched, budgets met whenever they can be."""
+"""Eviction planning: LRU, pinned models untouched, budgets met whenever they can be, no more evicted
+than needed.  ``plan_stores`` is what both eviction passes run (``HostStore.make_room``, one store;
+``enforce_all``, every store of the host)."""
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flashboot._plan import ModelState, plan_evictions
+from flashboot._plan import ModelState, StoreUsage, plan_evictions, plan_stores
 
 
 def _m(fp: str, *, t1: bool = True, t2: bool = False, pinned: bool = False, used: float = 0.0) -> ModelState:
@@ -88,3 +91,74 @@ def test_plan_properties(
     kept = [m.last_used for m in t1_after if not m.pinned]
     if evicted and kept:
         assert max(evicted) <= min(kept)
+
+
+def test_bytes_no_model_accounts_for_take_room() -> None:
+    usage = StoreUsage(models=(_m("a", used=1), _m("b", used=2)), ram_used=250, disk_used=0)
+    plan = plan_stores([usage], ram_budget=200, disk_budget=1000)  # a 50-byte fill is under way
+    assert plan.demote == ("a",) and plan.ram_fits
+
+
+def test_a_store_without_models_only_costs_its_bytes() -> None:
+    broken = StoreUsage(ram_used=100, disk_used=0)
+    usage = StoreUsage(models=(_m("0:a", used=1), _m("0:b", used=2)), ram_used=200, disk_used=0)
+    plan = plan_stores([usage, broken], ram_budget=200, disk_budget=1000)
+    assert plan.demote == ("0:a",) and plan.ram_fits  # 300 held, 200 allowed
+
+
+def test_stores_share_one_lru_order() -> None:
+    one = StoreUsage(models=(_m("0:new", used=9),), ram_used=100, disk_used=0)
+    two = StoreUsage(models=(_m("1:old", used=1),), ram_used=100, disk_used=0)
+    plan = plan_stores([one, two], ram_budget=100, disk_budget=1000)
+    assert plan.demote == ("1:old",)
+
+
+@st.composite
+def stores_st(draw: st.DrawFn) -> list[StoreUsage]:
+    """Stores whose directories hold at least what their models account for (the files exist),
+    plus a few bytes nobody accounts for (fills in progress, recycled memory)."""
+    out = []
+    for i in range(draw(st.integers(1, 3))):
+        models = tuple(
+            msgspec.structs.replace(m, fingerprint=f"{i}:{m.fingerprint}") for m in draw(models_st)
+        )
+        ram = sum(m.data_bytes for m in models if m.in_t1) + draw(st.integers(0, 60))
+        disk = sum(m.image_bytes for m in models if m.in_t2) + draw(st.integers(0, 60))
+        out.append(StoreUsage(models=models, ram_used=ram, disk_used=disk))
+    return out
+
+
+def _lru_key(m: ModelState) -> tuple[float, str]:
+    return m.last_used, m.fingerprint
+
+
+@given(stores_st(), st.integers(0, 800), st.integers(0, 800), st.integers(0, 100), st.integers(0, 100))
+def test_plan_stores_properties(
+    stores: list[StoreUsage], ram: int, disk: int, need_ram: int, need_disk: int
+) -> None:
+    plan = plan_stores(stores, ram_budget=ram, disk_budget=disk, need_ram=need_ram, need_disk=need_disk)
+    by_fp = {m.fingerprint: m for s in stores for m in s.models}
+    ram_used = sum(s.ram_used for s in stores)
+    disk_used = sum(s.disk_used for s in stores)
+    # Pinned models (a live process maps them) are never touched, in any tier.
+    assert not any(by_fp[fp].pinned for fp in plan.demote + plan.drop_t1 + plan.drop_t2)
+    victims = sorted((by_fp[fp] for fp in plan.demote + plan.drop_t1), key=_lru_key)
+    freed = sum(m.data_bytes for m in victims)
+    # The RAM fits after the plan exactly when the plan says so (unaccounted bytes count too).
+    assert plan.ram_fits == (ram_used - freed + need_ram <= ram)
+    # Never more than needed: before its newest T1 victim went, the RAM did not fit.
+    if victims:
+        assert ram_used - freed + victims[-1].data_bytes + need_ram > ram
+    # LRU across stores: every T1 copy evicted is older than every unpinned T1 copy kept.
+    kept = [m for m in by_fp.values() if m.in_t1 and not m.pinned and m not in victims]
+    if victims and kept:
+        assert _lru_key(victims[-1]) < min(_lru_key(m) for m in kept)
+    # Images go oldest first too, and the disk fits whenever the plan says so.
+    dropped = [by_fp[fp] for fp in plan.drop_t2]
+    assert dropped == sorted(dropped, key=_lru_key)
+    kept_images = [m for m in by_fp.values() if m.in_t2 and not m.pinned and m not in dropped]
+    if dropped and kept_images:
+        assert _lru_key(dropped[-1]) < min(_lru_key(m) for m in kept_images)
+    demoted = sum(by_fp[fp].image_bytes for fp in plan.demote)
+    if plan.disk_fits:
+        assert disk_used - sum(m.image_bytes for m in dropped) + demoted + need_disk <= disk
