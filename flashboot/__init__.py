@@ -9,11 +9,12 @@ safetensors files (``write_image``, ``convert_safetensors``, ``read_index``).
 
 from ._boot import ENV_REPORT_DIR, read_boot
 from ._image import ImageIndex, TensorEntry, read_index
-from ._keeper import ENV_DIR, ENV_OWNER, Holdings, Keeper, KeeperConfig, ModelHolding
 from ._source import source_stamp
 from ._stats import LoadStats, StageTiming
+from ._store import ENV_DIR, ENV_OWNER
 from ._tmpfs import T1Backing, t1_advice
 from ._writer import convert_safetensors, write_image
+from .host import Holdings, Keeper, KeeperConfig, ModelHolding
 from .worker import last_load_stats, load, page_in, page_out, release
 
 __all__ = [

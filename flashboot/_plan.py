@@ -8,7 +8,7 @@ values come in with the snapshot.
 
 ``plan_stores`` is the one entry point of both eviction passes: a worker making room in its own
 store (``HostStore.make_room``) and the keeper keeping every store of the host within the budgets
-(``_owners.enforce_all``).  Bytes a store holds that its models do not account for (fills in
+(``host._owners.enforce_all``).  Bytes a store holds that its models do not account for (fills in
 progress, recycled memory, files its index does not know) take room too.
 """
 

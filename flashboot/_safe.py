@@ -1,6 +1,6 @@
 """Treating a store's files as untrusted: what the keeper (root, on the host) may believe.
 
-An endpoint's workers can write anything in their own store (``_owners.py``): its index, links in
+An endpoint's workers can write anything in their own store (``host/_owners.py``): its index, links in
 place of files or directories, lock files held forever.  The keeper still has to read and move
 those files, so it believes only names it can check (fingerprints are 32 hex digits), opens only
 regular files and never follows a link, and refuses a store whose directories are not real

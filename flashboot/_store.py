@@ -16,8 +16,9 @@ operation that survives either side dying.  ``$TIDE_FLASHBOOT_DIR`` names the st
     <shm_dir>/<key>.t1.tmp         T1 being filled (its bytes count against the RAM budget)
 
 Rules: a T1 or T2 file appears only by rename, so if it exists it is complete.  Presence in a tier
-is the file's existence; index.json only adds sizes, last use and aliases, and ``reconcile`` repairs
-it against the files (after a reboot /dev/shm is empty; T2 survives).  A process pins a model
+is the file's existence; index.json only adds sizes, last use and aliases, and the keeper's
+``reconcile`` (``host/_repair.py``) repairs it against the files (after a reboot /dev/shm is empty;
+T2 survives).  A process pins a model
 (shared flock) before it looks for its files; eviction needs the exclusive flock, so it skips any
 model that a live process maps.  Locks die with their process, so a crash leaves nothing pinned.
 """
@@ -45,8 +46,10 @@ from ._safe import check_fingerprint, open_regular, valid_fingerprint
 from ._segment import WANT_FILE, T1Segment, Want
 from ._tmpfs import t1_backing
 
-__all__ = ["Alias", "HostStore", "ModelRecord", "StoreConfig", "StoreIndex"]
+__all__ = ["ENV_DIR", "ENV_OWNER", "Alias", "HostStore", "ModelRecord", "StoreConfig", "StoreIndex"]
 
+ENV_DIR = "TIDE_FLASHBOOT_DIR"
+ENV_OWNER = "TIDE_FLASHBOOT_OWNER"  # recorded with every model the worker loads (noded: endpoint id)
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on a header
 
 

@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._boot import BootReport
-from ._keeper import ENV_DIR, ENV_OWNER
 from ._stats import LoadStats, StageRecorder
-from ._store import HostStore
+from ._store import ENV_DIR, ENV_OWNER, HostStore
 
 if TYPE_CHECKING:
     import torch

@@ -17,8 +17,8 @@ import msgspec
 import pytest
 
 from flashboot import Keeper
-from flashboot import _keeper as keeper_module
 from flashboot import _store as store_module
+from flashboot.host import _keeper as keeper_module
 
 from .conftest import make_keeper, torch_model
 

@@ -9,9 +9,9 @@ import msgspec
 
 from tide.api.errors import InvalidArgument, NotFound
 
-from ._locks import try_exclusive
-from ._safe import valid_fingerprint
-from ._store import HostStore, ModelRecord
+from .._locks import try_exclusive
+from .._safe import valid_fingerprint
+from .._store import HostStore, ModelRecord
 
 __all__ = ["reconcile"]
 

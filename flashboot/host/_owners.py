@@ -26,11 +26,11 @@ import msgspec
 
 from tide.api.errors import InvalidArgument, TideError, Unavailable
 
-from . import _pool
-from ._plan import EvictionPlan, StoreUsage, plan_stores
-from ._safe import open_regular
-from ._segment import WANT_FILE, Want
-from ._store import HostStore
+from .. import _pool
+from .._plan import EvictionPlan, StoreUsage, plan_stores
+from .._safe import open_regular
+from .._segment import WANT_FILE, Want
+from .._store import HostStore
 
 __all__ = ["OWNERS_DIR", "enforce_all", "owner_key", "owner_keys", "owner_paths"]
 

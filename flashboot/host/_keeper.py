@@ -2,7 +2,7 @@
 
 The keeper owns a state directory on local disk and a directory in shared memory; together they hold
 T2 (images on disk) and T1 (data sections in ``/dev/shm``) for every model this host has run.  Worker
-processes reach it through the directory convention documented in ``_store.py``: noded passes
+processes reach it through the directory convention documented in ``flashboot/_store.py``: noded passes
 ``Keeper.env(owner)`` (``TIDE_FLASHBOOT_DIR=<the owner's state dir>``) into each worker's environment
 and mounts that owner's two directories into its container (one store per owner: ``_owners.py``);
 ``flashboot.load`` does the rest.  There is no server, so noded can
@@ -42,25 +42,23 @@ import msgspec
 
 from tide.api.errors import InvalidArgument, ResourceExhausted, TideError, Unavailable
 
-from . import _pool
-from ._image import ImageIndex, compute_chunk_hashes, iter_chunks, read_index
-from ._io import ChunkReader, write_file_atomic
-from ._locks import SharedLock
+from .. import _pool
+from .._image import ImageIndex, compute_chunk_hashes, iter_chunks, read_index
+from .._io import ChunkReader, write_file_atomic
+from .._locks import SharedLock
+from .._plan import EvictionPlan
+from .._registry import live_t0
+from .._safe import open_regular, tree_problem
+from .._store import ENV_DIR, ENV_OWNER, HostStore, StoreConfig
+from .._tmpfs import T1Backing, t1_backing
 from ._owners import enforce_all, owner_key, owner_keys, owner_paths
-from ._plan import EvictionPlan
-from ._registry import live_t0
 from ._repair import reconcile
-from ._safe import open_regular, tree_problem
-from ._store import HostStore, StoreConfig
-from ._tmpfs import T1Backing, t1_backing
 
-__all__ = ["ENV_DIR", "ENV_OWNER", "Holdings", "Keeper", "KeeperConfig", "ModelHolding", "Tier"]
+__all__ = ["Holdings", "Keeper", "KeeperConfig", "ModelHolding", "Tier"]
 
 log = logging.getLogger("tide.flashboot")
 
 LOCK_TIMEOUT_S = 2.0  # a store lock held longer is a stuck or hostile worker: skip that store
-ENV_DIR = "TIDE_FLASHBOOT_DIR"
-ENV_OWNER = "TIDE_FLASHBOOT_OWNER"  # recorded with every model the worker loads (noded: endpoint id)
 Tier = Literal["t0", "t1", "t2"]
 _TIERS: tuple[Tier, ...] = ("t0", "t1", "t2")
 
