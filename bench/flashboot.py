@@ -329,8 +329,8 @@ def _method(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 
     def fb_t1_copy() -> dict[str, Any]:
         """T1 -> T0 as an owned copy into fresh memory (the CUDA-like path, measured on CPU)."""
-        from flashboot._device import copy_all, host_tensor
-        from flashboot._torch_bytes import views_of
+        from flashboot.worker._device import copy_all, host_tensor
+        from flashboot.worker._torch_bytes import views_of
 
         store = HostStore.open(spec["state_dir"])
         index = store.image_index(spec["fingerprint"])
@@ -417,8 +417,8 @@ def page_out_in(spec: dict[str, Any], import_s: float, ctx_s: float) -> dict[str
     import torch
 
     import flashboot
-    from flashboot._device import copy_all
-    from flashboot.worker import _PROC
+    from flashboot.worker._api import _PROC
+    from flashboot.worker._device import copy_all
 
     def never() -> dict[str, Any]:
         raise SystemExit("no tier held the model")

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 import flashboot  # noqa: E402
 from flashboot import ENV_OWNER, ENV_REPORT_DIR, Keeper, read_boot  # noqa: E402
-from flashboot._boot import process_started_at  # noqa: E402
+from flashboot.worker._boot import process_started_at  # noqa: E402
 
 from .conftest import torch_model  # noqa: E402
 
@@ -29,7 +29,7 @@ def _release_all() -> Iterator[None]:
 
 def test_process_start_time_is_when_the_process_started() -> None:
     assert 0 < process_started_at() <= time.time()
-    code = "from flashboot._boot import process_started_at; print(process_started_at())"
+    code = "from flashboot.worker._boot import process_started_at; print(process_started_at())"
     before = time.time()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     after = time.time()

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from flashboot._device import (  # noqa: E402
+from flashboot.worker._device import (  # noqa: E402
     ENV_HOST_COPY,
     PinnedRing,
     StagedCopier,

@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 
 from flashboot import convert_safetensors, read_index, write_image
 from flashboot._image import PAGE, TensorSpec, plan_layout
-from flashboot._writer import default_load_order
+from flashboot.worker._writer import default_load_order
 from tide.api.errors import InvalidArgument
 
 from .conftest import numpy_model

@@ -15,7 +15,7 @@ from flashboot import Keeper, KeeperConfig, write_image
 from flashboot import _store as store_module
 from flashboot._image import ImageIndex
 from flashboot._store import HostStore
-from flashboot._writer import BufferSink, describe_tensors, pack, seal
+from flashboot.worker._writer import BufferSink, describe_tensors, pack, seal
 from tide.api.errors import ResourceExhausted
 
 from .conftest import make_keeper, numpy_model

@@ -15,10 +15,10 @@ torch = pytest.importorskip("torch")
 
 import flashboot  # noqa: E402
 from flashboot import Keeper  # noqa: E402
-from flashboot._device import copy_all, host_tensor  # noqa: E402
-from flashboot._restore import Restored, restore  # noqa: E402
-from flashboot._stats import StageRecorder  # noqa: E402
 from flashboot._store import HostStore  # noqa: E402
+from flashboot.worker._device import copy_all, host_tensor  # noqa: E402
+from flashboot.worker._restore import Restored, restore  # noqa: E402
+from flashboot.worker._stats import StageRecorder  # noqa: E402
 
 from .conftest import make_keeper, torch_model  # noqa: E402
 

@@ -11,7 +11,7 @@ import torch
 
 from tide.api.errors import InvalidArgument
 
-from ._image import TensorEntry, TensorSpec
+from .._image import TensorEntry, TensorSpec
 
 __all__ = ["TORCH_DTYPES", "host_bytes", "tensor_spec", "torch_dtype", "views_of"]
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from tide.api.errors import InvalidArgument, NotFound, Unavailable
 
-from ._image import (
+from .._image import (
     DEFAULT_ALIGN,
     DEFAULT_CHUNK_BYTES,
     ImageIndex,
@@ -31,7 +31,7 @@ from ._image import (
     parse_header,
     plan_layout,
 )
-from ._io import pread_full, write_file_atomic
+from .._io import pread_full, write_file_atomic
 
 __all__ = [
     "BufferSink",

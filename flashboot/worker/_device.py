@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ._image import iter_chunks
+from .._image import iter_chunks
 
 __all__ = [
     "COPY_CHUNK",

@@ -1,23 +1,4 @@
-"""Worker-side FlashBoot API: restore a model's weights from the nearest tier.
-
-Use it from a handler process (a runpod handler works unchanged)::
-
-    import flashboot
-
-    weights = flashboot.load("llama-8b", source="/models/llama.safetensors")   # or a callable
-    model.load_state_dict(weights, assign=True)
-    print(flashboot.last_load_stats())
-
-With ``$TIDE_FLASHBOOT_DIR`` set (noded sets it from ``Keeper.env()``), ``load`` restores from T1
-(shared RAM), else T2 (the host's image on disk), else the source, and leaves T1 filled for the
-next worker.  Without it, ``load`` just loads the source.  The returned tensors are views into one
-flat device buffer.  On CUDA, ``page_out`` frees that buffer (T1 keeps the bytes) and ``page_in``
-brings it back under the same tensor objects.  On CPU the views map T1 copy-on-write: nothing is
-copied and nothing needs paging.
-
-Importing this module does not import torch; the first ``load`` does.  Calls are serialised per
-process (one lock), and ``load`` of a model this process already holds returns the same views.
-"""
+"""The worker API (``load``, ``page_out``, ``page_in``, ``release``) and what this process holds."""
 
 from __future__ import annotations
 
@@ -27,14 +8,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._store import ENV_DIR, ENV_OWNER, HostStore
 from ._boot import BootReport
 from ._stats import LoadStats, StageRecorder
-from ._store import ENV_DIR, ENV_OWNER, HostStore
 
 if TYPE_CHECKING:
     import torch
 
-    from ._registry import WorkerRegistration
+    from .._registry import WorkerRegistration
     from ._restore import Loaded
 
 __all__ = ["last_load_stats", "load", "page_in", "page_out", "release"]
@@ -77,7 +58,7 @@ class _Process:
         """Rewrite this process's T0 registration for ``store``'s keeper."""
         if store is None:
             return
-        from ._registry import T0Holding, WorkerRegistration
+        from .._registry import T0Holding, WorkerRegistration
 
         reg = self.registrations.get(store.state_dir)
         if reg is None:
@@ -114,7 +95,7 @@ def load(
     a changed size or mtime counts as a new model).  ``state_dir`` overrides
     ``$TIDE_FLASHBOOT_DIR``.  Slow on a miss (reads and hashes the source); safe to call from
     several threads (serialised).  Stage timings: ``last_load_stats()``; with
-    ``$TIDE_WORKER_REPORT_DIR`` set, they also go to noded (``_boot.py``).
+    ``$TIDE_WORKER_REPORT_DIR`` set, they also go to noded (``worker/_boot.py``).
     """
     started_at = time.time()
     with _PROC.lock:

@@ -22,6 +22,13 @@ import torch
 
 from tide.api.errors import InvalidArgument, ResourceExhausted, Unavailable
 
+from .._image import ImageIndex, read_index
+from .._io import ChunkReader
+from .._locks import SharedLock
+from .._segment import T1Segment
+from .._source import paths_of as _paths
+from .._source import source_stamp
+from .._store import HostStore
 from ._device import (
     ChunkCopier,
     PinnedRing,
@@ -33,14 +40,7 @@ from ._device import (
     private_map,
     register_host,
 )
-from ._image import ImageIndex, read_index
-from ._io import ChunkReader
-from ._locks import SharedLock
-from ._segment import T1Segment
-from ._source import paths_of as _paths
-from ._source import source_stamp
 from ._stats import Source, StageRecorder
-from ._store import HostStore
 from ._torch_bytes import views_of
 from ._writer import BufferSink, TensorSource, describe_safetensors, describe_tensors, pack, seal
 

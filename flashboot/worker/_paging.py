@@ -12,9 +12,9 @@ import torch
 
 from tide.api.errors import InvalidArgument
 
+from .._store import HostStore
 from ._device import PinnedRing, copy_all, host_tensor, unregister_host
 from ._restore import Loaded
-from ._store import HostStore
 
 __all__ = ["page_in", "page_out", "release"]
 
