@@ -20,7 +20,7 @@ from flashboot import Keeper
 from flashboot import _store as store_module
 from flashboot.host import _keeper as keeper_module
 
-from .conftest import make_keeper, torch_model
+from ..conftest import make_keeper, torch_model
 
 torch = pytest.importorskip("torch")
 import flashboot  # noqa: E402

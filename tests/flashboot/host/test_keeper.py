@@ -18,7 +18,7 @@ from flashboot._store import HostStore
 from flashboot.worker._writer import BufferSink, describe_tensors, pack, seal
 from tide.api.errors import ResourceExhausted
 
-from .conftest import make_keeper, numpy_model
+from ..conftest import make_keeper, numpy_model
 
 
 def put_t1(store: HostStore, model_id: str, sd: dict[str, np.ndarray]) -> ImageIndex:
@@ -195,7 +195,7 @@ def test_an_owner_sees_only_its_own_store(tmp_path: Path, shm_dir: str) -> None:
     torch = pytest.importorskip("torch")
     import flashboot
 
-    from .conftest import torch_model
+    from ..conftest import torch_model
 
     keeper = make_keeper(tmp_path / "state", shm_dir)
     a_state, a_shm = keeper.dirs("ep-a")
@@ -227,7 +227,7 @@ def test_budgets_hold_across_owners(tmp_path: Path, shm_dir: str, monkeypatch: p
     pytest.importorskip("torch")
     import flashboot
 
-    from .conftest import torch_model
+    from ..conftest import torch_model
 
     one = _model_bytes(tmp_path)
     keeper = make_keeper(tmp_path / "state", shm_dir, ram=int(2.5 * one), disk=int(1.5 * one))
@@ -256,7 +256,7 @@ def _model_bytes(tmp_path: Path) -> int:
     """The T1 size of conftest's torch_model (all seeds share shapes)."""
     import flashboot
 
-    from .conftest import torch_model
+    from ..conftest import torch_model
 
     probe = make_keeper(tmp_path / "probe", f"/dev/shm/tide-flashboot-probe-{os.getpid()}")
     try:
@@ -274,7 +274,7 @@ def test_a_full_tmpfs_falls_back_to_private_memory(keeper: Keeper, monkeypatch: 
 
     import flashboot
 
-    from .conftest import torch_model
+    from ..conftest import torch_model
 
     def full(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -301,7 +301,7 @@ def test_stores_of_gone_endpoints_are_collected_once_empty(
 
     import flashboot
 
-    from .conftest import torch_model
+    from ..conftest import torch_model
 
     for key, value in keeper.env("ep-busy").items():
         monkeypatch.setenv(key, value)

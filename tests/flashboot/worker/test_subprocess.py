@@ -14,9 +14,9 @@ import pytest
 from flashboot import Keeper, write_image
 from flashboot._store import HostStore
 
-from .conftest import numpy_model
+from ..conftest import numpy_model
 
-ROOT = str(Path(__file__).resolve().parents[2])
+ROOT = str(Path(__file__).resolve().parents[3])
 
 WORKER = textwrap.dedent(
     """

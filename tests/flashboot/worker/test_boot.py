@@ -17,7 +17,7 @@ import flashboot  # noqa: E402
 from flashboot import ENV_OWNER, ENV_REPORT_DIR, Keeper, read_boot  # noqa: E402
 from flashboot.worker._boot import process_started_at  # noqa: E402
 
-from .conftest import torch_model  # noqa: E402
+from ..conftest import torch_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from flashboot.worker._device import copy_all, host_tensor  # noqa: E402
 from flashboot.worker._restore import Restored, restore  # noqa: E402
 from flashboot.worker._stats import StageRecorder  # noqa: E402
 
-from .conftest import make_keeper, torch_model  # noqa: E402
+from ..conftest import make_keeper, torch_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
