@@ -10,9 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from noded.runtime._pool import DEFAULT_PREWARM_MODULES
-from noded.runtime._process import ProcessRuntime
 from noded.runtime._protocol import ContainerRuntime, Mount, ResourceLimits, WorkerSpec, WorkerStatus
+from noded.runtime.process import DEFAULT_PREWARM_MODULES, ProcessRuntime
 
 if TYPE_CHECKING:
     from noded.runtime._containerd import ContainerdConfig, ContainerdRuntime

@@ -40,9 +40,9 @@ from noded.runtime import (
 )
 from noded.runtime._cdi import CdiSpec, ContainerEdits, plan_cdi_edits, resolve_device_nodes
 from noded.runtime._oci_spec import plan_oci_spec
-from noded.runtime._process import EXIT_CODE_LOST, plan_launch
 from noded.runtime._pull import chain_ids
 from noded.runtime._registry import RegistryClient, parse_reference, select_manifest
+from noded.runtime.process._runtime import EXIT_CODE_LOST, plan_launch
 from tests.fixtures.containerd import ContainerdServer, containerd_missing
 from tests.fixtures.oci_image import build_test_image, host_python_mounts, push_image
 from tests.fixtures.registry import RegistryServer, registry_missing

@@ -1,4 +1,4 @@
-"""The process runtime's prewarm pool (noded/runtime/_zygote.py), end to end.
+"""The process runtime's prewarm pool (noded/runtime/process/_zygote.py), end to end.
 
 A ``tide dev`` cluster in this process with ``prewarm=True``: unmodified RunPod handlers forked
 from the zygote serve jobs through the real ``runpod`` SDK, each with its own environment, URLs
@@ -28,8 +28,8 @@ import msgspec
 import pytest
 
 from noded.runtime import ProcessRuntime, WorkerSpec
-from noded.runtime._process import EXIT_CODE_LOST
-from noded.runtime._zygote import fork_refusal
+from noded.runtime.process._runtime import EXIT_CODE_LOST
+from noded.runtime.process._zygote import fork_refusal
 from tide.dev import DevCluster, parser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -66,7 +66,7 @@ from collections.abc import Iterable, Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 if __package__:
-    from noded.runtime import _shim
+    from noded.runtime.process import _shim
 else:  # run as a script: the shim sits beside this file
     import _shim  # type: ignore[import-not-found,no-redef]
 

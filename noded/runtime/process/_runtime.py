@@ -42,11 +42,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from noded.runtime import _cgroup
 from noded.runtime._common import BASE_ENV, check_worker_id, device_env, tail_lines
-from noded.runtime._pool import DEFAULT_PREWARM_MODULES, PrewarmPool, fork_eligible
 from noded.runtime._protocol import ResourceLimits, WorkerSpec, WorkerStatus
-from noded.runtime._shim import proc_state, write_json_atomic
+from noded.runtime.process import _cgroup
+from noded.runtime.process._pool import DEFAULT_PREWARM_MODULES, PrewarmPool, fork_eligible
+from noded.runtime.process._shim import proc_state, write_json_atomic
 from tide.api.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 
 __all__ = ["ProcessRuntime", "plan_launch"]
