@@ -16,7 +16,7 @@ venv: $(VENV)/.installed
 # containerd's gRPC stubs are generated at build time from Debian's protos
 # (golang-github-containerd-containerd-dev); nothing generated is committed.
 gen: venv
-	$(PY) -m noded.runtime.gen_protos
+	$(PY) -m noded.runtime.containerd.gen_protos
 
 demo: venv
 	$(PY) examples/demo.py

@@ -1,7 +1,9 @@
-"""ContainerRuntime: the protocol and its implementations.
+"""ContainerRuntime: the protocol (``_protocol.py``), the pieces both runtimes share
+(``_common.py``) and the two implementations, each in its own folder: ``process/`` (the
+embedded default) and ``containerd/`` (production).
 
 ``ContainerdRuntime`` is imported lazily: it needs the gRPC stubs that
-``noded/runtime/gen_protos.py`` generates at build time, and the process runtime
+``noded/runtime/containerd/gen_protos.py`` generates at build time, and the process runtime
 must work without them.
 """
 
@@ -14,8 +16,7 @@ from noded.runtime._protocol import ContainerRuntime, Mount, ResourceLimits, Wor
 from noded.runtime.process import DEFAULT_PREWARM_MODULES, ProcessRuntime
 
 if TYPE_CHECKING:
-    from noded.runtime._containerd import ContainerdConfig, ContainerdRuntime
-    from noded.runtime._registry import RegistryAuth
+    from noded.runtime.containerd import ContainerdConfig, ContainerdRuntime, RegistryAuth
 
 __all__ = [
     "DEFAULT_PREWARM_MODULES",
@@ -32,9 +33,9 @@ __all__ = [
 
 
 _LAZY = {
-    "ContainerdConfig": "noded.runtime._containerd",
-    "ContainerdRuntime": "noded.runtime._containerd",
-    "RegistryAuth": "noded.runtime._registry",
+    "ContainerdConfig": "noded.runtime.containerd",
+    "ContainerdRuntime": "noded.runtime.containerd",
+    "RegistryAuth": "noded.runtime.containerd",
 }
 
 

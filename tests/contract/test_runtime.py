@@ -36,12 +36,12 @@ from noded.runtime import (
     ResourceLimits,
     WorkerSpec,
     WorkerStatus,
-    gen_protos,
 )
-from noded.runtime._cdi import CdiSpec, ContainerEdits, plan_cdi_edits, resolve_device_nodes
-from noded.runtime._oci_spec import plan_oci_spec
-from noded.runtime._pull import chain_ids
-from noded.runtime._registry import RegistryClient, parse_reference, select_manifest
+from noded.runtime.containerd import gen_protos
+from noded.runtime.containerd._cdi import CdiSpec, ContainerEdits, plan_cdi_edits, resolve_device_nodes
+from noded.runtime.containerd._oci_spec import plan_oci_spec
+from noded.runtime.containerd._pull import chain_ids
+from noded.runtime.containerd._registry import RegistryClient, parse_reference, select_manifest
 from noded.runtime.process._runtime import EXIT_CODE_LOST, plan_launch
 from tests.fixtures.containerd import ContainerdServer, containerd_missing
 from tests.fixtures.oci_image import build_test_image, host_python_mounts, push_image
@@ -772,7 +772,7 @@ def test_gen_protos_rewrite_strips_go_options() -> None:
     )
     out = gen_protos.rewrite(text)
     assert "gogo" not in out and "go_package" not in out
-    assert 'import "noded/runtime/_gen/api/types/mount.proto";' in out and "string d = 1;" in out
+    assert 'import "noded/runtime/containerd/_gen/api/types/mount.proto";' in out and "string d = 1;" in out
 
 
 async def test_registry_client_follows_a_bearer_challenge() -> None:

@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 import msgspec
 import pytest
 
-from noded.runtime import WorkerStatus, gen_protos
+from noded.runtime import WorkerStatus
+from noded.runtime.containerd import gen_protos
 from tests.fixtures.containerd import ContainerdServer, containerd_missing
 from tests.fixtures.coordinator import REPO_ROOT, Admin, http_json, wait_until
 from tests.fixtures.oci_image import (
@@ -435,14 +436,14 @@ def _endpoint_containers(env: Env, endpoint: str) -> list[WorkerStatus]:
 
 
 def test_loopback_registries_speak_plain_http_others_only_when_insecure() -> None:
-    from noded.runtime._registry import is_loopback
+    from noded.runtime.containerd._registry import is_loopback
 
     assert all(map(is_loopback, ["127.0.0.1:5000", "127.9.9.9", "localhost:5000", "[::1]:5000", "::1"]))
     assert not any(map(is_loopback, ["ghcr.io", "10.0.0.5:5000", "localhost.example.com:5000"]))
 
 
 def test_cgroups_path_follows_the_cgroup_driver() -> None:
-    from noded.runtime._containerd import ContainerdConfig, cgroups_path
+    from noded.runtime.containerd._runtime import ContainerdConfig, cgroups_path
 
     assert cgroups_path(ContainerdConfig(log_dir="/l"), "w1") == "/tide/w1"
     systemd = ContainerdConfig(log_dir="/l", systemd_cgroup=True, cgroup_parent="tide.slice")
@@ -451,7 +452,7 @@ def test_cgroups_path_follows_the_cgroup_driver() -> None:
 
 
 def test_simulated_gpus_without_a_cdi_spec_get_no_device_edits() -> None:
-    from noded.runtime._cdi import CdiSpec, known_devices
+    from noded.runtime.containerd._cdi import CdiSpec, known_devices
 
     spec = msgspec.convert({"kind": "nvidia.com/gpu", "devices": [{"name": "GPU-a"}]}, CdiSpec)
     assert known_devices([spec], ["GPU-b", "GPU-a", "nvidia.com/gpu=GPU-a"]) == [
@@ -461,7 +462,7 @@ def test_simulated_gpus_without_a_cdi_spec_get_no_device_edits() -> None:
 
 
 def test_a_device_in_no_cdi_spec_triggers_one_refresh(tmp_path: Path) -> None:
-    from noded.runtime._cdi import device_edits
+    from noded.runtime.containerd._cdi import device_edits
     from tide.api.errors import FailedPrecondition
 
     old, own = tmp_path / "etc", tmp_path / "own"

@@ -30,7 +30,7 @@ from tide.api.errors import (
 
 __all__ = ["Ctrd", "load_pb", "translate"]
 
-_GEN = "noded.runtime._gen"
+_GEN = "noded.runtime.containerd._gen"
 _MODULES = {
     "containers": "api.services.containers.v1.containers",
     "content": "api.services.content.v1.content",
@@ -61,7 +61,7 @@ def load_pb() -> SimpleNamespace:
                     setattr(ns, f"{key}_grpc", importlib.import_module(f"{_GEN}.{mod}_pb2_grpc"))
         except ImportError as e:
             raise FailedPrecondition(
-                "containerd gRPC stubs are missing: run `python -m noded.runtime.gen_protos` "
+                "containerd gRPC stubs are missing: run `python -m noded.runtime.containerd.gen_protos` "
                 f"(needs golang-github-containerd-containerd-dev and grpcio-tools): {e}"
             ) from e
         ns.empty = importlib.import_module("google.protobuf.empty_pb2")

@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from noded.runtime._cdi import ContainerEdits, LinuxDevice
 from noded.runtime._common import BASE_ENV, device_env
 from noded.runtime._protocol import WorkerSpec
+from noded.runtime.containerd._cdi import ContainerEdits, LinuxDevice
 from tide.api.errors import InvalidArgument
 
 __all__ = ["CAPS", "plan_oci_spec"]

@@ -22,8 +22,14 @@ from typing import Any
 
 import msgspec
 
-from noded.runtime._ctrd import Ctrd, rpc
-from noded.runtime._registry import INDEX_TYPES, ImageRef, RegistryClient, parse_reference, select_manifest
+from noded.runtime.containerd._client import Ctrd, rpc
+from noded.runtime.containerd._registry import (
+    INDEX_TYPES,
+    ImageRef,
+    RegistryClient,
+    parse_reference,
+    select_manifest,
+)
 from tide.api.errors import AlreadyExists, Internal, NotFound
 
 __all__ = ["PulledImage", "chain_ids", "ensure_image", "host_platform"]

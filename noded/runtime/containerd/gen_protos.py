@@ -1,11 +1,11 @@
-"""Generate containerd's gRPC stubs into ``noded/runtime/_gen/`` (ignored by git).
+"""Generate containerd's gRPC stubs into ``noded/runtime/containerd/_gen/`` (ignored by git).
 
-    python -m noded.runtime.gen_protos [--proto-root /usr/share/gocode/src] [--force]
+    python -m noded.runtime.containerd.gen_protos [--proto-root /usr/share/gocode/src] [--force]
 
 Inputs are the ``.proto`` files of Debian's ``golang-github-containerd-containerd-dev``
 (containerd's API plus the runc shim options); the tool is grpcio-tools.  The
-files are copied under the path ``noded/runtime/_gen/...`` so the generated
-modules import each other as ``noded.runtime._gen...`` (no top-level
+files are copied under the path ``noded/runtime/containerd/_gen/...`` so the generated
+modules import each other as ``noded.runtime.containerd._gen...`` (no top-level
 ``containerd`` package to clash with anything).  The gogoproto and fieldpath
 options only steer Go code generation, so they are stripped rather than
 shipped: that keeps ``gogoproto.*`` symbols out of protobuf's global pool,
@@ -56,8 +56,8 @@ PROTOS = [
     *(f"api/events/{n}.proto" for n in ("container", "content", "image", "namespace", "snapshot", "task")),
     "runtime/v2/runc/options/oci.proto",
 ]
-GEN_PACKAGE = "noded/runtime/_gen"
-OUT_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the noded package
+GEN_PACKAGE = "noded/runtime/containerd/_gen"
+OUT_ROOT = Path(__file__).resolve().parents[3]  # the directory holding the noded package
 
 _WEAK_IMPORT = re.compile(r'^\s*import\s+weak\s+"[^"]+";\s*$', re.M)
 _GO_OPTION = re.compile(r"^\s*option\s+\((?:gogoproto|containerd\.plugin)\.[^;]*;\s*$", re.M)

@@ -31,13 +31,13 @@ import aiohttp
 import grpc
 import msgspec
 
-from noded.runtime._cdi import DEFAULT_CDI_DIRS, ContainerEdits, device_edits, resolve_device_nodes
 from noded.runtime._common import check_worker_id, tail_lines
-from noded.runtime._ctrd import Ctrd, rpc
-from noded.runtime._oci_spec import plan_oci_spec
 from noded.runtime._protocol import Mount, WorkerSpec, WorkerStatus
-from noded.runtime._pull import PulledImage, ensure_image
-from noded.runtime._registry import RegistryAuth, RegistryClient, parse_reference
+from noded.runtime.containerd._cdi import DEFAULT_CDI_DIRS, ContainerEdits, device_edits, resolve_device_nodes
+from noded.runtime.containerd._client import Ctrd, rpc
+from noded.runtime.containerd._oci_spec import plan_oci_spec
+from noded.runtime.containerd._pull import PulledImage, ensure_image
+from noded.runtime.containerd._registry import RegistryAuth, RegistryClient, parse_reference
 from tide.api.errors import AlreadyExists, FailedPrecondition, NotFound
 
 __all__ = ["ContainerdConfig", "ContainerdRuntime"]
