@@ -3,7 +3,8 @@
 register → (adopt what the runtime already runs) → loops:
   * desired:   long-poll the coordinator; on every answer, plan and apply;
   * heartbeat: inventory and worker reports, every few seconds and on change;
-  * one WorkerRunner per worker (noded/_runner.py).
+  * one WorkerRunner per worker (noded/_runner.py), running the worker's hooks
+    (noded/hooks/: report directory, FlashBoot, boot report).
 
 ``plan_workers`` is pure: desired workers and what runs → start / stop /
 replace.  SIGTERM stops the agent, not the workers (``detach``); a restarted
@@ -16,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,11 +24,12 @@ import msgspec
 
 from flashboot import KeeperConfig
 from noded._client import CoordinatorClient
-from noded._flashboot import FlashbootHost, ReportDirs
+from noded._flashboot import FlashbootHost
 from noded._mig import MigReconciler, mark_in_use
 from noded._runner import RestartPolicy, WorkerRunner
+from noded.hooks import HookHost, worker_hooks
 from noded.inventory import GpuInventory, host_facts
-from noded.runtime import ContainerRuntime, Mount, ResourceLimits, WorkerSpec, WorkerStatus
+from noded.runtime import ContainerRuntime, ResourceLimits, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
 from tide.api.nodes import DesiredWorker, GpuInfo, Heartbeat, NodeInventory
 
@@ -132,8 +133,12 @@ class NodeAgent:
             if fb
             else None
         )
-        self.reports = ReportDirs(settings.report_dir)
-        self._booting = asyncio.Event()  # a runner was made: watch for its boot report
+        self.hook_host = HookHost(
+            runtime=runtime.name,
+            on_change=self._changed.set,
+            report_root=settings.report_dir,
+            flashboot=self.flashboot,
+        )
 
     async def inventory(self) -> NodeInventory:
         gpus: list[GpuInfo] = mark_in_use(await self._gpus.list_gpus(), self._in_use())
@@ -179,7 +184,6 @@ class NodeAgent:
                 self._tg = tg
                 tg.create_task(self._desired_loop(), name="desired")
                 tg.create_task(self._heartbeat_loop(), name="heartbeat")
-                tg.create_task(self._boot_watch(), name="boot-reports")
                 if self.flashboot is not None:
                     tg.create_task(self.flashboot.run(), name="flashboot")
                 await self._stopping.wait()
@@ -263,19 +267,25 @@ class NodeAgent:
     async def _stop_worker(self, worker_id: str, runner: WorkerRunner | None) -> None:
         try:
             if runner is not None:
-                await runner.kill()
+                await runner.kill()  # runs the worker's stop hooks, stopped or not
             else:
-                with contextlib.suppress(NotFound):
-                    await self.runtime.stop(worker_id, grace=self.settings.stop_grace_s)
-                    await self.runtime.delete(worker_id)
+                await self._stop_leftover(worker_id)
         except TideError as exc:  # the next plan sees it still there and tries again
             log.warning("stopping worker %s: %s", worker_id, exc.message)
         finally:
             self._kills.pop(worker_id, None)
             self._kill_devices.pop(worker_id, None)
-            self.reports.remove(worker_id)
-            if self.flashboot is not None:
-                self.flashboot.wake.set()  # the models it held may be evicted now
+
+    async def _stop_leftover(self, worker_id: str) -> None:
+        """A worker with no runner (an earlier noded's, not desired): its hooks clean up after it
+        all the same; they know only its id."""
+        try:
+            with contextlib.suppress(NotFound):
+                await self.runtime.stop(worker_id, grace=self.settings.stop_grace_s)
+                await self.runtime.delete(worker_id)
+        finally:
+            leftover = DesiredWorker(worker_id=worker_id, endpoint_id="", revision=0, image="")
+            await worker_hooks(self.hook_host, leftover).stop()
 
     def _run(self, d: DesiredWorker, adopted: WorkerStatus | None) -> None:
         """Start a runner; a new worker first waits for the stops of workers on its GPUs."""
@@ -288,10 +298,9 @@ class NodeAgent:
             on_change=self._changed.set,
             policy=self.settings.restart,
             stop_grace=self.settings.stop_grace_s,
-            report_dir=self.reports.of(d.worker_id),
+            hooks=worker_hooks(self.hook_host, d),  # prestart: the spec's env and mounts from the hooks
         )
         self.runners[d.worker_id] = runner
-        self._booting.set()
         if adopted is not None:
             runner.run(self._tg, adopted)
             return
@@ -309,15 +318,13 @@ class NodeAgent:
                 command = [self.settings.python, "-u", "handler.py"]
             elif command[0] in ("python", "python3"):
                 command[0] = self.settings.python
-        env, mounts = self._extras(d)
         return WorkerSpec(
             id=d.worker_id,
             image=d.image,
             command=command,
             args=list(d.args),
-            env={**d.env, **env},
+            env=dict(d.env),
             devices=list(d.devices),
-            mounts=mounts,
             limits=ResourceLimits(cpus=d.cpus, memory_bytes=d.memory_bytes),
             labels={
                 LABEL_OWNER: "tide",
@@ -327,37 +334,11 @@ class NodeAgent:
             },
         )
 
-    def _extras(self, d: DesiredWorker) -> tuple[dict[str, str], list[Mount]]:
-        """The worker's report directory and, for flashboot endpoints, the keeper's env; their
-        directories are bound into containers (processes see the host's paths anyway)."""
-        env, mounts = self.reports.prepare(d.worker_id)
-        if d.flashboot and self.flashboot is not None:
-            env.update(self.flashboot.worker_env(d.endpoint_id))
-            mounts += self.flashboot.mounts(d.endpoint_id)
-        return env, mounts if self.runtime.name == "containerd" else []
-
-    async def _boot_watch(self) -> None:
-        """Forward a worker's boot report soon after it appears: its first job may finish a moment
-        later, and the coordinator joins the two.  A file has no event to wait on, so runners still
-        starting are checked every 0.1 s (one stat each); none starting, this waits for a new one."""
-        while True:
-            now = time.time()
-            starting = [r for r in self.runners.values() if r.awaits_boot(now)]
-            if [r for r in starting if r.poll_boot()]:
-                self._changed.set()
-            if starting:
-                await asyncio.sleep(0.1)
-            else:
-                self._booting.clear()
-                await self._booting.wait()
-
     async def _heartbeat_loop(self) -> None:
         while True:
             self._changed.clear()  # before reading: a change during the call wakes the next beat
             if self.mig.unsettled:  # a slice in the way may have been given back since
                 await self.mig.reconcile(self.mig.layouts, self._in_use())
-            for runner in self.runners.values():
-                runner.poll_boot()  # a report rewritten later (another model loaded)
             try:
                 beat = Heartbeat(
                     inventory=await self.inventory(),

@@ -1,16 +1,11 @@
-"""noded's side of FlashBoot and of cold-start reports.
+"""noded's side of FlashBoot: the host's keeper.
 
 ``FlashbootHost`` wraps the host's ``flashboot.Keeper``: started once in a thread when the agent
 starts (it repairs the index against the files, so a restarted noded adopts T1 and T2), kept within
 its budgets by a loop (after each worker stop and every ``enforce_s``), and asked for its holdings
-on every heartbeat.  Workers of ``flashboot: true`` endpoints get ``Keeper.env(owner=endpoint)``:
-the keeper records the endpoint with each model they load, which is how the placer learns which
-host holds an endpoint's weights.  Each endpoint has a store of its own (``flashboot/_owners.py``):
-its containers get that store's two directories bound read-write at the same paths (the config the
-worker reads names host paths), and no other endpoint's.
-
-Every worker also gets a report directory of its own (``$TIDE_WORKER_REPORT_DIR``): the worker
-side of flashboot writes its boot report there and the runner forwards it (noded/_runner.py).
+on every heartbeat.  Each endpoint has a store of its own (``flashboot/_owners.py``).  What a
+worker of a ``flashboot: true`` endpoint gets from it (the keeper's env, its endpoint's store
+bound into containers) is a worker hook's job (noded/hooks/_flashboot.py).
 """
 
 from __future__ import annotations
@@ -18,16 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
 from collections.abc import Callable
 
-from flashboot import ENV_REPORT_DIR, Holdings, Keeper, KeeperConfig, t1_advice
-from noded.runtime import Mount
+from flashboot import Holdings, Keeper, KeeperConfig, t1_advice
 from tide.api.errors import TideError
 from tide.api.nodes import FlashbootHolding
 
-__all__ = ["FlashbootHost", "ReportDirs", "holdings_inventory"]
+__all__ = ["FlashbootHost", "holdings_inventory"]
 
 log = logging.getLogger("tide.noded.flashboot")
 
@@ -80,10 +72,10 @@ class FlashbootHost:
     def worker_env(self, endpoint_id: str) -> dict[str, str]:
         return self.keeper.env(owner=endpoint_id) if self.ready else {}
 
-    def mounts(self, endpoint_id: str) -> list[Mount]:
+    def store_paths(self, endpoint_id: str) -> tuple[str, ...]:
         """The endpoint's own store (state and T1 dirs), never another endpoint's.  No I/O:
         ``worker_env`` has made sure the store exists."""
-        return [Mount(source=p, target=p) for p in self.keeper.paths(endpoint_id)] if self.ready else []
+        return self.keeper.paths(endpoint_id) if self.ready else ()
 
     async def holdings(self) -> list[FlashbootHolding]:
         if not self.ready:
@@ -110,25 +102,3 @@ class FlashbootHost:
                     log.info("FlashBoot stores of %d idle endpoints removed: %s", len(gone), gone[:5])
             except (TideError, OSError) as exc:
                 log.warning("FlashBoot enforce: %s", exc)
-
-
-class ReportDirs:
-    """One directory per worker under ``root`` ("" = none) for the worker's own reports."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-
-    def of(self, worker_id: str) -> str:
-        return os.path.join(self.root, worker_id) if self.root else ""
-
-    def prepare(self, worker_id: str) -> tuple[dict[str, str], list[Mount]]:
-        """Create the worker's directory; its env entry and (for containers) its bind mount."""
-        path = self.of(worker_id)
-        if not path:
-            return {}, []
-        os.makedirs(path, exist_ok=True)
-        return {ENV_REPORT_DIR: path}, [Mount(source=path, target=path)]
-
-    def remove(self, worker_id: str) -> None:
-        if path := self.of(worker_id):
-            shutil.rmtree(path, ignore_errors=True)

@@ -1,6 +1,10 @@
 """One runner per worker (Nomad's task runner): start or adopt, watch, restart
 with backoff while desired, stop when no longer desired.
 
+Everything else about a worker's start and stop (its report directory, FlashBoot, its boot
+report) is a hook (noded/hooks/): the runner runs their phases at the points
+noded/hooks/_protocol.py draws, and knows none of them.
+
 Killing a worker (``kill``) and noded shutting down (``detach``) are separate
 paths: a detached runner stops watching and leaves the worker running for
 the next noded to adopt.
@@ -11,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 
 import msgspec
 
-from flashboot import read_boot
+from noded.hooks import PoststartRequest, WorkerHooks
 from noded.runtime import ContainerRuntime, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
-from tide.api.nodes import WorkerBoot, WorkerReport, WorkerState
+from tide.api.nodes import WorkerReport, WorkerState
 
 __all__ = ["RestartPolicy", "WorkerRunner"]
 
@@ -66,10 +69,11 @@ class WorkerRunner:
         on_change: Callable[[], None],
         policy: RestartPolicy | None = None,
         stop_grace: float = 30.0,
-        report_dir: str = "",
+        hooks: WorkerHooks | None = None,
     ) -> None:
         self.runtime = runtime
-        self.spec = spec
+        self._hooks = hooks if hooks is not None else WorkerHooks()
+        self.spec = self._hooks.prestart(spec)  # every start of this worker creates this spec
         self.endpoint_id = endpoint_id
         self.revision = revision
         self._on_change = on_change
@@ -88,17 +92,13 @@ class WorkerRunner:
         # Held while create/start run: kill() waits for it, so a worker being
         # started is never left running behind a kill that cancelled its start.
         self._starting = asyncio.Lock()
-        # The worker's own boot report (flashboot writes it there; see flashboot/_boot.py).
-        self.report_dir = report_dir
-        self._boot: WorkerBoot | None = None
-        self._boot_mtime = 0
 
     @property
     def worker_id(self) -> str:
         return self.spec.id
 
     def report(self) -> WorkerReport:
-        return WorkerReport(
+        report = WorkerReport(
             worker_id=self.worker_id,
             endpoint_id=self.endpoint_id,
             state=self.state,
@@ -107,35 +107,8 @@ class WorkerRunner:
             restarts=self.restarts,
             started_at=self.started_at,
             revision=self.revision,
-            boot=self._boot,
         )
-
-    def poll_boot(self) -> bool:
-        """Read the worker's boot report if it changed; True when it did.  Cheap (one stat)."""
-        if not self.report_dir:
-            return False
-        path = os.path.join(self.report_dir, "boot.json")
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except OSError:
-            return False
-        if mtime == self._boot_mtime:
-            return False
-        self._boot, self._boot_mtime = read_boot(path), mtime
-        return True
-
-    def awaits_boot(self, now: float, window: float = 120.0) -> bool:
-        """Started recently and not reported its boot yet: worth checking for it often."""
-        if not self.report_dir or self._boot is not None or self._killing:
-            return False
-        return not self.started_at or now - self.started_at < window
-
-    def _forget_boot(self) -> None:
-        """Before a (re)start: the last process's report must not pass for the next one's."""
-        self._boot, self._boot_mtime = None, 0
-        if self.report_dir:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.report_dir, "boot.json"))
+        return self._hooks.report(report)
 
     def run(
         self,
@@ -162,14 +135,22 @@ class WorkerRunner:
         else:
             await self._start_fresh()
         while not self._killing:
-            try:
-                status = await self.runtime.wait(self.worker_id)
-            except TideError as exc:  # its state vanished under us: treat it as an exit, restart
-                log.warning("worker %s: cannot wait for it (%s); restarting it", self.worker_id, exc.message)
-                status = WorkerStatus(id=self.worker_id, state="exited")
+            status = await self._wait()
             if self._killing:
                 return
             await self._after_exit(status)
+
+    async def _wait(self) -> WorkerStatus:
+        """Until the worker exits, its poststart hooks running beside it (cancelled then)."""
+        async with asyncio.TaskGroup() as tg:
+            hooks = tg.create_task(self._hooks.poststart(PoststartRequest(started_at=self.started_at)))
+            try:
+                return await self.runtime.wait(self.worker_id)
+            except TideError as exc:  # its state vanished under us: treat it as an exit, restart
+                log.warning("worker %s: cannot wait for it (%s); restarting it", self.worker_id, exc.message)
+                return WorkerStatus(id=self.worker_id, state="exited")
+            finally:
+                hooks.cancel()
 
     async def _start_fresh(self) -> None:
         """Create and start; a failure is reported and retried with backoff, never raised."""
@@ -181,7 +162,7 @@ class WorkerRunner:
                         return
                     with contextlib.suppress(NotFound):
                         await self.runtime.delete(self.worker_id)
-                    self._forget_boot()
+                    self._hooks.precreate()
                     await self.runtime.create(self.spec)
                     status = await self.runtime.start(self.worker_id)
             except (TideError, OSError) as exc:
@@ -216,10 +197,13 @@ class WorkerRunner:
         async with self._starting:  # let a create/start in flight finish, then stop what it started
             if self._task is not None:
                 self._task.cancel()
-        with contextlib.suppress(NotFound):
-            await self.runtime.stop(self.worker_id, grace=self._grace)
-        with contextlib.suppress(NotFound):
-            await self.runtime.delete(self.worker_id)
+        try:
+            with contextlib.suppress(NotFound):
+                await self.runtime.stop(self.worker_id, grace=self._grace)
+            with contextlib.suppress(NotFound):
+                await self.runtime.delete(self.worker_id)
+        finally:  # stopped or not, it is not ours any more: its hooks clean up
+            await self._hooks.stop()
         self._set("exited", "stopped by the scheduler")
 
     def detach(self) -> None:

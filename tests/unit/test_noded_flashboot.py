@@ -1,5 +1,6 @@
-"""noded's side of FlashBoot and of boot reports: worker env and mounts per runtime, holdings as
-the node API reports them, and a runner forwarding its worker's boot report."""
+"""noded's side of FlashBoot and of boot reports: worker env and mounts per runtime (the agent's
+spec through the worker's hooks), holdings as the node API reports them, and a runner forwarding
+its worker's boot report."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from flashboot import ENV_DIR, ENV_OWNER, ENV_REPORT_DIR, Holdings, KeeperConfig
 from noded._agent import AgentSettings, NodeAgent
 from noded._flashboot import holdings_inventory
 from noded._runner import WorkerRunner
+from noded.hooks import BootReportHook, HookHost, WorkerHooks, worker_hooks
 from noded.inventory import SimulatedGpus
 from noded.runtime import Mount, WorkerSpec
 from tide.api.nodes import DesiredWorker, WorkerBoot
@@ -48,6 +50,11 @@ def _desired(flashboot: bool) -> DesiredWorker:
     )
 
 
+def _spec(agent: NodeAgent, d: DesiredWorker) -> WorkerSpec:
+    """The spec the agent's runner for ``d`` creates: the desired worker's, through its hooks."""
+    return worker_hooks(agent.hook_host, d).prestart(agent._spec(d))
+
+
 @pytest.mark.parametrize("runtime", ["process", "containerd"])
 async def test_flashboot_workers_get_the_keeper_and_every_worker_a_report_dir(
     tmp_path: Path, shm_dir: str, runtime: str
@@ -56,17 +63,17 @@ async def test_flashboot_workers_get_the_keeper_and_every_worker_a_report_dir(
     assert agent.flashboot is not None
     await agent.flashboot.start()
     report = str(tmp_path / "reports" / "w-1")
-    spec = agent._spec(_desired(flashboot=True))
+    spec = _spec(agent, _desired(flashboot=True))
     # The endpoint's own store (one per endpoint: no worker sees another endpoint's weights).
     own_state, own_shm = str(tmp_path / "fb" / "owners" / "ep"), f"{shm_dir}/owners/ep"
     assert spec.env == {"A": "1", ENV_REPORT_DIR: report, ENV_DIR: own_state, ENV_OWNER: "ep"}
     assert _is_dir(report) and _is_dir(own_state) and _is_dir(own_shm)
     binds = [Mount(source=p, target=p) for p in (report, own_state, own_shm)]
     assert spec.mounts == (binds if runtime == "containerd" else [])  # processes see the host's paths
-    plain = agent._spec(_desired(flashboot=False))
+    plain = _spec(agent, _desired(flashboot=False))
     assert plain.env == {"A": "1", ENV_REPORT_DIR: report}
     assert (await agent.inventory()).flashboot == []
-    agent.reports.remove("w-1")
+    await worker_hooks(agent.hook_host, _desired(flashboot=False)).stop()
     assert not _is_dir(report)
 
 
@@ -75,7 +82,7 @@ async def test_a_keeper_that_cannot_start_leaves_flashboot_off(tmp_path: Path) -
     agent = _agent(tmp_path, str(tmp_path / "file" / "shm"), "process")  # not a directory
     assert agent.flashboot is not None
     await agent.flashboot.start()
-    assert ENV_DIR not in agent._spec(_desired(flashboot=True)).env
+    assert ENV_DIR not in _spec(agent, _desired(flashboot=True)).env
     assert await agent.flashboot.holdings() == []
 
 
@@ -113,18 +120,21 @@ def test_holdings_name_the_endpoints_that_loaded_each_model() -> None:
 
 
 def test_runner_forwards_the_workers_boot_report(tmp_path: Path) -> None:
+    host = HookHost(runtime="process", on_change=lambda: None, report_root=str(tmp_path))
+    hook = BootReportHook(host, _desired(flashboot=False))
     runner = WorkerRunner(
         SimpleNamespace(),  # the runtime: not used here
         WorkerSpec(id="w-1", image="dir:///x"),
         endpoint_id="ep",
         revision=1,
         on_change=lambda: None,
-        report_dir=str(tmp_path),
+        hooks=WorkerHooks([hook]),
     )
-    assert runner.awaits_boot(now=10.0) and not runner.poll_boot()
+    assert not hook.poll() and runner.report().boot is None
     boot = WorkerBoot(process_started_at=1.0, imported_at=2.0, restored_at=3.0)
-    (tmp_path / "boot.json").write_bytes(msgspec.json.encode(boot))
-    assert runner.poll_boot() and not runner.poll_boot()  # read once, then unchanged
-    assert runner.report().boot == boot and not runner.awaits_boot(now=10.0)
-    runner._forget_boot()  # what a restart does first
-    assert runner.report().boot is None and not (tmp_path / "boot.json").exists()
+    (tmp_path / "w-1").mkdir()
+    (tmp_path / "w-1" / "boot.json").write_bytes(msgspec.json.encode(boot))
+    assert hook.poll() and not hook.poll()  # read once, then unchanged
+    assert runner.report().boot == boot
+    hook.precreate()  # what a restart does first
+    assert runner.report().boot is None and not (tmp_path / "w-1" / "boot.json").exists()

@@ -1,0 +1,34 @@
+"""The hooks every worker gets, in order: the one place a new hook is added.
+
+A new concern (network volumes, a model cache, a code bundle) is a module in this package and one
+line below; the runner does not change.  See _protocol.py for the phases and their contracts.
+"""
+
+from __future__ import annotations
+
+from noded.hooks._boot_report import BootReportHook
+from noded.hooks._flashboot import FlashbootHook
+from noded.hooks._phases import WorkerHooks
+from noded.hooks._protocol import HookFactory, HookHost
+from noded.hooks._report_dir import ReportDirHook
+from tide.api.nodes import DesiredWorker
+
+__all__ = ["HOOKS", "worker_hooks"]
+
+# Every phase runs over the hooks in this order.  Why this one:
+# * the report directory first: it exists before the worker (or any later hook) may write into
+#   it, and its env entry and bind come first in the spec;
+# * FlashBoot next: the keeper's env and the endpoint's store binds follow the report
+#   directory's (the spec a worker gets is the one noded has always built: same env, same
+#   mounts in the same order);
+# * the boot report last: it reads what the worker writes into the directory made first.
+HOOKS: tuple[HookFactory, ...] = (
+    ReportDirHook,
+    FlashbootHook,
+    BootReportHook,
+)
+
+
+def worker_hooks(host: HookHost, worker: DesiredWorker) -> WorkerHooks:
+    """One worker's own instances of ``HOOKS``."""
+    return WorkerHooks([make(host, worker) for make in HOOKS])
