@@ -138,3 +138,21 @@ def test_runner_forwards_the_workers_boot_report(tmp_path: Path) -> None:
     assert runner.report().boot == boot
     hook.precreate()  # what a restart does first
     assert runner.report().boot is None and not (tmp_path / "w-1" / "boot.json").exists()
+
+
+async def test_a_leftover_stopped_without_a_runner_gets_its_stop_hooks(tmp_path: Path, shm_dir: str) -> None:
+    agent = _agent(tmp_path, shm_dir, "containerd")
+    assert agent.flashboot is not None
+    calls: list[str] = []
+
+    async def stop(worker_id: str, *, grace: float) -> None:
+        calls.append(f"stop {worker_id}")
+
+    async def delete(worker_id: str) -> None:
+        calls.append(f"delete {worker_id}")
+
+    agent.runtime = SimpleNamespace(name="containerd", stop=stop, delete=delete)
+    (tmp_path / "reports" / "w-9").mkdir(parents=True)
+    await agent._stop_leftover("w-9")  # an earlier noded's worker, no longer desired
+    assert calls == ["stop w-9", "delete w-9"]
+    assert not (tmp_path / "reports" / "w-9").exists() and agent.flashboot.wake.is_set()

@@ -3,7 +3,8 @@
 The policy: exponential backoff over the exits of a recent window, capped; unhealthy after N
 exits in the window; a quiet window resets it.  The runner: restarts a worker that exits while
 desired, reports crash loops and start failures, stops for good on kill (even mid-start), and
-leaves the worker running on detach.
+leaves the worker running on detach.  It runs its worker's hooks: each phase in the hooks'
+order, and the stop hooks even when stopping the worker failed.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import asyncio
 import builtins
 from collections.abc import AsyncIterator, Callable
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from noded import RestartPolicy, WorkerRunner
-from noded.runtime import WorkerSpec, WorkerStatus
-from tide.api.errors import InvalidArgument, NotFound
+from noded.hooks import PoststartRequest, PrestartRequest, PrestartResponse, WorkerHooks
+from noded.runtime import Mount, WorkerSpec, WorkerStatus
+from tide.api.errors import InvalidArgument, NotFound, Unavailable
+from tide.api.nodes import WorkerReport
 
 # -- the policy ------------------------------------------------------------
 
@@ -246,3 +250,85 @@ async def test_a_failed_wait_restarts_the_worker_instead_of_failing_the_agent(
     await until(lambda: rt.starts.get("w-1") == 2 and r.state == "initializing")
     assert r.restarts == 1
     r.detach()
+
+
+# -- the runner runs its worker's hooks --------------------------------------
+
+
+class Recorder:
+    """A hook with every phase, recording each call in a log shared with other recorders."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    def prestart(self, req: PrestartRequest) -> PrestartResponse:
+        self.log.append(f"{self.name}.prestart")
+        return PrestartResponse(env={self.name: "1"}, mounts=[Mount(source=f"/{self.name}", target="/m")])
+
+    def precreate(self) -> None:
+        self.log.append(f"{self.name}.precreate")
+
+    async def poststart(self, req: PoststartRequest) -> None:
+        self.log.append(f"{self.name}.poststart")
+        try:
+            await asyncio.Event().wait()  # beside the worker until it exits
+        finally:
+            self.log.append(f"{self.name}.poststart-end")
+
+    def report(self, report: WorkerReport) -> WorkerReport:
+        return msgspec.structs.replace(report, reason=report.reason + self.name)
+
+    async def stop(self) -> None:
+        self.log.append(f"{self.name}.stop")
+
+
+def hooked(rt: FakeRuntime, log: list[str]) -> WorkerRunner:
+    hooks = WorkerHooks([Recorder("a", log), Recorder("b", log)])
+    return WorkerRunner(
+        rt, SPEC, endpoint_id="ep", revision=1, on_change=lambda: None, policy=FAST, hooks=hooks
+    )
+
+
+async def test_the_runner_calls_each_phase_in_the_hooks_order(group: asyncio.TaskGroup) -> None:
+    rt, log = FakeRuntime(), list[str]()
+    r = hooked(rt, log)
+    assert log == ["a.prestart", "b.prestart"]  # once, when the runner is made
+    assert r.spec.env == {"a": "1", "b": "1"} and [m.source for m in r.spec.mounts] == ["/a", "/b"]
+    r.run(group)
+    await until(lambda: log[-2:] == ["a.poststart", "b.poststart"])
+    assert log[2:4] == ["a.precreate", "b.precreate"] and rt.specs["w-1"] == r.spec
+    assert r.report().reason == "ab"
+    rt.crash("w-1")  # the poststart hooks end with the worker; the restart runs precreate again
+    await until(lambda: rt.starts.get("w-1") == 2 and log[-2:] == ["a.poststart", "b.poststart"])
+    # poststart hooks run side by side: they end together, in no set order
+    assert sorted(log[6:8]) == ["a.poststart-end", "b.poststart-end"]
+    assert log[8:10] == ["a.precreate", "b.precreate"]
+    await r.kill()
+    assert [e for e in log if e.endswith(".stop")] == ["a.stop", "b.stop"]
+    await until(lambda: log.count("b.poststart-end") == 2)  # the kill cancelled the last ones
+
+
+async def test_stop_hooks_run_when_stopping_the_worker_fails(group: asyncio.TaskGroup) -> None:
+    rt, log = FakeRuntime(), list[str]()
+    r = hooked(rt, log)
+    r.run(group)
+    await until(lambda: r.state == "initializing")
+
+    async def broken_stop(worker_id: str, *, grace: float = 10.0) -> WorkerStatus:
+        raise Unavailable("containerd is restarting")
+
+    rt.stop = broken_stop  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await r.kill()
+    assert log[-2:] == ["a.stop", "b.stop"]
+
+
+async def test_detach_runs_no_stop_hook(group: asyncio.TaskGroup) -> None:
+    rt, log = FakeRuntime(), list[str]()
+    r = hooked(rt, log)
+    r.run(group)
+    await until(lambda: r.state == "initializing")
+    r.detach()
+    await asyncio.sleep(0.05)
+    assert not any(entry.endswith(".stop") for entry in log) and rt.states["w-1"].state == "running"
