@@ -29,7 +29,7 @@ def _is_private(name: str) -> bool:
 
 
 def _packages() -> list[str]:
-    """Every package under the roots; private ones (``noded.runtime._gen``) export nothing."""
+    """Every package under the roots; private ones (``noded.runtime.containerd._gen``) export nothing."""
     found: list[str] = []
     for root in ROOTS:
         package = importlib.import_module(root)
