@@ -17,11 +17,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.store import Compare, Op, Store, TxnResult
+from coordinator.store import MAX_REQUEST_BYTES, Compare, Op, Put, Store, TxnResult
 
 __all__ = ["GroupCommitter"]
 
 _MAX_TXN_OPS = 120  # etcd's --max-txn-ops defaults to 128
+# Room under the store's request limit: a batch of large units would be refused whole
+# and fall back to one txn per unit.
+_MAX_TXN_BYTES = MAX_REQUEST_BYTES * 2 // 3
 
 
 @dataclass(slots=True)
@@ -30,6 +33,7 @@ class _Unit:
     ops: Sequence[Op]
     future: asyncio.Future[TxnResult]
     keys: set[bytes]
+    size: int  # bytes of keys and values put
 
 
 class GroupCommitter:
@@ -64,7 +68,8 @@ class GroupCommitter:
             return await self._store.txn(compares, ops)
         future: asyncio.Future[TxnResult] = self._loop.create_future()
         # Every op names one key (a prefix op its prefix): the keys this unit touches.
-        self._pending.append(_Unit(compares, ops, future, {op.key for op in ops}))
+        size = sum(len(op.key) + len(op.value) for op in ops if isinstance(op, Put))
+        self._pending.append(_Unit(compares, ops, future, {op.key for op in ops}, size))
         self._wake.set()
         return await future
 
@@ -83,13 +88,15 @@ class GroupCommitter:
         batch: list[_Unit] = []
         rest: list[_Unit] = []
         written: set[bytes] = set()
-        n_ops = 0
+        n_ops = n_bytes = 0
         for unit in self._pending:
-            fits = n_ops + len(unit.ops) + len(unit.compares) <= _MAX_TXN_OPS or not batch
+            fits = n_ops + len(unit.ops) + len(unit.compares) <= _MAX_TXN_OPS
+            fits = (fits and n_bytes + unit.size <= _MAX_TXN_BYTES) or not batch
             if fits and written.isdisjoint(unit.keys):
                 batch.append(unit)
                 written |= unit.keys
                 n_ops += len(unit.ops) + len(unit.compares)
+                n_bytes += unit.size
             else:
                 rest.append(unit)
         self._pending = rest

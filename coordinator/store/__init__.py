@@ -11,6 +11,7 @@ from coordinator.store._etcd import EtcdStore
 from coordinator.store._etcd_tls import EtcdTls
 from coordinator.store._memory import MemoryStore
 from coordinator.store._protocol import (
+    MAX_REQUEST_BYTES,
     Compacted,
     Compare,
     Delete,
@@ -23,10 +24,12 @@ from coordinator.store._protocol import (
     TxnResult,
     WatchEvent,
     prefix_end,
+    request_too_large,
 )
 from tide.api.errors import InvalidArgument
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "Compacted",
     "Compare",
     "Delete",
@@ -45,6 +48,7 @@ __all__ = [
     "WatchEvent",
     "open_store",
     "prefix_end",
+    "request_too_large",
 ]
 
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import grpc
 
-from coordinator.store._protocol import Compacted
+from coordinator.store._protocol import Compacted, request_too_large
 from tide.api.errors import (
     FailedPrecondition,
     Internal,
@@ -46,6 +46,8 @@ _ERRORS: Final[dict[grpc.StatusCode, type[TideError]]] = {
 
 def translate(e: grpc.aio.AioRpcError) -> TideError:
     details = e.details() or ""
+    if "request is too large" in details or "larger than max" in details:
+        return request_too_large()  # etcd's limit, or grpc's own message size limit
     if e.code() == grpc.StatusCode.OUT_OF_RANGE:
         if "compacted" in details:
             return Compacted(f"etcd: {details}", compact_revision=0)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from coordinator.store._protocol import (
+    MAX_REQUEST_BYTES,
     Compacted,
     Compare,
     Delete,
@@ -27,6 +28,7 @@ from coordinator.store._protocol import (
     TxnResult,
     WatchEvent,
     prefix_end,
+    request_too_large,
 )
 from tide.api.errors import InvalidArgument, NotFound
 
@@ -82,9 +84,11 @@ def _compare_holds(c: Compare, kv: KeyValue | None) -> bool:
 
 
 def _check_branch(ops: Sequence[Op], max_ops: int) -> None:
-    """etcd's request checks: op count, and no key written twice in one branch."""
+    """etcd's request checks: op count, request size, and no key written twice in one branch."""
     if len(ops) > max_ops:
         raise InvalidArgument(f"too many operations in txn request ({len(ops)} > {max_ops})")
+    if sum(len(op.key) + len(op.value) for op in ops if isinstance(op, Put)) > MAX_REQUEST_BYTES:
+        raise request_too_large()  # as etcd would: dev code that fits here fits there
     puts: set[bytes] = set()
     deletes: list[Delete] = []
     for op in ops:

@@ -25,7 +25,10 @@ Semantics, as etcd v3 defines them:
 
 Concurrency: every method may be called concurrently from many tasks.
 Errors: ``Unavailable`` when the server cannot be reached (retryable),
-``NotFound`` for an unknown/expired lease, ``Compacted`` as above.
+``NotFound`` for an unknown/expired lease, ``Compacted`` as above,
+``PayloadTooLarge`` (``request_too_large()``) when a txn is over the request
+limit (etcd's ``--max-request-bytes``, 1.5 MiB by default; ``MAX_REQUEST_BYTES``
+for the in-process store): the store's own text never reaches a client.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from tide.api.errors import FailedPrecondition
+from tide.api.errors import FailedPrecondition, PayloadTooLarge
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "Compacted",
     "Compare",
     "Delete",
@@ -50,7 +54,18 @@ __all__ = [
     "TxnResult",
     "WatchEvent",
     "prefix_end",
+    "request_too_large",
 ]
+
+MAX_REQUEST_BYTES = 1536 * 1024  # etcd's --max-request-bytes default
+
+
+def request_too_large() -> PayloadTooLarge:
+    """What a store raises for a txn over its request limit (one message for both stores)."""
+    return PayloadTooLarge(
+        "the data to store is larger than the store accepts in one request; "
+        "send smaller fields (large inputs and outputs go to blob storage by themselves)"
+    )
 
 
 class Compacted(FailedPrecondition):
