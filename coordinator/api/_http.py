@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from coordinator.api._limits import RateLimited
+from coordinator.jobs import decode_json
 from coordinator.view import ClusterView
 from tide.api.endpoints import ApiKey
 from tide.api.errors import (
@@ -96,12 +97,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 def decode_body(body: bytes, type_: type[T], *, what: str) -> T:
     if not body.strip():
         raise InvalidArgument(f"{what} needs a JSON body")
-    try:
-        return msgspec.json.decode(body, type=type_)
-    except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"invalid {what}: {exc}") from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
-        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
+    decoded: T = decode_json(body, what, type_)  # bad JSON and deep nesting: a 400
+    return decoded
 
 
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -13,10 +13,12 @@ import msgspec
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import JobRecord, WebhookDelivery, decode_job, encode, keys
+from coordinator.jobs._bounds import shrunk_for_store
 from coordinator.jobs._coldstart import ColdStartTracker, cold_start_json
+from coordinator.jobs._webhook_policy import WebhookPolicy
 from coordinator.store import Compare, Delete, Get, Op, Put, Store
 from coordinator.view import ClusterView
-from tide.api.errors import Conflict, NotFound
+from tide.api.errors import Conflict, NotFound, PayloadTooLarge
 from tide.api.jobs import FINAL_STATES, JobState
 from tiered_storage import BlobStore
 
@@ -35,6 +37,7 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     stop_wait_s: float = 20.0
     claim_grace_s: float = 30.0  # a claim lives this long past the last ping
     ping_interval_s: float = 10.0
+    webhooks: WebhookPolicy = WebhookPolicy()  # where webhooks may go ([webhooks])
 
 
 _QUEUED_RECORD_MAX = 16 * 1024  # larger records are read when taken
@@ -207,9 +210,20 @@ class JobsContext:
             lease = await self.leases.lease_until(now + 300)
             extra.append(Put(key=keys.stop(record.worker_id, record.id), value=b"", lease=lease))
         final = msgspec.structs.replace(record, status=status, finished_at=now, error=error or None)
-        if final.webhook:
-            extra.append(self.outbox_put(final))
-        await self.write_job(rev, final, extra=extra)
+        await self.write_final(rev, final, extra)
+
+    async def write_final(self, rev: int, final: JobRecord, extra: list[Op]) -> None:
+        """Write a job's final record, its outbox entry and ``extra``.  A record the store
+        refuses as too large ends FAILED without what made it so: a job never stays
+        IN_PROGRESS because its end cannot be written."""
+        try:
+            await self.write_job(rev, final, extra=[*extra, *self._outbox_ops(final)])
+        except PayloadTooLarge:
+            shrunk = shrunk_for_store(final)
+            await self.write_job(rev, shrunk, extra=[*extra, *self._outbox_ops(shrunk)])
+
+    def _outbox_ops(self, final: JobRecord) -> list[Op]:
+        return [self.outbox_put(final)] if final.webhook else []
 
     @staticmethod
     def outbox_put(record: JobRecord) -> Put:

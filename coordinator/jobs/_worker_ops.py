@@ -17,10 +17,11 @@ from typing import Any
 import msgspec
 
 from coordinator._schema import Claim, JobRecord, Presence, Retirement, encode, keys
+from coordinator.jobs._bounds import MAX_STREAM_CHUNK, bounded_error, decode_json
 from coordinator.jobs._context import JobsContext, new_seq
 from coordinator.store import Compare, Delete, Op, Put
 from coordinator.view import QueuedJob
-from tide.api.errors import Conflict, InvalidArgument, TideError
+from tide.api.errors import Conflict, InvalidArgument, PayloadTooLarge, TideError
 from tide.api.jobs import FINAL_STATES
 
 __all__ = ["WorkerService"]
@@ -171,11 +172,11 @@ class WorkerService:
                     f"job {job_id} was reassigned to worker {record.worker_id}; result not accepted"
                 )
             try:
-                result = msgspec.json.decode(body) if body.strip() else {}
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                failure = {"error": "the worker sent a result that is not JSON"}
+                result = decode_json(body, "job-done body") if body.strip() else {}
+            except InvalidArgument as exc:
+                failure = {"error": f"the worker sent a result that is not JSON we take: {exc.message}"}
                 await self._complete(record, rev, worker, failure)
-                raise InvalidArgument("job-done body must be JSON; the job was marked FAILED") from None
+                raise InvalidArgument(f"{exc.message}; the job was marked FAILED") from None
             if not isinstance(result, dict):
                 result = {"output": result}
             try:
@@ -189,35 +190,35 @@ class WorkerService:
     async def _progress(self, record: JobRecord, rev: int, result: dict[str, Any]) -> dict[str, Any]:
         if record.status != "IN_PROGRESS":
             return {"ignored": "progress update for a job that is not running"}
-        updated = msgspec.structs.replace(record, output=result.get("output"), has_output=True)
+        updated = msgspec.structs.replace(record, **await self._output_fields(result.get("output")))
         self._remember(updated, await self._ctx.write_job(rev, updated))
         return {"accepted": True}
+
+    async def _output_fields(self, output: Any) -> dict[str, Any]:
+        """An output inline when small, else in blob storage (as large inputs are)."""
+        raw = encode(output)
+        if len(raw) > self._ctx.settings.inline_limit:
+            blob = await asyncio.to_thread(self._ctx.blobs.put, raw)
+            return {"output": None, "output_blob": blob, "has_output": True}
+        return {"output": output, "output_blob": "", "has_output": True}
 
     async def _complete(
         self, record: JobRecord, rev: int, worker: str, result: dict[str, Any]
     ) -> dict[str, Any]:
         ctx = self._ctx
         now = ctx.clock()
-        error = result.get("error")
+        error = bounded_error(result.get("error"))
         status = "FAILED" if error else "COMPLETED"
         fields: dict[str, Any] = {"status": status, "finished_at": now, "error": error or None}
         fields["started_at"] = record.started_at or now
         fields["worker_id"] = record.worker_id or worker  # a requeued job answered by its first worker
         if "output" in result:
-            raw = encode(result["output"])
-            if len(raw) > ctx.settings.inline_limit:
-                fields["output_blob"] = await asyncio.to_thread(ctx.blobs.put, raw)
-                fields["output"] = None
-            else:
-                fields["output"] = result["output"]
-            fields["has_output"] = True
+            fields.update(await self._output_fields(result["output"]))
         final = msgspec.structs.replace(record, **fields)
         extra: list[Op] = [Delete(key=keys.claim(record.id))]
         if record.status == "IN_QUEUE":  # a requeued job answered by its first worker
             extra.append(Delete(key=keys.queue(record.endpoint_id, record.low_priority, record.seq)))
-        if final.webhook:
-            extra.append(ctx.outbox_put(final))
-        await ctx.write_job(rev, final, extra=extra)
+        await ctx.write_final(rev, final, extra)
         if result.get("stopPod"):
             await self.retire(record.endpoint_id, worker, record.id)
         return {"accepted": True}
@@ -244,17 +245,18 @@ class WorkerService:
         record, _ = self._recall(ep, worker, job_id, forget=False) or await ctx.read_job(ep, job_id)
         if record.status != "IN_PROGRESS" or record.worker_id != worker:
             return {"ignored": f"job {job_id} is {record.status}"}
-        try:
-            chunk = msgspec.json.decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            raise InvalidArgument("job-stream body must be JSON") from None
+        chunk = decode_json(body, "job-stream body")
         if not isinstance(chunk, dict) or "output" not in chunk:
             chunk = {"output": chunk}
+        value = encode({"output": chunk["output"]})
+        if len(value) > MAX_STREAM_CHUNK:
+            raise PayloadTooLarge(
+                f"a job-stream chunk is {len(value)} bytes; the limit is {MAX_STREAM_CHUNK}: "
+                "send smaller chunks"
+            )
         lease = await ctx.lease_of(record)
         seq = new_seq(ctx.clock())  # time, then a per-process counter: chunks keep their order
-        await ctx.committer.commit(
-            [], [Put(key=keys.stream(job_id, seq), value=encode({"output": chunk["output"]}), lease=lease)]
-        )
+        await ctx.committer.commit([], [Put(key=keys.stream(job_id, seq), value=value, lease=lease)])
         return {"accepted": True}
 
     # -- liveness --------------------------------------------------------

@@ -15,6 +15,7 @@ from msgspec import Meta
 
 __all__ = [
     "FINAL_STATES",
+    "MAX_WEBHOOK_URL",
     "JobPolicy",
     "JobRequest",
     "JobState",
@@ -27,6 +28,15 @@ FINAL_STATES: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED", "T
 
 _SEVEN_DAYS_MS = 7 * 86_400_000
 
+# Every client string stored with a job is bounded, so that a job record and the
+# outbox entry written with it stay far below the store's request limit (etcd:
+# 1.5 MiB).  The error names the field and the limit ("length <= 2048 - at `$.webhook`").
+MAX_WEBHOOK_URL = 2048
+_Webhook = Annotated[str, Meta(max_length=MAX_WEBHOOK_URL)]
+_Short = Annotated[str, Meta(max_length=256)]  # S3 access key ids and bucket names are short
+_Secret = Annotated[str, Meta(max_length=1024)]
+_Long = Annotated[str, Meta(max_length=2048)]  # URLs and object paths
+
 
 class JobPolicy(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     execution_timeout: Annotated[int, Meta(ge=5_000, le=_SEVEN_DAYS_MS)] | None = None  # ms
@@ -35,16 +45,16 @@ class JobPolicy(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 class S3Config(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    access_id: str = ""
-    access_secret: str = ""
-    bucket_name: str = ""
-    endpoint_url: str = ""
-    object_path: str = ""
+    access_id: _Short = ""
+    access_secret: _Secret = ""
+    bucket_name: _Short = ""
+    endpoint_url: _Long = ""
+    object_path: _Long = ""
 
 
 class JobRequest(msgspec.Struct, frozen=True, kw_only=True, rename={"s3_config": "s3Config"}):
     input: Any
-    webhook: str | None = None
+    webhook: _Webhook | None = None
     policy: JobPolicy | None = None
     s3_config: S3Config | None = None
 
