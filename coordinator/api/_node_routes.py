@@ -19,9 +19,10 @@ from aiohttp import web
 from coordinator._node_schema import NodeRecord, nkeys
 from coordinator.api._desired import desired_for
 from coordinator.api._http import Auth, decode_body, json_response, mint_worker_token, query_int
+from coordinator.api._names import check_node_id
 from coordinator.store import Compare, Put, Store
 from coordinator.view import ClusterView
-from tide.api.errors import Conflict, NotFound, TideError, Unauthenticated
+from tide.api.errors import Conflict, NotFound, Unauthenticated
 from tide.api.nodes import Heartbeat, NodeRegistration
 
 __all__ = ["NodeRoutes", "mint_node_token", "update_node"]
@@ -74,9 +75,7 @@ class NodeRoutes:
     async def register(self, request: web.Request) -> web.Response:
         self._auth.require_node_join(request)
         reg = decode_body(await request.read(), _Register, what="node registration")
-        node = reg.inventory.hostname
-        if not node or "/" in node:
-            raise TideError("inventory.hostname must be a non-empty name without '/'")
+        node = check_node_id(reg.inventory.hostname)
         key = nkeys.node(node)
         kv = await self._store.get(key)
         now = time.time()

@@ -1,0 +1,27 @@
+"""Node ids: a host's name, as DNS writes one (RFC 1123 labels).
+
+A node id is a store key segment and a URL path segment, so anything else
+(``""``, ``a/b``, spaces, control characters) is refused at registration with
+a 400 that says the rule.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tide.api.errors import InvalidArgument
+
+__all__ = ["check_node_id"]
+
+# Underscores are not in RFC 1123 but are common in real host names (and harmless here).
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def check_node_id(name: str, field: str = "inventory.hostname") -> str:
+    """``name`` when it is a valid host name; InvalidArgument naming ``field`` otherwise."""
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(p) for p in name.split(".")):
+        raise InvalidArgument(
+            f"{field} must be a host name: dot-separated labels of 1-63 letters, digits, '-' or '_' "
+            f"(not starting or ending with '-'), at most 253 characters; got {name[:80]!r}"
+        )
+    return name
