@@ -17,8 +17,9 @@ import msgspec
 
 from coordinator._schema import JobRecord, encode, keys
 from coordinator.jobs._context import JobsContext, new_job_id, new_seq
+from coordinator.jobs._webhook_policy import check_webhook_url
 from coordinator.store import Delete, Op, Put
-from tide.api.errors import Conflict, FailedPrecondition, NotFound
+from tide.api.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from tide.api.jobs import FINAL_STATES, JobRequest
 
 __all__ = ["JobService"]
@@ -37,6 +38,8 @@ class JobService:
         ctx = self._ctx
         now = ctx.clock()
         policy = req.policy
+        if req.webhook and not (verdict := check_webhook_url(req.webhook, None, ctx.settings.webhooks)).ok:
+            raise InvalidArgument(f"webhook {verdict.reason}")
         raw_input = encode(req.input)
         large = len(raw_input) > ctx.settings.inline_limit
         blob = await asyncio.to_thread(ctx.blobs.put, raw_input) if large else ""

@@ -19,6 +19,8 @@ import msgspec
 
 from coordinator._schema import Claim, JobRecord, encode, keys
 from coordinator.jobs._context import JobsContext
+from coordinator.jobs._webhook_guard import GuardedResolver
+from coordinator.jobs._webhook_policy import check_webhook_url
 from coordinator.store import Compare, Delete, Put
 from tide.api.errors import Conflict, NotFound, TideError
 
@@ -142,7 +144,10 @@ class WebhookSender:
         view = self._ctx.view
         await view.ready.wait()
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session, asyncio.TaskGroup() as tg:
+        # Every name is resolved through the policy; IP literals are checked in _deliver.
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._ctx.settings.webhooks))
+        session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        async with session, asyncio.TaskGroup() as tg:
             while True:
                 now = self._ctx.clock()
                 next_at = float("inf")
@@ -168,8 +173,11 @@ class WebhookSender:
                 settled = True
                 return
             body = {**ctx.envelope(record), "input": ctx.input_of(record), "webhook": delivery.url}
-            ok = await _post(session, delivery.url, body)
-            attempts = delivery.attempts + 1
+            verdict = check_webhook_url(delivery.url, None, ctx.settings.webhooks)
+            if not verdict.ok:  # stored before the policy, or the policy changed since
+                log.warning("webhook for job %s refused: %s %s", job_id, delivery.url[:200], verdict.reason)
+            ok = verdict.ok and await _post(session, delivery.url, body)
+            attempts = delivery.attempts + 1 if verdict.ok else self._attempts  # refused: never retried
             cmp = [Compare(key=key, target="mod", op="==", value=rev)]
             if ok or attempts >= self._attempts:
                 if not ok:
@@ -194,6 +202,8 @@ class WebhookSender:
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> bool:
     with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-        async with session.post(url, data=encode(body), headers={"Content-Type": "application/json"}) as resp:
+        # No redirects: a public receiver could otherwise bounce the envelope to an internal one.
+        headers = {"Content-Type": "application/json"}
+        async with session.post(url, data=encode(body), headers=headers, allow_redirects=False) as resp:
             return resp.status == 200
     return False

@@ -61,7 +61,7 @@ class DevCluster:
         self._servers: list[NodeServer] = []
 
     async def start(self) -> None:
-        from coordinator.jobs import JobSettings
+        from coordinator.jobs import JobSettings, WebhookPolicy
         from coordinator.server import Coordinator, CoordinatorSettings
         from coordinator.store import open_store
 
@@ -71,7 +71,12 @@ class DevCluster:
         settings = CoordinatorSettings(
             state_dir=str(self.state_dir / "coordinator"),
             admin_key_hashes=[hashlib.sha256(self.api_key.encode()).hexdigest()],
-            jobs=JobSettings(claim_grace_s=self.args.claim_grace, ping_interval_s=5.0),
+            jobs=JobSettings(
+                claim_grace_s=self.args.claim_grace,
+                ping_interval_s=5.0,
+                # a development cluster: webhooks to local receivers are the usual case
+                webhooks=WebhookPolicy(allow_cidrs=("127.0.0.0/8", "::1/128"), allow_hosts=("localhost",)),
+            ),
             sock=sock,
             public_url=f"http://{host}:{port}",
             node_lost_after_s=self.args.lost_after,

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from coordinator.jobs import WebhookPolicy
 from coordinator.store import MemoryStore
 from tests.fixtures.coordinator import InProcessCoordinator
 
@@ -119,7 +120,13 @@ class Api:
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     clock = FakeClock()
     store = MemoryStore(clock=clock.monotonic)
-    settings = {"take_wait_s": 0.2, "stop_wait_s": 0.2, "claim_grace_s": 5.0, "result_limit": 1 << 20}
+    settings = {
+        "take_wait_s": 0.2,
+        "stop_wait_s": 0.2,
+        "claim_grace_s": 5.0,
+        "result_limit": 1 << 20,
+        "webhooks": WebhookPolicy(allow_cidrs=("127.0.0.1/32",)),  # the receivers below
+    }
     # The election lease outlives every advance() below: leadership stays put.
     async with InProcessCoordinator(store, state_dir=str(tmp_path), election_ttl_s=60, **settings) as c:
         assert c.coordinator is not None and c.coordinator.ctx is not None
