@@ -23,7 +23,7 @@ from aiohttp import web
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
-from coordinator.api import ApiLimits, ApiSettings, build_app
+from coordinator.api import ApiLimits, ApiSettings, HttpLimits, build_app, make_runner
 from coordinator.control import Scheduler
 from coordinator.jobs import (
     ColdStartRecorder,
@@ -62,6 +62,7 @@ class CoordinatorSettings:
     host_reserve: HostReserve = DEFAULT_HOST_RESERVE  # CPU/RAM each host keeps back ([scheduler])
     mig_ahead: AheadSettings = field(default_factory=AheadSettings)  # ahead-of-time MIG ([mig])
     api_limits: ApiLimits = field(default_factory=ApiLimits)  # per-endpoint public API limits ([limits])
+    http: HttpLimits = field(default_factory=HttpLimits)  # header/body read timeouts ([server])
     sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
 
 
@@ -130,7 +131,9 @@ class Coordinator:
             # listening address (known only once bound, hence the early bind).
             public_url=self.settings.public_url or self.url,
         )
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        self._runner = make_runner(
+            self.app, self.settings.http, access_log=None, handle_signals=False, shutdown_timeout=5.0
+        )
         await self._runner.setup()
         await self._listen(sock)
 

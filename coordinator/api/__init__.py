@@ -4,5 +4,16 @@
 from coordinator.api._app import ApiSettings, build_app
 from coordinator.api._http import mint_worker_token
 from coordinator.api._limits import LIMITS, ApiLimits, Route, RouteLimit
+from coordinator.api._server import HttpLimits, make_runner
 
-__all__ = ["LIMITS", "ApiLimits", "ApiSettings", "Route", "RouteLimit", "build_app", "mint_worker_token"]
+__all__ = [
+    "LIMITS",
+    "ApiLimits",
+    "ApiSettings",
+    "HttpLimits",
+    "Route",
+    "RouteLimit",
+    "build_app",
+    "make_runner",
+    "mint_worker_token",
+]

@@ -17,6 +17,7 @@ from coordinator.api._mig_forecast_routes import MigForecastRoutes
 from coordinator.api._mig_routes import MigRoutes
 from coordinator.api._node_routes import NodeRoutes
 from coordinator.api._public_routes import PublicRoutes
+from coordinator.api._server import body_timeout_middleware
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
 from coordinator.jobs import ColdStartTracker, JobService, JobSettings, WorkerService
@@ -54,7 +55,8 @@ def build_app(
     commit_seconds: Callable[[], list[float]],
     public_url: str,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY)
+    middlewares = [error_middleware, body_timeout_middleware(settings.http.body_timeout_s)]
+    app = web.Application(middlewares=middlewares, client_max_size=_MAX_BODY)
     auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
     app[APP_KEY_AUTH] = auth
     metrics = Metrics(view, commit_seconds, cold_starts)
