@@ -19,6 +19,9 @@ Example (all keys optional)::
     [server]
     listen = "127.0.0.1:8420"        # host:port of the public, worker, admin and node APIs
     public-url = ""                  # how workers and nodes reach us; default http://<listen>
+    header-timeout-s = 10.0          # a connection without a whole request head this long is closed
+                                     # (new, or idle between requests: the keep-alive timeout too)
+    body-timeout-s = 60.0            # a request body not received within this long: 408, closed
 
     [store]
     # url: "etcd://h:p[,h:p]" plaintext etcd; "etcds://h:p[,h:p]" etcd over TLS, the only
@@ -42,8 +45,15 @@ Example (all keys optional)::
     claim-grace-s = 30.0             # a running job is requeued this long after its worker's last ping
     retention-run-s = 1800.0         # results kept after /run
     retention-sync-s = 60.0          # results kept after /runsync
-    inline-limit = 262144            # larger payloads go to the blob store
+    inline-limit = 262144            # larger inputs and outputs go to the blob store (<= 524288)
     take-wait-s = 20.0               # a worker's job-take long-poll waits at most this long
+
+    [webhooks]
+    # Webhooks go to public addresses over http(s) only: loopback, link-local, private, CGNAT,
+    # multicast and reserved addresses are refused at /run and again when sent (names are
+    # resolved and every address checked); cloud metadata addresses always.  No redirects.
+    allow-cidrs = []                 # networks they may reach anyway, e.g. ["10.20.0.0/16"]
+    allow-hosts = []                 # names that may resolve into non-public networks
 
     [nodes]
     lost-after-s = 15.0              # a host silent this long is lost: its workers are replaced
@@ -127,8 +137,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from coordinator.api import LIMITS, ApiLimits, Route, RouteLimit
-from coordinator.jobs import JobSettings
+from coordinator.api import LIMITS, ApiLimits, HttpLimits, Route, RouteLimit
+from coordinator.jobs import MAX_INLINE_LIMIT, JobSettings, WebhookPolicy
 from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
 from coordinator.server import CoordinatorSettings
 from coordinator.store import EtcdTls, Store, open_store
@@ -145,6 +155,8 @@ _MIGRATIONS: dict[int, Migration] = {}
 class ServerConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     listen: str = "127.0.0.1:8420"
     public_url: str = ""
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 10.0
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 60.0
 
 
 class StoreConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -168,8 +180,13 @@ class JobsConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=
     claim_grace_s: float = 30.0
     retention_run_s: float = 1800.0
     retention_sync_s: float = 60.0
-    inline_limit: int = 256 * 1024
+    inline_limit: Annotated[int, msgspec.Meta(ge=0, le=MAX_INLINE_LIMIT)] = 256 * 1024
     take_wait_s: float = 20.0
+
+
+class WebhooksConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    allow_cidrs: list[str] = []
+    allow_hosts: list[str] = []
 
 
 class NodesConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -277,6 +294,7 @@ class FileConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=
     auth: AuthConfig = AuthConfig()
     state: StateConfig = StateConfig()
     jobs: JobsConfig = JobsConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     nodes: NodesConfig = NodesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     mig: MigConfig = MigConfig()
@@ -310,6 +328,7 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         retention_sync_s=cfg.jobs.retention_sync_s,
         inline_limit=cfg.jobs.inline_limit,
         take_wait_s=cfg.jobs.take_wait_s,
+        webhooks=_webhooks(cfg.webhooks),
     )
     return CoordinatorSettings(
         host=host.strip("[]"),
@@ -324,7 +343,21 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         host_reserve=_host_reserve(cfg.scheduler),
         mig_ahead=_mig_ahead(cfg.mig),
         api_limits=_api_limits(cfg.limits),
+        http=HttpLimits(
+            header_timeout_s=cfg.server.header_timeout_s, body_timeout_s=cfg.server.body_timeout_s
+        ),
     )
+
+
+def _webhooks(w: WebhooksConfig) -> WebhookPolicy:
+    policy = WebhookPolicy(
+        allow_cidrs=tuple(w.allow_cidrs), allow_hosts=tuple(h.rstrip(".").lower() for h in w.allow_hosts)
+    )
+    try:
+        policy.networks()
+    except ValueError as exc:
+        raise InvalidArgument(f"`$.webhooks.allow-cidrs`: {exc}") from None
+    return policy
 
 
 def _host_reserve(s: SchedulerConfig) -> HostReserve:
