@@ -122,7 +122,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 class WebhookReceiver:
     """An aiohttp server on loopback, in its own thread, that records what it is sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.received: list[Any] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -141,10 +142,10 @@ class WebhookReceiver:
         app.router.add_post("/hook/{name}", self._hook)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{self.host}:{port}"
 
     def start(self) -> WebhookReceiver:
         self._thread.start()
