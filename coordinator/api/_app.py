@@ -55,6 +55,8 @@ def build_app(
     commit_seconds: Callable[[], list[float]],
     public_url: str,
 ) -> web.Application:
+    # The body timeout inside the error middleware: the timeout's 408 is answered by it, and
+    # anything else the late read raises is still mapped by the error middleware.
     middlewares = [error_middleware, body_timeout_middleware(settings.http.body_timeout_s)]
     app = web.Application(middlewares=middlewares, client_max_size=_MAX_BODY)
     auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)

@@ -89,24 +89,36 @@ def make_runner(app: web.Application, limits: HttpLimits, **kwargs: Any) -> web.
     )
 
 
+class _BodyTimeout(Exception):
+    pass
+
+
 def body_timeout_middleware(timeout_s: float) -> Any:
-    """Reads every request body within ``timeout_s`` before the handler runs (the handler's
-    own read then returns at once); a body that does not arrive in time is a 408."""
+    """A request body not received within ``timeout_s`` of the request's head is a 408.
+    The handler reads as it likes (after its checks: a throttled request counts as in
+    flight while its body comes); a timer fails that read if the body is late."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        size = request.content_length
-        if request.body_exists and (size is None or size <= request.client_max_size):
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await request.read()
-            except TimeoutError:
-                log.info("closing %s: its body did not arrive within %.0f s", request.remote, timeout_s)
-                response = web.json_response(
-                    {"error": f"request body not received within {timeout_s:g} s"}, status=408
-                )
-                response.force_close()
-                return response
-        return await handler(request)
+        body = request.content
+        if body.is_eof():
+            return await handler(request)
+
+        def expire() -> None:
+            if not body.is_eof():
+                body.set_exception(_BodyTimeout())
+
+        timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+        try:
+            return await handler(request)
+        except _BodyTimeout:
+            log.info("closing %s: its body did not arrive within %g s", request.remote, timeout_s)
+            response = web.json_response(
+                {"error": f"request body not received within {timeout_s:g} s"}, status=408
+            )
+            response.force_close()
+            return response
+        finally:
+            timer.cancel()
 
     return middleware
