@@ -145,6 +145,7 @@ class Coordinator:
             prices=s.prices,
             mig_ahead=s.mig_ahead,
             api_limits=s.api_limits,
+            http=s.http,
         )
 
     async def _supervise(self) -> None:

@@ -17,7 +17,7 @@ from coordinator.api._mig_forecast_routes import MigForecastRoutes
 from coordinator.api._mig_routes import MigRoutes
 from coordinator.api._node_routes import NodeRoutes
 from coordinator.api._public_routes import PublicRoutes
-from coordinator.api._server import body_timeout_middleware
+from coordinator.api._server import HttpLimits, body_timeout_middleware
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
 from coordinator.jobs import ColdStartTracker, JobService, JobSettings, WorkerService
@@ -41,6 +41,7 @@ class ApiSettings:
     prices: dict[str, float] = field(default_factory=dict)  # USD per GPU-hour by GPU type
     mig_ahead: AheadSettings = field(default_factory=AheadSettings)  # the forecast report plans with it
     api_limits: ApiLimits = field(default_factory=ApiLimits)
+    http: HttpLimits = field(default_factory=HttpLimits)  # header/body read timeouts ([server])
 
 
 def build_app(
