@@ -100,4 +100,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handle)
+    from coordinator.api._openapi import add_openapi_route  # lazily: its table names the node routes
+
+    add_openapi_route(app)
     return app
