@@ -75,7 +75,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 404:
-        return f"no such route: {request.method} {request.path} (see the API reference in README.md)"
+        return f"no such route: {request.method} {request.path} (GET /openapi.json lists every route)"
     if exc.status == 405:
         return f"method {request.method} is not allowed on {request.path}"
     if exc.status == 413:
