@@ -16,6 +16,7 @@ from coordinator.api._metrics import Metrics
 from coordinator.api._mig_forecast_routes import MigForecastRoutes
 from coordinator.api._mig_routes import MigRoutes
 from coordinator.api._node_routes import NodeRoutes
+from coordinator.api._openapi import add_openapi_route
 from coordinator.api._public_routes import PublicRoutes
 from coordinator.api._server import HttpLimits, body_timeout_middleware
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
@@ -100,7 +101,5 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handle)
-    from coordinator.api._openapi import add_openapi_route  # lazily: its table names the node routes
-
     add_openapi_route(app)
     return app

@@ -217,12 +217,12 @@ def _node_of(view: ClusterView, worker: str) -> NodeRecord | None:
 
 def _camel(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {_camel_key(k): _camel(v) for k, v in obj.items()}
+        return {camel_key(k): _camel(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_camel(v) for v in obj]
     return obj
 
 
-def _camel_key(key: str) -> str:
+def camel_key(key: str) -> str:
     head, *rest = key.split("_")
     return head + "".join(p.title() for p in rest)

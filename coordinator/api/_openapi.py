@@ -10,6 +10,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from coordinator.api import _routes_table as table
+from coordinator.api._cluster_routes import camel_key as _camel_key
 from coordinator.api._route_doc import AuthKind, Raw, RouteDoc
 from tide.api.responses import ErrorBody
 
@@ -49,8 +51,6 @@ _ERRORS = {
 
 
 def build_document(routes: list[RouteDoc] | None = None) -> dict[str, Any]:
-    from coordinator.api import _routes_table as table  # lazily: it imports coordinator.nodes
-
     rows = table.ROUTES if routes is None else routes
     types = list(dict.fromkeys([ErrorBody, table.NODE_RECORD, *_types(rows)]))
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
@@ -190,8 +190,3 @@ def _camelize(node: Any, names: dict[str, str]) -> Any:
         else:
             out[k] = _camelize(v, names)
     return out
-
-
-def _camel_key(key: str) -> str:
-    head, *rest = key.split("_")  # as coordinator.nodes._routes._camel_key
-    return head + "".join(p.title() for p in rest)

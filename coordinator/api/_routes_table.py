@@ -4,9 +4,6 @@ A test walks the live router and fails when a route is missing here or listed he
 served, so the document stays current.  Bodies and answers are msgspec types (tide/api and
 the coordinator's own); their JSON Schemas are generated, never written by hand.  HEAD, which
 aiohttp adds beside every GET, is not listed.
-
-Imported lazily (by ``_openapi``): it names the node routes' types, and coordinator.nodes
-imports coordinator.api.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+from coordinator.api._mig_routes import _LayoutRequest
+from coordinator.api._node_routes import _Beat, _Register
 from coordinator.api._route_doc import Q, Raw, RouteDoc
-from coordinator.nodes._mig_ahead_loop import RegionForecast
-from coordinator.nodes._mig_routes import _LayoutRequest
-from coordinator.nodes._routes import _Beat, _Register
+from coordinator.control import RegionForecast
 from tide.api import admin_responses as A
 from tide.api.endpoints import ApiKeyCreate, EndpointSpec, EndpointUpdate
 from tide.api.nodes import DesiredWorkers

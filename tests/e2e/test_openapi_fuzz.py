@@ -4,7 +4,7 @@ only what the document says (status, content type, body schema); and the statefu
 run -> status / cancel / stream hold on real jobs.
 
 The document is built in-process (so pytest sees one test per operation at collection);
-tests/unit/test_openapi.py proves the served /openapi.json is the same document.
+tests/coordinator/api/test_openapi.py proves the served /openapi.json is the same document.
 
 How each credential kind is presented: admin routes get the admin key, public routes a client
 key, worker routes a token minted for the case's own (endpoint, worker).  Three worker routes
