@@ -37,6 +37,10 @@ Example (all keys optional)::
     [auth]
     admin-key-sha256 = []            # SHA-256 hex digests of bootstrap admin keys
     admin-key-file = ""              # or a file holding one admin key (mode 0600)
+    # The HMAC key that mints worker and node tokens: a file of >= 32 random characters
+    # (openssl rand -hex 32), mode 0600, the same on every replica; read at startup.
+    # "" = the legacy key in etcd at /tide/secret (a warning says how to move: docs/secrets.md)
+    token-secret-file = ""
 
     [state]
     dir = "/var/lib/tide/coordinator"
@@ -140,6 +144,7 @@ import msgspec
 from coordinator.api import LIMITS, ApiLimits, HttpLimits, Route, RouteLimit
 from coordinator.jobs import MAX_INLINE_LIMIT, JobSettings, WebhookPolicy
 from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
+from coordinator._token_secret import read_token_secret
 from coordinator.server import CoordinatorSettings
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
@@ -170,6 +175,7 @@ class StoreConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields
 class AuthConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     admin_key_sha256: list[str] = []
     admin_key_file: str = ""
+    token_secret_file: str = ""
 
 
 class StateConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -346,6 +352,7 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         http=HttpLimits(
             header_timeout_s=cfg.server.header_timeout_s, body_timeout_s=cfg.server.body_timeout_s
         ),
+        token_secret=read_token_secret(cfg.auth.token_secret_file) if cfg.auth.token_secret_file else None,
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from aiohttp import web
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
+from coordinator._token_secret import resolve_secret
 from coordinator.api import ApiLimits, ApiSettings, HttpLimits, build_app, make_runner
 from coordinator.control import Scheduler
 from coordinator.jobs import (
@@ -64,6 +64,7 @@ class CoordinatorSettings:
     api_limits: ApiLimits = field(default_factory=ApiLimits)  # per-endpoint public API limits ([limits])
     http: HttpLimits = field(default_factory=HttpLimits)  # header/body read timeouts ([server])
     sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
+    token_secret: bytes | None = None  # [auth] token-secret-file's content; None: etcd's (legacy)
 
 
 class Coordinator:
@@ -173,14 +174,8 @@ class Coordinator:
         log.info("coordinator listening on %s", self.url)
 
     async def _cluster_secret(self) -> bytes:
-        """The HMAC key for worker tokens: created once per cluster, shared by replicas."""
-        fresh = secrets.token_bytes(32).hex().encode()
-        await self.store.txn(
-            [Compare(key=keys.SECRET, target="create", op="==", value=0)], [Put(key=keys.SECRET, value=fresh)]
-        )
-        kv = await self.store.get(keys.SECRET)
-        assert kv is not None
-        return bytes.fromhex(kv.value.decode())
+        """The HMAC key for worker and node tokens: [auth] token-secret-file, else etcd's (legacy)."""
+        return await resolve_secret(self.store, self.settings.token_secret)
 
     def _max_retries(self, ep: str) -> int:
         found = self.view.endpoints.get(ep)

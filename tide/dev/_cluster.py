@@ -61,6 +61,7 @@ class DevCluster:
         self._servers: list[NodeServer] = []
 
     async def start(self) -> None:
+        from coordinator import ensure_token_secret
         from coordinator.jobs import JobSettings, WebhookPolicy
         from coordinator.server import Coordinator, CoordinatorSettings
         from coordinator.store import open_store
@@ -82,6 +83,7 @@ class DevCluster:
             node_lost_after_s=self.args.lost_after,
             mig_recut_interval_s=getattr(self.args, "mig_recut_interval", 30.0),
             prices={"H100-80GB": 2.49, "RTXPRO6000-96GB": 1.89, "A100-80GB": 1.64},
+            token_secret=ensure_token_secret(self.state_dir / "coordinator" / "token-secret"),
         )
         self._coordinator = Coordinator(self._store, settings)
         await self._coordinator.start()
