@@ -61,7 +61,8 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     price_key: str
     gpus: int
     started_at: float
-    stopped_at: float = 0.0  # 0 = still running
+    stopped_at: float = 0.0  # 0 = still running (billed)
+    unassigned_at: float = 0.0  # removed by the scheduler; billed until noded reports the exit
 
 
 class MigLayoutRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -24,7 +24,7 @@ from coordinator._leases import LeaseBuckets
 from coordinator._schema import keys
 from coordinator._token_secret import resolve_secret
 from coordinator.api import ApiLimits, ApiSettings, HttpLimits, build_app, make_runner
-from coordinator.control import Scheduler
+from coordinator.control import Scheduler, UsageCloser
 from coordinator.jobs import (
     ColdStartRecorder,
     ColdStartTracker,
@@ -111,6 +111,7 @@ class Coordinator:
         )
         self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
         self._leader_loops.append(ColdStartRecorder(self.store, self.view, self.cold_starts).run)
+        self._leader_loops.append(UsageCloser(self.store, self.view).run)  # billing ends at exit
         await self.committer.start()
         self._main = asyncio.create_task(self._supervise(), name="coordinator")
         ready = asyncio.create_task(self.view.ready.wait())

@@ -222,7 +222,9 @@ class Scheduler:
             if a is None:
                 continue
             ops.append(Delete(key=nkeys.worker(a.node_id, worker)))
-            ops.append(Put(key=nkeys.usage(worker), value=encode(self._usage(a, now, stopped=True))))
+            # Billed until its process exits: UsageCloser (nodes/_metering.py) sets stopped_at.
+            unassigned = msgspec.structs.replace(self._usage(a, now, stopped=False), unassigned_at=now)
+            ops.append(Put(key=nkeys.usage(worker), value=encode(unassigned)))
         for pa in placement.assignments:
             a = WorkerAssignment(created_at=now, **msgspec.structs.asdict(pa))
             ops.append(Put(key=nkeys.worker(a.node_id, a.worker_id), value=encode(a)))
