@@ -37,7 +37,7 @@ from coordinator.jobs import (
 )
 from coordinator.scheduling import DEFAULT_HOST_RESERVE, AheadSettings, HostReserve
 from coordinator.store import Compare, Election, Put, Store
-from coordinator.view import ClusterView
+from coordinator.view import ClusterView, JobStatsFlusher
 from tiered_storage import LocalBlobStore
 
 __all__ = ["Coordinator", "CoordinatorSettings"]
@@ -112,6 +112,9 @@ class Coordinator:
         self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
         self._leader_loops.append(ColdStartRecorder(self.store, self.view, self.cold_starts).run)
         self._leader_loops.append(UsageCloser(self.store, self.view).run)  # billing ends at exit
+        self._leader_loops.append(
+            JobStatsFlusher(self.store, self.view.job_stats, lambda: self.view.revision).run
+        )
         await self.committer.start()
         self._main = asyncio.create_task(self._supervise(), name="coordinator")
         ready = asyncio.create_task(self.view.ready.wait())

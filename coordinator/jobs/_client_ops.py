@@ -186,7 +186,7 @@ class JobService:
     def health(self, ep: str) -> dict[str, Any]:
         view = self._ctx.view
         normal, low = view.queue(ep).counts()
-        counters = view.counters[ep]
+        counters = view.job_stats.counts(ep)
         in_progress = len(view.claims_of(ep))
         out: dict[str, Any] = {
             "jobs": {

@@ -30,6 +30,7 @@ from coordinator._schema import (
     decode_job,
     keys,
 )
+from coordinator.view._job_stats import JOBSTATS, JobStats
 from coordinator.store import Compacted, KeyValue, Store, WatchEvent
 from coordinator.view._queue import Signal, _Queue
 from tide.api.endpoints import ApiKey, Endpoint
@@ -59,6 +60,7 @@ _MIRRORED = (
     keys.PRESENCE,
     keys.ENDPOINTS,
     keys.APIKEYS,
+    JOBSTATS,
 )
 
 _REMOVED_KEPT = 10_000
@@ -91,7 +93,7 @@ class ClusterView:
         self.presence: dict[str, dict[str, Presence]] = defaultdict(dict)
         self.endpoints: dict[str, tuple[Endpoint, int]] = {}
         self.apikeys: dict[str, ApiKey] = {}
-        self.counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.job_stats = JobStats()  # /health's counters: stored totals + changes seen since
         self.claims_changed = Signal()
         self.outbox_changed = Signal()
         self.endpoints_changed = Signal()
@@ -242,6 +244,8 @@ class ClusterView:
                 self._apply_endpoint(ev)
             elif key.startswith(keys.APIKEYS):
                 self._apply_apikey(ev)
+            elif key.startswith(JOBSTATS):
+                self.job_stats.apply_stored(ev)
             elif key.startswith(nkeys.COLDSTARTS):
                 ep = key[len(nkeys.COLDSTARTS) :].decode()
                 value = ev.kv.value if ev.type == "put" else None
@@ -313,13 +317,10 @@ class ClusterView:
     def _apply_job(self, ev: WatchEvent) -> None:
         job_id = ev.kv.key.rsplit(b"/", 1)[1].decode()
         record = decode_job(ev.kv.value) if ev.type == "put" else None
-        if record is not None and record.status in ("COMPLETED", "FAILED"):
-            self.counters[record.endpoint_id][record.status] += 1
-        if record is not None and record.status == "IN_QUEUE" and record.retries:
-            self.counters[record.endpoint_id]["RETRIED"] += 1
         if record is not None:
             for feed in self._feeds:
                 feed.observe(record)
+            self.job_stats.observe(record, ev.revision)
         for callback in list(self._job_waiters.get(job_id, ())):
             callback(record)
 
