@@ -125,7 +125,7 @@ def _packages_checkable() -> bool:
         ["/usr/bin/python3", "-c", "import apt"], capture_output=True, check=False, timeout=30
     )
     dpkg = subprocess.run(
-        ["dpkg-query", "-W", "etcd-server", "containerd", "runc"],
+        ["dpkg-query", "-W", "etcd-server", "etcd-client", "containerd", "runc"],
         capture_output=True,
         check=False,
         timeout=30,
@@ -334,6 +334,28 @@ def test_coordinator_config_reaches_every_etcd_member_over_tls(fleet: tuple[Flee
         assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == (mode, 0, gid), name
 
 
+@pytest.mark.slow
+def test_token_secret_is_one_0600_file_owned_by_tide(fleet: tuple[Fleet, Run, Run]) -> None:
+    """Made once on the controller, installed for the coordinator's user alone, named by
+    the config; the second run (see above) left it as it was."""
+    f, _, _ = fleet
+    root = f.root("ctl-1")
+    installed = root / "etc/tide/token-secret"
+    made = f.tmp / "secrets/token-secret"
+    assert installed.read_text().strip() == made.read_text().strip()
+    assert len(made.read_text().strip()) == 64
+    tide_uid = next(
+        int(line.split(":")[2])
+        for line in (root / "etc/passwd").read_text().splitlines()
+        if line.startswith("tide:")
+    )
+    st = installed.stat()
+    assert (oct(st.st_mode & 0o777), st.st_uid) == ("0o600", tide_uid)
+    assert oct(made.stat().st_mode & 0o777) == "0o600"
+    auth = tomllib.loads((root / "etc/tide/coordinator.toml").read_text())["auth"]
+    assert auth["token-secret-file"] == str(installed)
+
+
 def _t1_mount_unit(f: Fleet, host: str) -> str:
     """The name systemd gives the mount unit of the host's FlashBoot T1 directory."""
     where = str(f.root(host) / "dev/shm/tide-flashboot")
@@ -427,18 +449,14 @@ def _wait(what: str, probe: Any, timeout: float = 60.0) -> Any:
         time.sleep(0.2)
 
 
-def _etcdctl(f: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+def _etcdctl(f: Fleet, *args: str, cert: str | None = "client") -> subprocess.CompletedProcess[str]:
+    """etcdctl to every member with the CA's certificate ``cert`` from the controller's PKI
+    (default: the operators' ``client``; None: no client certificate)."""
     endpoints = ",".join(f"https://{ip}:2379" for ip in f.etcd_ips.values())
     pki = f.tmp / "pki"
+    identity = [f"--cert={pki / f'{cert}.crt'}", f"--key={pki / f'{cert}.key'}"] if cert else []
     return subprocess.run(
-        [
-            "etcdctl",
-            f"--endpoints={endpoints}",
-            f"--cacert={pki / 'ca.crt'}",
-            f"--cert={pki / 'client.crt'}",
-            f"--key={pki / 'client.key'}",
-            *args,
-        ],
+        ["etcdctl", f"--endpoints={endpoints}", f"--cacert={pki / 'ca.crt'}", *identity, *args],
         env={**os.environ, "ETCDCTL_API": "3"},
         capture_output=True,
         text=True,
@@ -488,6 +506,7 @@ class Cluster:
         self.f = fleet
         self.daemons: list[Daemon] = []
         self.noded: dict[str, Daemon] = {}
+        self.auth_runs: list[Run] = []
 
     def start(self, cmd: list[str], log: str, env: dict[str, str] | None = None) -> Daemon:
         d = Daemon(cmd, log=self.f.tmp / log)
@@ -536,6 +555,8 @@ def cluster(fleet: tuple[Fleet, Run, Run]) -> Iterator[Cluster]:
     try:
         c.start_etcd(etcd)
         _wait("the etcd cluster", lambda: _etcdctl(c.f, "endpoint", "health").returncode == 0)
+        # etcd's users, roles and `auth enable` need the running cluster: applied now, twice
+        c.auth_runs = [c.f.play("--limit", "etcd", "-e", "etcd_configure_auth=true") for _ in range(2)]
         c.start_coordinator()
         _wait("the coordinator to be ready", lambda: _readyz(c.f.coordinator))
         for host in GPU_HOSTS:
@@ -570,6 +591,36 @@ def test_rendered_configs_run_a_tls_etcd_cluster_coordinator_and_nodes(cluster: 
     status = _tide(f, "status", "--json")
     assert status.returncode == 0, status.stderr
     assert {c["region"] for c in json.loads(status.stdout)["capacity"]} == {"EU", "US"}
+
+
+@pytest.mark.slow
+def test_etcd_auth_admits_each_certificate_to_its_role_only(cluster: Cluster) -> None:
+    """After the etcd role's auth tasks: no certificate, or one whose name is no etcd user
+    (a member's), is refused; the coordinators' certificate reaches /tide/ and nothing
+    else; the operators' is root.  The coordinator (started after them) serves, and no
+    token secret sits in etcd."""
+    f = cluster.f
+    first, second = cluster.auth_runs
+    assert first.changed["ctl-1"] > 0
+    assert second.changed == dict.fromkeys(ETCD_HOSTS, 0), second.stdout[-3000:]
+    users = _etcdctl(f, "user", "list")
+    assert users.returncode == 0, users.stderr
+    assert sorted(users.stdout.split()) == ["root", "tide-coordinator", "tide-etcd-client"]
+    assert "(prefix /tide/)" in _etcdctl(f, "role", "get", "tide").stdout
+    # without a client certificate: no TLS session at all
+    assert _etcdctl(f, "get", "--prefix", "/tide/", cert=None).returncode != 0
+    # a certificate from the CA whose name is no etcd user: refused by etcd's auth
+    member = _etcdctl(f, "get", "--prefix", "--keys-only", "/tide/", cert="ctl-2")
+    assert member.returncode != 0 and "permission denied" in member.stderr, member
+    assert _etcdctl(f, "endpoint", "health", cert="ctl-2").returncode == 0  # the role's health wait
+    # the coordinators' certificate: the /tide/ prefix, nothing else
+    mine = _etcdctl(f, "get", "--prefix", "--keys-only", "/tide/nodes/", cert="coordinator")
+    assert mine.returncode == 0 and mine.stdout.split() == [f"/tide/nodes/{h}" for h in sorted(GPU_HOSTS)]
+    for args in (["put", "/elsewhere", "x"], ["get", "/elsewhere"], ["user", "list"], ["auth", "disable"]):
+        refused = _etcdctl(f, *args, cert="coordinator")
+        assert refused.returncode != 0 and "permission denied" in refused.stderr, (args, refused.stderr)
+    assert _readyz(f.coordinator) is not None
+    assert _etcdctl(f, "get", "/tide/secret").stdout == ""  # the token secret is a file
 
 
 def _admin(f: Fleet, method: str, path: str, body: Any = None) -> Any:
