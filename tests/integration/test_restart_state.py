@@ -4,7 +4,8 @@ real HTTP against a coordinator process on a real etcd:
 - /v2/<ep>/health's job counters survive a graceful restart and a SIGKILL (the leader
   stores them every few seconds, and once more when it stops);
 - a removed worker is billed until its host reports the process gone, not from the
-  moment the scheduler unassigned it, and a restart in between does not lose that.
+  moment the scheduler unassigned it, and a restart in between does not lose that;
+- moving the token secret from etcd to a file: tokens minted before are refused.
 
 The host is played by the test over the node API (register, heartbeats with worker
 reports), so the worker's exit is whatever the test says it is.
@@ -178,3 +179,28 @@ def test_a_removed_worker_is_billed_until_its_process_exits(
         assert usage["totalGpuSeconds"] >= closed.stopped_at - closed.started_at - 1.0
     finally:
         host.stop()
+
+
+def test_moving_the_token_secret_off_etcd_refuses_old_tokens(
+    cluster: tuple[EtcdServer, CoordinatorProcess],
+) -> None:
+    """A legacy coordinator (no token-secret-file) mints with etcd's /tide/secret; once it
+    restarts with the file, those tokens are refused and fresh ones work (docs/secrets.md)."""
+    etcd, proc = cluster
+    config = proc.config_path.read_text()
+    secret_line = f'token-secret-file = "{proc.token_secret_file}"\n'
+    assert secret_line in config
+    try:
+        proc.config_path.write_text(config.replace(secret_line, ""))
+        proc.restart()
+        proc.admin.create_endpoint("mig")
+        old = proc.admin.worker_token("mig", "w1")
+        assert _stored(etcd, b"/tide/secret") is not None
+        take = f"{proc.url}/v2/mig/job-take/w1?job_in_progress=0"
+        assert http_json("GET", take, key=old)[0] in (200, 204)
+    finally:
+        proc.config_path.write_text(config)
+        proc.restart()
+    assert http_json("GET", take, key=old)[0] == 401
+    fresh = proc.admin.worker_token("mig", "w1")
+    assert fresh != old and http_json("GET", take, key=fresh)[0] in (200, 204)
