@@ -141,10 +141,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from coordinator._token_secret import read_token_secret
 from coordinator.api import LIMITS, ApiLimits, HttpLimits, Route, RouteLimit
 from coordinator.jobs import MAX_INLINE_LIMIT, JobSettings, WebhookPolicy
 from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
-from coordinator._token_secret import read_token_secret
 from coordinator.server import CoordinatorSettings
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument

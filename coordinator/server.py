@@ -21,7 +21,6 @@ from aiohttp import web
 
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
-from coordinator._schema import keys
 from coordinator._token_secret import resolve_secret
 from coordinator.api import ApiLimits, ApiSettings, HttpLimits, build_app, make_runner
 from coordinator.control import Scheduler, UsageCloser
@@ -36,7 +35,7 @@ from coordinator.jobs import (
     WorkerService,
 )
 from coordinator.scheduling import DEFAULT_HOST_RESERVE, AheadSettings, HostReserve
-from coordinator.store import Compare, Election, Put, Store
+from coordinator.store import Election, Store
 from coordinator.view import ClusterView, JobStatsFlusher
 from tiered_storage import LocalBlobStore
 

@@ -2,8 +2,8 @@
 MIG passes inside it (on-demand re-cuts, ahead-of-time re-cuts, demand history).  They read the
 view, run the pure planners of coordinator/scheduling and write their plans to the store."""
 
-from coordinator.control._mig_ahead_loop import MigAhead, RegionForecast
 from coordinator.control._metering import UsageCloser
+from coordinator.control._mig_ahead_loop import MigAhead, RegionForecast
 from coordinator.control._scheduler import Scheduler
 
 __all__ = ["MigAhead", "RegionForecast", "Scheduler", "UsageCloser"]

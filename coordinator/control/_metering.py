@@ -23,8 +23,8 @@ import msgspec
 
 from coordinator._node_schema import NodeRecord, UsageRecord, nkeys
 from coordinator._schema import encode
-from coordinator.view import ClusterView
 from coordinator.store import Compare, Put, Store, WatchEvent
+from coordinator.view import ClusterView
 from tide.api.errors import TideError
 
 __all__ = ["UsageCloser", "plan_usage_closes"]

@@ -30,8 +30,8 @@ from coordinator._schema import (
     decode_job,
     keys,
 )
-from coordinator.view._job_stats import JOBSTATS, JobStats
 from coordinator.store import Compacted, KeyValue, Store, WatchEvent
+from coordinator.view._job_stats import JOBSTATS, JobStats
 from coordinator.view._queue import Signal, _Queue
 from tide.api.endpoints import ApiKey, Endpoint
 

@@ -23,8 +23,8 @@ import msgspec
 import pytest
 
 from coordinator._node_schema import UsageRecord, nkeys
-from coordinator.view import JOBSTATS, JobStatsRecord
 from coordinator.store import open_store
+from coordinator.view import JOBSTATS, JobStatsRecord
 from tests.fixtures.coordinator import CoordinatorProcess, http_json, wait_until
 from tests.fixtures.etcd import EtcdServer, etcd_binary
 
