@@ -92,14 +92,20 @@ _CHANGES = st.lists(
 
 def _until_finished(changes: list[tuple[int, str, int]]) -> list[tuple[int, str, int]]:
     """Each job's changes up to its final one: a finished record is never written again
-    (the worker API ignores a result for a job in FINAL_STATES)."""
+    (the worker API ignores a result for a job in FINAL_STATES), and a job is requeued with
+    retry number n once (the reaper's requeue writes retries + 1; nothing rewrites a queued
+    record with the same count)."""
     finished: set[int] = set()
+    requeued: set[tuple[int, int]] = set()
     out = []
     for job, status, retries in changes:
-        if job not in finished:
-            out.append((job, status, retries))
-            if status in ("COMPLETED", "FAILED"):
-                finished.add(job)
+        if job in finished or (status == "IN_QUEUE" and retries and (job, retries) in requeued):
+            continue
+        out.append((job, status, retries))
+        if status in ("COMPLETED", "FAILED"):
+            finished.add(job)
+        if status == "IN_QUEUE" and retries:
+            requeued.add((job, retries))
     return out
 
 
