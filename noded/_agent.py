@@ -102,6 +102,9 @@ class AgentSettings:
     # How loudly to say that T1 has 4 KiB pages: a warning on a GPU host, a note in `tide dev`.
     t1_advice_level: int = logging.WARNING
     report_dir: str = ""  # root of the per-worker report directories ("" = none)
+    # The worker gateway's base URL (noded/_gateway.py): workers' RUNPOD_WEBHOOK_* URLs point at
+    # it instead of the replica that wrote them ("" = they stay as the coordinator wrote them).
+    worker_gateway: str = ""
 
 
 class NodeAgent:
@@ -138,6 +141,7 @@ class NodeAgent:
             on_change=self._changed.set,
             report_root=settings.report_dir,
             flashboot=self.flashboot,
+            gateway=settings.worker_gateway,
         )
 
     async def inventory(self) -> NodeInventory:

@@ -4,6 +4,7 @@ the cluster: it never reaches etcd)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -19,32 +20,65 @@ _desired_decoder = msgspec.json.Decoder(DesiredWorkers)
 
 
 class CoordinatorClient:
-    """Safe for concurrent use by the agent's loops."""
+    """Safe for concurrent use by the agent's loops.
 
-    def __init__(self, url: str, join_key: str, *, poll_wait_s: int = 25) -> None:
-        self._url = url.rstrip("/")
+    ``url`` may name several replicas: a call that cannot reach one (refused, reset, silent
+    past its timeout, or a 502/503/504) goes to the next at once, and the next call starts
+    from the replica that last answered.  Every node call is safe to send twice: register
+    and heartbeat overwrite, desired only reads."""
+
+    def __init__(self, url: str | Sequence[str], join_key: str, *, poll_wait_s: int = 25) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        self._urls = [u.rstrip("/") for u in urls]
+        self._at = 0  # the replica that last answered
         self._join_key = join_key
         self._wait = poll_wait_s
         self._session: aiohttp.ClientSession | None = None
         self.node_id = ""
         self.token = ""
 
+    @property
+    def _url(self) -> str:
+        return self._urls[self._at]
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._wait + 15))
         return self._session
 
-    async def _call(self, method: str, path: str, *, key: str, body: Any = None) -> bytes:
+    async def _call(
+        self, method: str, path: str, *, key: str, body: Any = None, timeout: float = 5.0
+    ) -> bytes:
+        """``timeout`` bounds one replica's answer: a silent (partitioned) one is left after it."""
+        failure: Unavailable | None = None
+        for n in range(len(self._urls)):
+            at = (self._at + n) % len(self._urls)
+            try:
+                raw = await self._call_one(self._urls[at], method, path, key, body, timeout)
+            except Unavailable as exc:
+                failure = exc
+                continue
+            self._at = at
+            return raw
+        assert failure is not None
+        raise failure
+
+    async def _call_one(
+        self, base: str, method: str, path: str, key: str, body: Any, timeout: float
+    ) -> bytes:
         data = _encode(body) if body is not None else None
         headers = {"Authorization": key, "Content-Type": "application/json"}
+        limit = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 2.0))
         try:
-            async with self._http().request(method, self._url + path, data=data, headers=headers) as resp:
+            async with self._http().request(
+                method, base + path, data=data, headers=headers, timeout=limit
+            ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     _raise(resp.status, raw)
                 return raw
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(f"coordinator at {self._url} unreachable: {exc}") from None
+            raise Unavailable(f"coordinator at {base} unreachable: {exc or type(exc).__name__}") from None
 
     async def register(self, inventory: NodeInventory, address: str) -> None:
         body = {**msgspec.to_builtins(NodeRegistration(inventory=inventory)), "address": address}
@@ -61,7 +95,8 @@ class CoordinatorClient:
 
     async def desired(self, after: int) -> DesiredWorkers:
         path = f"/node/v1/nodes/{self.node_id}/desired?after={after}&wait={self._wait}"
-        return _desired_decoder.decode(await self._call("GET", path, key=self.token))
+        raw = await self._call("GET", path, key=self.token, timeout=self._wait + 10.0)
+        return _desired_decoder.decode(raw)
 
     async def close(self) -> None:
         if self._session is not None:

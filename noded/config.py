@@ -17,8 +17,10 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
     advertise = ""                   # how the coordinator reaches it; default http://<listen>
 
     [coordinator]
-    url = "http://127.0.0.1:8420"
+    url = "http://127.0.0.1:8420"    # one replica; or, for several:
+    urls = []                        # e.g. ["http://c1:8420", "http://c2:8420"] (wins over url)
     join-key-file = "/etc/tide/node-join.key"   # an API key with scope node (or admin)
+    gateway = "127.0.0.1:8422"       # workers' local way to any healthy replica; "" = direct
 
     [runtime]
     kind = "process"                 # or "containerd" (production; docs/hosts.md)
@@ -93,8 +95,15 @@ class NodeSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class CoordinatorSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    url: str = "http://127.0.0.1:8420"
+    url: str = "http://127.0.0.1:8420"  # the one-replica spelling of urls
+    urls: list[str] = []  # every replica; noded and its workers fail over between them
     join_key_file: str = "/etc/tide/node-join.key"
+    # host:port of the worker gateway (noded/_gateway.py), a process beside noded that carries
+    # the workers' job-take/job-done calls to any healthy replica; "" = workers call one directly.
+    gateway: str = "127.0.0.1:8422"
+
+    def replicas(self) -> list[str]:
+        return list(self.urls) or [self.url]
 
 
 class RegistrySection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -166,6 +175,9 @@ def load_config(path: str | None) -> FileConfig:
     )
     if cfg.gpus.source == "simulated" and not cfg.gpus.simulated:
         raise InvalidArgument(f'{path}: `$.gpus.simulated` must name the GPUs, e.g. "2xH100-80GB"')
+    for url in cfg.coordinator.replicas():
+        if not url.startswith(("http://", "https://")):
+            raise InvalidArgument(f"{path}: `$.coordinator.urls` needs http(s) URLs, got {url!r}")
     if len(set(cfg.mig.pool)) != len(cfg.mig.pool):
         raise InvalidArgument(f"{path}: `$.mig.pool` names a GPU twice: {cfg.mig.pool}")
     return cfg

@@ -15,6 +15,7 @@ from noded._agent import AgentSettings, NodeAgent
 from noded._client import CoordinatorClient
 from noded._server import NodeServer
 from noded.config import FileConfig, load_config, registry_auth
+from noded.gateway import ensure_gateway
 from tide.api.errors import InvalidArgument, TideError
 from tide.daemon import serve_until_signalled
 
@@ -100,7 +101,12 @@ def _join_key(cfg: FileConfig) -> str:
 
 async def _serve(cfg: FileConfig, join_key: str) -> int:
     runtime = _runtime(cfg)
-    client = CoordinatorClient(cfg.coordinator.url, join_key)
+    replicas = cfg.coordinator.replicas()
+    client = CoordinatorClient(replicas, join_key)
+    if cfg.coordinator.gateway:  # before any worker starts (or is adopted) pointing at it
+        await asyncio.to_thread(
+            ensure_gateway, cfg.coordinator.gateway, replicas, Path(cfg.runtime.state_dir)
+        )
     host, _, port = cfg.node.listen.rpartition(":")
     server = NodeServer(runtime, lambda: client.token, host=host, port=int(port))
     await server.start()
@@ -112,6 +118,7 @@ async def _serve(cfg: FileConfig, join_key: str) -> int:
         stop_grace_s=cfg.runtime.stop_grace_s,
         flashboot=_flashboot(cfg),
         report_dir=str(Path(cfg.runtime.state_dir) / "reports"),
+        worker_gateway=f"http://{cfg.coordinator.gateway}" if cfg.coordinator.gateway else "",
     )
     agent = NodeAgent(client, runtime, _gpus(cfg), settings)
     await agent.start()

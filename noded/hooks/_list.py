@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from noded.hooks._boot_report import BootReportHook
 from noded.hooks._flashboot import FlashbootHook
+from noded.hooks._gateway import GatewayHook
 from noded.hooks._phases import WorkerHooks
 from noded.hooks._protocol import HookFactory, HookHost
 from noded.hooks._report_dir import ReportDirHook
@@ -16,6 +17,8 @@ from tide.api.nodes import DesiredWorker
 __all__ = ["HOOKS", "worker_hooks"]
 
 # Every phase runs over the hooks in this order.  Why this one:
+# * the gateway first: it rewrites the desired worker's own RUNPOD_WEBHOOK_* URLs, before any
+#   hook adds env of its own;
 # * the report directory first: it exists before the worker (or any later hook) may write into
 #   it, and its env entry and bind come first in the spec;
 # * FlashBoot next: the keeper's env and the endpoint's store binds follow the report
@@ -23,6 +26,7 @@ __all__ = ["HOOKS", "worker_hooks"]
 #   mounts in the same order);
 # * the boot report last: it reads what the worker writes into the directory made first.
 HOOKS: tuple[HookFactory, ...] = (
+    GatewayHook,
     ReportDirHook,
     FlashbootHook,
     BootReportHook,

@@ -71,6 +71,7 @@ class HookHost:
     on_change: Callable[[], None]  # a hook learnt something the next heartbeat should carry
     report_root: str = ""  # root of the per-worker report directories ("" = none)
     flashboot: FlashbootHost | None = None  # None: no FlashBoot keeper on this host
+    gateway: str = ""  # the worker gateway's base URL ("" = workers call a replica directly)
 
     def report_dir(self, worker_id: str) -> str:
         """The worker's own report directory, or "" when this host keeps none."""

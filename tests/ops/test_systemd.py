@@ -131,7 +131,7 @@ def _noded(tmp_path: Path, notify: NotifySocket, url: str, key: str) -> Daemon:
     cfg = tmp_path / "noded.toml"
     cfg.write_text(
         f'version = 1\n[node]\nhostname = "ops-notify"\nlisten = "127.0.0.1:{free_port()}"\n'
-        f'[coordinator]\nurl = "{url}"\njoin-key-file = "{key_file}"\n'
+        f'[coordinator]\nurl = "{url}"\njoin-key-file = "{key_file}"\ngateway = ""\n'
         f'[runtime]\nkind = "process"\nstate-dir = "{tmp_path / "nstate"}"\n'
         '[gpus]\nsource = "simulated"\nsimulated = "1xH100-80GB"\n'
         f'[flashboot]\nshm-dir = "{tmp_path / "shm"}"\n'
