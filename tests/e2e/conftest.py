@@ -174,3 +174,9 @@ def webhooks() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def scratch(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    from tests.fixtures.faults import terminal_summary
+
+    terminal_summary(terminalreporter, config)
