@@ -1,16 +1,16 @@
 """An unmodified RunPod handler for the fault suite: every execution appends the job id to
 $TIDE_FAULT_LOG (a handler run twice shows up twice), then it sleeps ``input.sleep`` seconds."""
 
-import asyncio
 import os
+import time
 
 import runpod
 
 
-async def handler(job):
+def handler(job):
     with open(os.environ["TIDE_FAULT_LOG"], "a") as log:
         log.write(job["id"] + "\n")
-    await asyncio.sleep(float(job["input"].get("sleep", 0)))
+    time.sleep(float(job["input"].get("sleep", 0)))
     return {"echo": job["input"]}
 
 
