@@ -7,6 +7,7 @@ the worker's runner in the order of ``HOOKS`` (Nomad's task-runner hooks).
 
 from noded.hooks._boot_report import BootReportHook
 from noded.hooks._flashboot import FlashbootHook
+from noded.hooks._gateway import GatewayHook
 from noded.hooks._list import HOOKS, worker_hooks
 from noded.hooks._phases import WorkerHooks
 from noded.hooks._protocol import (
@@ -28,6 +29,7 @@ __all__ = [
     "HOOKS",
     "BootReportHook",
     "FlashbootHook",
+    "GatewayHook",
     "Hook",
     "HookFactory",
     "HookHost",

@@ -4,12 +4,12 @@ changes a replica saw after them (``JobStats``)."""
 
 from __future__ import annotations
 
-from coordinator.control._metering import plan_usage_closes
 from hypothesis import given
 from hypothesis import strategies as st
 
 from coordinator._node_schema import NodeRecord, UsageRecord
 from coordinator._schema import JobRecord, encode
+from coordinator.control._metering import plan_usage_closes
 from coordinator.store import KeyValue, WatchEvent
 from coordinator.view import JOBSTATS, JobStats
 from tide.api.nodes import NodeInventory, WorkerReport

@@ -14,6 +14,7 @@ from noded.hooks import (
     HOOKS,
     BootReportHook,
     FlashbootHook,
+    GatewayHook,
     HookHost,
     Poststart,
     Precreate,
@@ -56,10 +57,10 @@ def _desired(flashboot: bool = True) -> DesiredWorker:
     return DesiredWorker(worker_id="w-1", endpoint_id="ep", revision=1, image="dir:///x", flashboot=flashboot)
 
 
-def test_hooks_run_report_dir_then_flashboot_then_boot_report(tmp_path: Path) -> None:
-    assert (ReportDirHook, FlashbootHook, BootReportHook) == HOOKS
+def test_hooks_run_gateway_report_dir_flashboot_then_boot_report(tmp_path: Path) -> None:
+    assert (GatewayHook, ReportDirHook, FlashbootHook, BootReportHook) == HOOKS
     hooks = worker_hooks(_host("process", tmp_path), _desired())
-    assert hooks.names == ["report-dir", "flashboot", "boot-report"]
+    assert hooks.names == ["gateway", "report-dir", "flashboot", "boot-report"]
 
 
 def test_each_hook_implements_only_its_phases(tmp_path: Path) -> None:
@@ -69,6 +70,7 @@ def test_each_hook_implements_only_its_phases(tmp_path: Path) -> None:
         for h in worker_hooks(_host("process", tmp_path), _desired()).hooks
     }
     assert got == {
+        "gateway": ["Prestart"],
         "report-dir": ["Prestart", "Stop"],
         "flashboot": ["Prestart", "Stop"],
         "boot-report": ["Precreate", "Poststart", "Report"],
@@ -133,3 +135,16 @@ def test_the_spec_through_every_hook_keeps_the_env_and_mount_order(tmp_path: Pat
 
 def msgspec_fields(spec: WorkerSpec) -> tuple[object, ...]:
     return (spec.id, spec.image, spec.command, spec.args, spec.devices, spec.limits, spec.labels)
+
+
+def test_gateway_hook_points_the_workers_runpod_urls_at_the_gateway() -> None:
+    spec = WorkerSpec(
+        id="w-1",
+        image="dir:///x",
+        env={"A": "1", "RUNPOD_WEBHOOK_GET_JOB": "http://10.0.0.5:8420/v2/ep/job-take/w-1?x=1"},
+    )
+    host = HookHost(runtime="process", on_change=lambda: None, gateway="http://127.0.0.1:8422")
+    got = GatewayHook(host, _desired()).prestart(PrestartRequest(spec=spec))
+    assert got.env == {"RUNPOD_WEBHOOK_GET_JOB": "http://127.0.0.1:8422/v2/ep/job-take/w-1?x=1"}
+    off = GatewayHook(_host("process", None), _desired()).prestart(PrestartRequest(spec=spec))
+    assert (off.env, off.mounts) == ({}, [])
