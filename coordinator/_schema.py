@@ -116,6 +116,7 @@ class keys:
     ENDPOINTS = b"/tide/endpoints/"
     APIKEYS = b"/tide/apikeys/"
     SECRET = b"/tide/secret"
+    SECRET_CHECK = b"/tide/secret-check"  # HMAC(token secret, constant): do replicas agree?
     JOBS = b"/tide/jobs/"
     QUEUE = b"/tide/queue/"
     CLAIMS = b"/tide/claims/"

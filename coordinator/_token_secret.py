@@ -16,6 +16,8 @@ be restarted), see docs/secrets.md.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -91,6 +93,7 @@ async def resolve_secret(store: Store, from_file: bytes | None) -> bytes:
                 keys.SECRET.decode(),
                 keys.SECRET.decode(),
             )
+        await _check_agreement(store, from_file)
         return from_file
     log.warning(
         "the token secret is kept in etcd (%s), where anyone who can read etcd can mint tokens: "
@@ -106,3 +109,26 @@ async def resolve_secret(store: Store, from_file: bytes | None) -> bytes:
         legacy = await store.get(keys.SECRET)
         assert legacy is not None
     return bytes.fromhex(legacy.value.decode())
+
+
+def secret_check(secret: bytes) -> bytes:
+    """What replicas compare to learn they hold the same secret, without storing it."""
+    return hmac.new(secret, b"tide token secret check", hashlib.sha256).hexdigest().encode()
+
+
+async def _check_agreement(store: Store, secret: bytes) -> None:
+    """Log an error when this replica's secret is not the one the last replica started with:
+    tokens one mints, the other refuses (workers fail over to a replica that rejects them).
+    The last one to start records its check, so a finished rotation stops the error."""
+    mine = secret_check(secret)
+    stored = await store.get(keys.SECRET_CHECK)
+    if stored is not None and stored.value != mine:
+        log.error(
+            "this replica's token secret (%s) differs from the one the replica started before it "
+            "used: worker and node tokens minted by one are refused by the other. Give every "
+            "replica the same file (expected while a rotation restarts them one by one; "
+            "docs/secrets.md)",
+            _KEY,
+        )
+    if stored is None or stored.value != mine:
+        await store.txn([], [Put(key=keys.SECRET_CHECK, value=mine)])

@@ -115,3 +115,18 @@ async def test_without_a_file_the_legacy_secret_is_made_once_and_shared(
     assert len(first) == 32 and await resolve_secret(store, None) == first
     assert "set [auth] token-secret-file" in caplog.text
     await store.close()
+
+
+async def test_replicas_with_different_secrets_are_told(caplog: pytest.LogCaptureFixture) -> None:
+    """A replica whose file differs from the last one's logs an error (their tokens would not
+    verify on each other); the same file twice says nothing; the secret itself is not stored."""
+    store = open_store("memory://")
+    one, other = b"a" * 64, b"b" * 64
+    assert await resolve_secret(store, one) == one
+    assert await resolve_secret(store, one) == one
+    assert "differs" not in caplog.text
+    assert await resolve_secret(store, other) == other
+    assert "differs" in caplog.text
+    stored = await store.get(keys.SECRET_CHECK)
+    assert stored is not None and one not in stored.value and other not in stored.value
+    await store.close()

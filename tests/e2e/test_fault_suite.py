@@ -63,8 +63,10 @@ class Rig:
         return self.replicas[0]
 
 
-def _replica(store_url: str, admin_key: str | None) -> CoordinatorProcess:
-    c = CoordinatorProcess(store_url=store_url, claim_grace_s=3.0)
+def _replica(store_url: str, admin_key: str | None, secret: Path | None) -> CoordinatorProcess:
+    # Replicas share the token secret file, as Ansible installs one on every coordinator: a
+    # worker's token minted by one must verify on the other it fails over to.
+    c = CoordinatorProcess(store_url=store_url, claim_grace_s=3.0, token_secret_file=secret)
     if admin_key is not None:  # replicas share the operator's admin key (noded joins with it)
         (c.root / "admin.key").write_text(admin_key + "\n")
         c.admin_key = admin_key
@@ -79,8 +81,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         pytest.skip(ETCD_MISSING)
     scratch = tmp_path_factory.mktemp("faults")
     etcd = EtcdCluster(size=3)
-    first = _replica(etcd.store_url, None)
-    replicas = [first, _replica(etcd.store_url, first.admin_key)]
+    first = _replica(etcd.store_url, None, None)
+    replicas = [first, _replica(etcd.store_url, first.admin_key, first.token_secret_file)]
     gateway = os.environ.get("TIDE_FAULTS_NO_GATEWAY", "") != "1"
     noded = NodedProcess(
         coordinator_url=[c.url for c in replicas],
