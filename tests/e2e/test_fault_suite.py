@@ -187,6 +187,9 @@ def _partition_skip() -> str | None:
         return "a network partition needs root (iptables rules on loopback)"
     if shutil.which("iptables") is None:
         return "a network partition needs iptables (Debian iptables); not installed"
+    probe = subprocess.run(["iptables", "-n", "-L", "INPUT"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:  # a container without CAP_NET_ADMIN, or no netfilter in the kernel
+        return f"iptables cannot change rules here: {probe.stderr.strip()[:200]}"
     return None
 
 
