@@ -249,7 +249,7 @@ class Bench:
         return latencies
 
     async def commits(self) -> float:
-        async with self.s.get(self.c.url + "/metrics") as resp:
+        async with self.s.get(self.c.url + "/metrics", headers=self.admin) as resp:
             text = await resp.text()
         for line in text.splitlines():
             if line.startswith("tide_store_commit_seconds_count"):

@@ -2,7 +2,6 @@
 (/admin/v1), node (/node/v1) and operations (/healthz, /readyz, /metrics)."""
 
 from coordinator.api._app import ApiSettings, build_app
-from coordinator.api._http import mint_worker_token
 from coordinator.api._limits import LIMITS, ApiLimits, Route, RouteLimit
 from coordinator.api._server import HttpLimits, make_runner
 
@@ -15,5 +14,4 @@ __all__ = [
     "RouteLimit",
     "build_app",
     "make_runner",
-    "mint_worker_token",
 ]

@@ -16,7 +16,8 @@ from aiohttp import web
 
 from coordinator._node_schema import nkeys
 from coordinator._schema import decode_job, encode, keys
-from coordinator.api._http import Auth, decode_body, hash_key, json_response, mint_worker_token, query_int
+from coordinator.api._auth import Auth, hash_key
+from coordinator.api._http import decode_body, json_response, query_int
 from coordinator.jobs import ColdStartTracker, JobService, cold_start_json
 from coordinator.store import Compare, KeyValue, Put, Store
 from coordinator.view import ClusterView
@@ -25,6 +26,7 @@ from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 
 __all__ = ["AdminRoutes", "endpoint_json"]
 
+_HAND_TOKEN_TTL_S = 7 * 86400  # a hand-started worker's token, unless ?ttl_s= says otherwise
 _RUNTIME_FIELDS = ("image", "command", "args", "env", "gpu_type_ids", "gpu_count", "cpus", "memory_mb")
 
 
@@ -67,7 +69,6 @@ class AdminRoutes:
 
     # -- endpoints -------------------------------------------------------
     async def create_endpoint(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         spec = decode_body(await request.read(), EndpointSpec, what="endpoint")
         _check_spec(spec)
         endpoint = Endpoint(id=spec.name, spec=spec, created_at=time.time())
@@ -83,7 +84,6 @@ class AdminRoutes:
         return json_response(endpoint_json(endpoint), 201)
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         eps = sorted(self._view.endpoints.values(), key=lambda e: e[0].id)
         return json_response([self._describe(e) for e, _ in eps])
 
@@ -96,7 +96,6 @@ class AdminRoutes:
         return out
 
     async def get_endpoint(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         endpoint, _ = self._get(request.match_info["ep"])
         return json_response(self._describe(endpoint))
 
@@ -107,7 +106,6 @@ class AdminRoutes:
         return found
 
     async def update_endpoint(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         ep = request.match_info["ep"]
         update = decode_body(await request.read(), EndpointUpdate, what="endpoint update")
         kv = await self._store.get(keys.endpoint(ep))
@@ -132,7 +130,6 @@ class AdminRoutes:
         return json_response(endpoint_json(updated))
 
     async def delete_endpoint(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         ep = request.match_info["ep"]
         if await self._store.delete(keys.endpoint(ep)) == 0:
             raise NotFound(f"endpoint {ep!r} not found")
@@ -142,20 +139,13 @@ class AdminRoutes:
 
     async def worker_token(self, request: web.Request) -> web.Response:
         """A token for a worker started by hand (noded mints its own workers')."""
-        self._auth.require_admin(request)
         ep, worker = request.match_info["ep"], request.match_info["worker"]
-        self._get(ep)
-        return json_response(
-            {
-                "endpointId": ep,
-                "workerId": worker,
-                "token": mint_worker_token(self._auth.cluster_secret, ep, worker),
-            }
-        )
+        ttl_s = query_int(request, "ttl_s", _HAND_TOKEN_TTL_S, 60, 30 * 86400)
+        token, expires = self._auth.hand_token(ep, worker, ttl_s)
+        return json_response({"endpointId": ep, "workerId": worker, "token": token, "expiresAt": expires})
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         """The queue view: queued and running jobs, oldest first."""
-        self._auth.require_admin(request)
         ep = request.match_info["ep"]
         self._get(ep)
         limit = query_int(request, "limit", 100, 1, 10_000)
@@ -177,7 +167,6 @@ class AdminRoutes:
 
     # -- keys ------------------------------------------------------------
     async def create_key(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         req = decode_body(await request.read(), ApiKeyCreate, what="API key request")
         secret = "tk_" + secrets.token_urlsafe(32)
         key = ApiKey(
@@ -193,13 +182,11 @@ class AdminRoutes:
         return json_response({**_key_json(key), "key": secret}, 201)
 
     async def list_keys(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         res = await self._store.range(keys.APIKEYS)
         found = [msgspec.json.decode(kv.value, type=ApiKey) for kv in res.kvs]
         return json_response([_key_json(k) for k in sorted(found, key=lambda k: k.created_at)])
 
     async def revoke_key(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         key_id = request.match_info["key"]
         res = await self._store.range(keys.APIKEYS)
         for kv in res.kvs:

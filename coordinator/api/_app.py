@@ -9,8 +9,10 @@ from aiohttp import web
 
 from coordinator.api._admin_routes import AdminRoutes
 from coordinator.api._app_keys import APP_KEY_PRICES
+from coordinator.api._auth import Auth
+from coordinator.api._authz import authz_middleware
 from coordinator.api._cluster_routes import ClusterRoutes
-from coordinator.api._http import Auth, error_middleware, json_response
+from coordinator.api._http import error_middleware, json_response
 from coordinator.api._limits import ApiLimits
 from coordinator.api._metrics import Metrics
 from coordinator.api._mig_forecast_routes import MigForecastRoutes
@@ -18,6 +20,7 @@ from coordinator.api._mig_routes import MigRoutes
 from coordinator.api._node_routes import NodeRoutes
 from coordinator.api._openapi import add_openapi_route
 from coordinator.api._public_routes import PublicRoutes
+from coordinator.api._routes_table import ROUTES
 from coordinator.api._server import HttpLimits, body_timeout_middleware
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
@@ -59,9 +62,15 @@ def build_app(
 ) -> web.Application:
     # The body timeout inside the error middleware: the timeout's 408 is answered by it, and
     # anything else the late read raises is still mapped by the error middleware.
-    middlewares = [error_middleware, body_timeout_middleware(settings.http.body_timeout_s)]
+    # The credential check right after the error middleware: every route is checked by its
+    # row of the route table before its body is read (_authz).
+    auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret, store=store)
+    middlewares = [
+        error_middleware,
+        authz_middleware(auth, ROUTES),
+        body_timeout_middleware(settings.http.body_timeout_s),
+    ]
     app = web.Application(middlewares=middlewares, client_max_size=_MAX_BODY)
-    auth = Auth(view, admin_key_hashes=settings.admin_key_hashes, cluster_secret=cluster_secret)
     app[APP_KEY_AUTH] = auth
     metrics = Metrics(view, commit_seconds, cold_starts)
     app[APP_KEY_THROTTLE] = Throttle(

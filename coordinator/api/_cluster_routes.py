@@ -11,13 +11,14 @@ from aiohttp import web
 
 from coordinator._node_schema import NodeRecord, UsageRecord, nkeys
 from coordinator.api._app_keys import APP_KEY_PRICES
-from coordinator.api._http import Auth, json_response, query_int
-from coordinator.api._node_routes import mint_node_token, update_node
+from coordinator.api._auth import Auth
+from coordinator.api._http import json_response, query_int
+from coordinator.api._node_routes import update_node
 from coordinator.jobs import ColdStartTracker, cold_start_json
 from coordinator.scheduling import slice_share
-from coordinator.store import Store
+from coordinator.store import Compare, Delete, Store
 from coordinator.view import ClusterView
-from tide.api.errors import NotFound, Unavailable
+from tide.api.errors import Conflict, NotFound, Unavailable
 from tide.api.nodes import WorkerReport
 
 __all__ = ["ClusterRoutes"]
@@ -33,6 +34,7 @@ class ClusterRoutes:
     def add_to(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/admin/v1/nodes", self.list_nodes)
+        r.add_delete("/admin/v1/nodes/{node}", self.forget)
         r.add_post("/admin/v1/nodes/{node}/drain", self.drain)
         r.add_post("/admin/v1/nodes/{node}/undrain", self.undrain)
         r.add_get("/admin/v1/workers", self.list_workers)
@@ -41,7 +43,6 @@ class ClusterRoutes:
         r.add_get("/admin/v1/status", self.status)
 
     async def list_nodes(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         now = time.time()
         out = []
         for record, _ in sorted(self._view.nodes.values(), key=lambda n: n[0].id):
@@ -51,7 +52,6 @@ class ClusterRoutes:
         return json_response(out)
 
     async def _set_drain(self, request: web.Request, draining: bool) -> web.Response:
-        self._auth.require_admin(request)
         node = request.match_info["node"]
         await update_node(
             self._store,
@@ -61,6 +61,28 @@ class ClusterRoutes:
         )
         return json_response({"id": node, "draining": draining})
 
+    async def forget(self, request: web.Request) -> web.Response:
+        """Forget a host so it can be re-imaged: its record (and with it its node token's
+        generation) and its MIG layouts go; its join key then registers it as a new host."""
+        node = request.match_info["node"]
+        kv = await self._store.get(nkeys.node(node))
+        if kv is None:
+            raise NotFound(f"node {node!r} not found; 'tide nodes' lists the nodes")
+        record = msgspec.json.decode(kv.value, type=NodeRecord)
+        running = self._view.assignments_of(node)
+        if running and not record.lost:
+            raise Conflict(
+                f"node {node!r} still runs {len(running)} worker(s): drain it first ('tide node drain "
+                f"{node}') and forget it once 'tide workers' shows none there, or once it is lost"
+            )
+        res = await self._store.txn(
+            [Compare(key=kv.key, target="mod", op="==", value=kv.mod_revision)],
+            [Delete(key=kv.key), Delete(key=nkeys.MIGLAYOUTS + f"{node}/".encode(), prefix=True)],
+        )
+        if not res.succeeded:
+            raise Conflict(f"node {node!r} changed while it was being forgotten; retry")
+        return json_response({"id": node, "forgotten": True})
+
     async def drain(self, request: web.Request) -> web.Response:
         return await self._set_drain(request, True)
 
@@ -68,7 +90,6 @@ class ClusterRoutes:
         return await self._set_drain(request, False)
 
     async def list_workers(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         ep = request.query.get("endpoint", "")
         reports = {w.worker_id: w for rec, _ in self._view.nodes.values() for w in rec.workers}
         busy = {c.worker_id for c, _, _ in self._view.claims.values()}
@@ -97,14 +118,13 @@ class ClusterRoutes:
 
     async def logs(self, request: web.Request) -> web.Response:
         """Proxy to the noded that runs (or ran) the worker."""
-        self._auth.require_admin(request)
         worker = request.match_info["worker"]
         tail = query_int(request, "tail", 100, 1, 10_000)
         node = _node_of(self._view, worker)
         if node is None or not node.address:
             raise NotFound(f"worker {worker!r} is not known on any node; 'tide workers' lists them")
         url = f"{node.address}/v1/workers/{worker}/logs?tail={tail}"
-        headers = {"Authorization": mint_node_token(self._auth.cluster_secret, node.id)}
+        headers = {"Authorization": self._auth.node_token(node)}
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
@@ -119,7 +139,6 @@ class ClusterRoutes:
 
     async def status(self, request: web.Request) -> web.Response:
         """Cluster summary: endpoints, queues, workers, capacity by GPU type and region."""
-        self._auth.require_admin(request)
         view = self._view
         queued = sum(sum(view.queue(ep).counts()) for ep in view.endpoints)
         in_use = {d for a in view.assignments.values() for d in a.devices}
@@ -147,7 +166,6 @@ class ClusterRoutes:
         )
 
     async def usage(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         ep = request.query.get("endpoint", "")
         since = float(query_int(request, "since", 0, 0, 2**40))
         prices: dict[str, float] = request.app[APP_KEY_PRICES]

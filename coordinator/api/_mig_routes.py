@@ -20,7 +20,8 @@ from aiohttp import web
 
 from coordinator._node_schema import MigLayoutRecord, nkeys
 from coordinator._schema import encode
-from coordinator.api._http import Auth, decode_body, json_response
+from coordinator.api._auth import Auth
+from coordinator.api._http import decode_body, json_response
 from coordinator.scheduling import card_state, catalog_of
 from coordinator.store import Store
 from coordinator.view import ClusterView
@@ -69,7 +70,6 @@ class MigRoutes:
         return {d: a.worker_id for a in self._view.assignments_of(node) for d in a.devices}
 
     async def set_layout(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         req = decode_body(await request.read(), _LayoutRequest, what="MIG layout")
         node, gpu, catalog = self._card(request)
         owners = self._in_use(node)
@@ -108,7 +108,6 @@ class MigRoutes:
         )
 
     async def get_layout(self, request: web.Request) -> web.Response:
-        self._auth.require_admin(request)
         node, gpu, catalog = self._card(request)
         found = self._view.mig_layouts.get(node, {}).get(gpu.uuid)
         record = found[0] if found else None
@@ -127,7 +126,6 @@ class MigRoutes:
 
     async def forget_layout(self, request: web.Request) -> web.Response:
         """By GPU uuid, so a layout for a card that left the host can be forgotten too."""
-        self._auth.require_admin(request)
         node, ref = request.match_info["node"], request.match_info["gpu"]
         cards = self._view.mig_layouts.get(node, {})
         found = self._view.nodes.get(node)

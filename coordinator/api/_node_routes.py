@@ -1,15 +1,19 @@
 """The node API (/node/v1, called by tide-noded).
 
 noded never talks to etcd: it registers with a join key (an admin- or
-node-scoped API key), then uses its own credential (an HMAC of its node id)
-to heartbeat and to long-poll its desired workers.
+node-scoped API key), then uses its own credential (a node token: an HMAC of
+its node id and registration generation, ``_tokens``) to heartbeat, to
+long-poll its desired workers and to register again after a restart.
+
+Node identity: a join key registers a *new* host once; registering a known
+host again takes that host's node token (noded keeps it in its state dir) or an
+admin key (which gives the host a new generation: the old token stops working).
+A host is re-imaged with ``tide node forget HOST`` and then joins as new.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import time
 from collections.abc import Callable
 
@@ -17,15 +21,17 @@ import msgspec
 from aiohttp import web
 
 from coordinator._node_schema import NodeRecord, nkeys
+from coordinator.api._auth import Auth
+from coordinator.api._authz import JOIN_CREDENTIAL, NODE_RECORD
 from coordinator.api._desired import desired_for
-from coordinator.api._http import Auth, decode_body, json_response, mint_worker_token, query_int
+from coordinator.api._http import decode_body, json_response, query_int
 from coordinator.api._names import check_node_id
-from coordinator.store import Compare, Put, Store
+from coordinator.store import Compare, KeyValue, Put, Store
 from coordinator.view import ClusterView
-from tide.api.errors import Conflict, NotFound, Unauthenticated
+from tide.api.errors import Conflict, NotFound, PermissionDenied
 from tide.api.nodes import Heartbeat, NodeRegistration
 
-__all__ = ["NodeRoutes", "mint_node_token", "update_node"]
+__all__ = ["NodeRoutes", "update_node"]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -36,11 +42,6 @@ class _Register(NodeRegistration, frozen=True, kw_only=True):
 
 class _Beat(Heartbeat, frozen=True, kw_only=True):
     address: str = ""
-
-
-def mint_node_token(cluster_secret: bytes, node: str) -> str:
-    mac = hmac.new(cluster_secret, f"node/{node}".encode(), hashlib.sha256).hexdigest()
-    return f"tn1.{mac[:40]}"
 
 
 class NodeRoutes:
@@ -65,35 +66,47 @@ class NodeRoutes:
         r.add_post("/node/v1/nodes/{node}/heartbeat", self.heartbeat)
         r.add_get("/node/v1/nodes/{node}/desired", self.desired)
 
-    def _node_auth(self, request: web.Request) -> str:
-        node = request.match_info["node"]
-        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented, mint_node_token(self._auth.cluster_secret, node)):
-            raise Unauthenticated(f"node credential is not valid for node {node!r}; re-register the node")
-        return node
-
     async def register(self, request: web.Request) -> web.Response:
-        self._auth.require_node_join(request)
         reg = decode_body(await request.read(), _Register, what="node registration")
         node = check_node_id(reg.inventory.hostname)
         key = nkeys.node(node)
         kv = await self._store.get(key)
-        now = time.time()
         old = msgspec.json.decode(kv.value, type=NodeRecord) if kv else None
+        credential = request[JOIN_CREDENTIAL]
+        if credential == "token":
+            await self._auth.require_node(request, node)  # this host's current token, or a 401
+        elif credential == "join" and old is not None:
+            raise PermissionDenied(
+                f"host {node!r} is already registered: a join key registers new hosts only. Its noded "
+                "registers again with its node token (kept in its state dir); to re-image the host, "
+                f"have an admin run 'tide node forget {node}' first"
+            )
+        now = time.time()
+        # The host's own token keeps its generation; an admin (or a new host) starts a new one.
+        registered_at = old.registered_at if old is not None and credential == "token" else now
         record = NodeRecord(
             id=node,
             inventory=reg.inventory,
             address=reg.address,
-            registered_at=old.registered_at if old else now,
+            registered_at=registered_at,
             last_heartbeat=now,
             draining=old.draining if old else False,
             workers=old.workers if old else [],
         )
-        await self._store.put(key, _encode(record))
-        return json_response({"nodeId": node, "token": mint_node_token(self._auth.cluster_secret, node)})
+        value = _encode(record)
+        guard = Compare(key=key, target="mod", op="==", value=kv.mod_revision) if kv else None
+        res = await self._store.txn(
+            [guard or Compare(key=key, target="create", op="==", value=0)], [Put(key=key, value=value)]
+        )
+        if not res.succeeded:  # two registrations of one host at once: one wins
+            raise Conflict(f"host {node!r} was registered concurrently; retry")
+        self._view.note_local_put(
+            KeyValue(key=key, value=value, create_revision=res.revision, mod_revision=res.revision, version=1)
+        )
+        return json_response({"nodeId": node, "token": self._auth.node_token(record)})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        node = self._node_auth(request)
+        node = request[NODE_RECORD].id
         beat = decode_body(await request.read(), _Beat, what="heartbeat")
         now = time.time()
         record = await update_node(
@@ -114,7 +127,7 @@ class NodeRoutes:
 
     async def desired(self, request: web.Request) -> web.Response:
         """Long-poll: answers when the node's desired workers changed after ``after``."""
-        node = self._node_auth(request)
+        node = request[NODE_RECORD].id
         after = query_int(request, "after", 0, 0, 2**62)
         wait_s = query_int(request, "wait", 25, 0, 60)
         view = self._view
@@ -129,7 +142,7 @@ class NodeRoutes:
             view,
             node,
             public_url=self._public_url,
-            token=lambda ep, w: mint_worker_token(self._auth.cluster_secret, ep, w),
+            token=self._auth.worker_token,
             ping_s=self._ping_s,
         )
         return json_response(answer)

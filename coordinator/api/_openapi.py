@@ -21,21 +21,27 @@ _REF = "#/components/schemas/{name}"
 
 _SCHEMES: dict[AuthKind, tuple[str, str]] = {
     "admin": ("adminKey", "the bootstrap admin key or an API key of scope admin"),
+    "viewer": ("viewerKey", "an API key of scope viewer (read-only), or an admin key"),
     "client": ("clientKey", "an API key for the endpoint (scope endpoints), or an admin key"),
     "worker": (
         "workerToken",
         "the worker's own token (RUNPOD_AI_API_KEY), valid for one endpoint and worker",
     ),
-    "node-join": ("nodeJoinKey", "an API key of scope node (or admin): registers a GPU host"),
+    "node-join": (
+        "nodeJoinKey",
+        "an API key of scope node (registers a new GPU host), the host's own node token (registers "
+        "it again), or an admin key",
+    ),
     "node": ("nodeToken", "the node's own token, answered by /node/v1/register"),
 }
 # Refusals every route of an auth kind can answer, beside the ones its own row lists.
 _AUTH_ERRORS: dict[AuthKind, tuple[int, ...]] = {
     "none": (),
     "admin": (401, 403, 503),
+    "viewer": (401, 403, 503),
     "client": (401, 403, 404, 503),
     "worker": (401, 503),
-    "node-join": (400, 401, 403, 503),
+    "node-join": (400, 401, 403, 409, 503),
     "node": (401, 503),
 }
 _ERRORS = {

@@ -7,7 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator.api._http import Auth, decode_body, json_response, query_int, read_body
+from coordinator.api._auth import Auth
+from coordinator.api._http import decode_body, json_response, query_int, read_body
 from coordinator.api._limits import Route
 from coordinator.api._metrics import Metrics
 from coordinator.api._throttle import Handler, Throttle, guard
@@ -39,9 +40,9 @@ class PublicRoutes:
 
     def add_to(self, app: web.Application) -> None:
         def add(verb: str, path: str, route: Route | None, handler: Handler) -> None:
-            # Every route goes through the guard: it authenticates, then applies
-            # the route's per-endpoint limits (None: not limited).
-            app.router.add_route(verb, path, guard(self._auth, self._throttle, route, handler))
+            # Every route goes through the guard: it applies the route's
+            # per-endpoint limits (None: not limited) to the authenticated client.
+            app.router.add_route(verb, path, guard(self._throttle, route, handler))
 
         add("POST", "/v2/{ep}/run", "run", self.run)
         add("POST", "/v2/{ep}/runsync", "runsync", self.runsync)
@@ -53,10 +54,10 @@ class PublicRoutes:
         add("POST", "/v2/{ep}/retry/{job}", None, self.retry)
         add("POST", "/v2/{ep}/purge-queue", "purge-queue", self.purge_queue)
         # add_get: HEAD too, as before.
-        app.router.add_get("/v2/{ep}/health", guard(self._auth, self._throttle, None, self.health))
+        app.router.add_get("/v2/{ep}/health", guard(self._throttle, None, self.health))
 
     def _ep(self, request: web.Request) -> str:
-        return request.match_info["ep"]  # authenticated by the guard
+        return request.match_info["ep"]  # authorized by the middleware (_authz)
 
     def _timeout_ms(self, ep: str) -> int:
         return self._endpoints[ep][0].spec.execution_timeout_ms

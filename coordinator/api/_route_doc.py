@@ -8,10 +8,11 @@ from typing import Any, Literal
 
 __all__ = ["AuthKind", "Q", "Raw", "RouteDoc"]
 
-# Who may call a route: nobody needs a key ("none"), an admin key, a client key for the
-# endpoint (or an admin key), a worker's token, a node join key (admin or node scope), or a
-# node's own token.
-AuthKind = Literal["none", "admin", "client", "worker", "node-join", "node"]
+# Who may call a route: nobody needs a key ("none"), an admin key, a viewer key (read-only
+# admin routes; or an admin key), a client key for the endpoint (or an admin key), a worker's
+# token, a node join key (admin or node scope; or the node's own token for its host), or a
+# node's own token.  coordinator/api/_authz.py enforces it (ADMITS: the whole matrix).
+AuthKind = Literal["none", "admin", "viewer", "client", "worker", "node-join", "node"]
 
 _PARAM = re.compile(r"{(\w+)}")
 

@@ -209,7 +209,7 @@ def _ops() -> list[RouteDoc]:
             "The store view is loaded",
             {200: R.Readiness, 503: R.Readiness},
         ),
-        RouteDoc("GET", "/metrics", "none", "metrics", "Prometheus metrics", {200: text}),
+        RouteDoc("GET", "/metrics", "viewer", "metrics", "Prometheus metrics", {200: text}),
         RouteDoc("GET", "/openapi.json", "none", "openapi", "This document", {200: Raw({"type": "object"})}),
     ]
 

@@ -39,11 +39,11 @@ def admin_rows() -> list[RouteDoc]:
             EndpointSpec,
             errors=(400, 409),
         ),
-        RouteDoc("GET", e, "admin", "listEndpoints", "Every endpoint", {200: list[A.EndpointDescribed]}),
+        RouteDoc("GET", e, "viewer", "listEndpoints", "Every endpoint", {200: list[A.EndpointDescribed]}),
         RouteDoc(
             "GET",
             e + "/{ep}",
-            "admin",
+            "viewer",
             "getEndpoint",
             "One endpoint",
             {200: A.EndpointDescribed},
@@ -83,14 +83,15 @@ def admin_rows() -> list[RouteDoc]:
             e + "/{ep}/workers/{worker}/token",
             "admin",
             "createWorkerToken",
-            "A token for a worker started by hand",
+            "A token for a worker started by hand (it expires after ttl_s)",
             {200: A.WorkerToken},
-            errors=(404,),
+            query=(Q("ttl_s", "seconds the token is valid", 60, 30 * 86400),),
+            errors=(400, 404),
         ),
         RouteDoc(
             "GET",
             e + "/{ep}/jobs",
-            "admin",
+            "viewer",
             "listJobs",
             "The queue view",
             {200: A.JobList},
@@ -107,7 +108,7 @@ def admin_rows() -> list[RouteDoc]:
             ApiKeyCreate,
             errors=(400,),
         ),
-        RouteDoc("GET", k, "admin", "listKeys", "Every API key", {200: list[A.KeyOut]}),
+        RouteDoc("GET", k, "viewer", "listKeys", "Every API key", {200: list[A.KeyOut]}),
         RouteDoc(
             "DELETE",
             k + "/{key}",
@@ -128,9 +129,10 @@ def node_rows() -> list[RouteDoc]:
             "/node/v1/register",
             "node-join",
             "registerNode",
-            "Register a GPU host",
+            "Register a new GPU host (join key), or a known one again (its node token, or admin)",
             {200: A.NodeRegistered},
             _Register,
+            errors=(400,),
             tag="node",
         ),
         RouteDoc(
@@ -158,10 +160,19 @@ def node_rows() -> list[RouteDoc]:
         RouteDoc(
             "GET",
             "/admin/v1/nodes",
-            "admin",
+            "viewer",
             "listNodes",
             "Every node",
             {200: Raw({"type": "array", "items": {"$ref": "#/components/schemas/NodeView"}})},
+        ),
+        RouteDoc(
+            "DELETE",
+            "/admin/v1/nodes/{node}",
+            "admin",
+            "forgetNode",
+            "Forget a host (to re-image it): its record, token and MIG layouts",
+            {200: A.NodeForgotten},
+            errors=(404, 409),
         ),
         RouteDoc(
             "POST",
@@ -184,7 +195,7 @@ def node_rows() -> list[RouteDoc]:
         RouteDoc(
             "GET",
             "/admin/v1/workers",
-            "admin",
+            "viewer",
             "listWorkers",
             "Every assigned worker",
             {200: list[A.WorkerRow]},
@@ -193,7 +204,7 @@ def node_rows() -> list[RouteDoc]:
         RouteDoc(
             "GET",
             "/admin/v1/workers/{worker}/logs",
-            "admin",
+            "viewer",
             "workerLogs",
             "A worker's last log lines, from its node",
             {200: A.WorkerLogs},
@@ -203,7 +214,7 @@ def node_rows() -> list[RouteDoc]:
         RouteDoc(
             "GET",
             "/admin/v1/usage",
-            "admin",
+            "viewer",
             "usage",
             "GPU-seconds and cost by endpoint",
             {200: A.UsageReport},
@@ -211,7 +222,7 @@ def node_rows() -> list[RouteDoc]:
             errors=(400,),
         ),
         RouteDoc(
-            "GET", "/admin/v1/status", "admin", "clusterStatus", "Cluster summary", {200: A.ClusterStatus}
+            "GET", "/admin/v1/status", "viewer", "clusterStatus", "Cluster summary", {200: A.ClusterStatus}
         ),
         RouteDoc(
             "POST",
@@ -224,7 +235,7 @@ def node_rows() -> list[RouteDoc]:
             errors=(400, 404, 409),
         ),
         RouteDoc(
-            "GET", mig, "admin", "getMigLayout", "A card's MIG state", {200: A.MigCard}, errors=(404, 409)
+            "GET", mig, "viewer", "getMigLayout", "A card's MIG state", {200: A.MigCard}, errors=(404, 409)
         ),
         RouteDoc(
             "DELETE",
@@ -238,7 +249,7 @@ def node_rows() -> list[RouteDoc]:
         RouteDoc(
             "GET",
             "/admin/v1/mig/forecast",
-            "admin",
+            "viewer",
             "migForecast",
             "The ahead-of-time MIG plan",
             {200: MigForecast},

@@ -22,7 +22,7 @@ from typing import Final
 
 from aiohttp import web
 
-from coordinator.api._http import Auth
+from coordinator.api._authz import CLIENT_KEY
 from coordinator.api._limits import (
     LIMITS,
     WINDOW_S,
@@ -124,12 +124,13 @@ def _message(ep: str, route: Route, limit: RouteLimit, refusal: Refusal, workers
     return f"{what} on this coordinator; retry after {refusal.retry_after_s} s"
 
 
-def guard(auth: Auth, throttle: Throttle, route: Route | None, handler: Handler) -> Handler:
-    """``handler`` behind client authentication and, for a limited ``route``, admission."""
+def guard(throttle: Throttle, route: Route | None, handler: Handler) -> Handler:
+    """``handler`` behind, for a limited ``route``, admission (the client's key was checked
+    by the authorization middleware, which runs first: coordinator/api/_authz.py)."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         ep = request.match_info["ep"]
-        key = auth.require_client(request, ep)
+        key = request[CLIENT_KEY]
         if route is None or key is None or key.scope == "admin" or not throttle.enabled:
             return await handler(request)
         bucket = throttle.admit(ep, route)

@@ -2,16 +2,18 @@
 (runpod_protocol.md §1): job-take(-batch), job-done, job-stream, ping, job-stop.
 
 Workers authenticate with their own token (``RUNPOD_AI_API_KEY``), valid for
-one endpoint and one worker id.  job-take long-polls and answers 204 when
-nothing came; 429 would make the SDK sleep 5 s, so it is never used for
-"empty".
+one endpoint (its generation) and one worker id while the worker is assigned
+(``_auth``; checked by the authorization middleware before these handlers
+run).  job-take long-polls and answers 204 when nothing came; 429 would make
+the SDK sleep 5 s, so it is never used for "empty".
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from coordinator.api._http import Auth, json_response, query_int, read_body
+from coordinator.api._auth import Auth
+from coordinator.api._http import json_response, query_int, read_body
 from coordinator.api._metrics import Metrics
 from coordinator.jobs import JobSettings, WorkerService
 from tide.api.errors import PayloadTooLarge
@@ -39,9 +41,7 @@ class WorkerRoutes:
         r.add_get("/v2/{ep}/job-stop/{worker}", self.stop)
 
     def _who(self, request: web.Request) -> tuple[str, str]:
-        ep, worker = request.match_info["ep"], request.match_info["worker"]
-        self._auth.require_worker(request, ep, worker)
-        return ep, worker
+        return request.match_info["ep"], request.match_info["worker"]
 
     async def take(self, request: web.Request) -> web.StreamResponse:
         ep, worker = self._who(request)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
@@ -89,6 +90,7 @@ class ClusterView:
         # Workers the scheduler removed (their assignment is gone): they get no more jobs and
         # their long-polls end at once, so the SDK's graceful SIGTERM exit is not held up.
         self.removed_workers: dict[str, int] = {}  # worker -> revision of the removal
+        self.removed_at: dict[str, float] = {}  # worker -> when this replica saw it removed (monotonic)
         self.stops: dict[str, set[str]] = defaultdict(set)  # worker -> job ids
         self.presence: dict[str, dict[str, Presence]] = defaultdict(dict)
         self.endpoints: dict[str, tuple[Endpoint, int]] = {}
@@ -287,7 +289,9 @@ class ClusterView:
 
     def _note_removed(self, worker: str, ep: str, revision: int) -> None:
         self.removed_workers[worker] = revision
+        self.removed_at[worker] = time.monotonic()  # a removed worker's token has a grace (api/_auth)
         while len(self.removed_workers) > _REMOVED_KEPT:  # ids are never reused: forget the oldest
+            self.removed_at.pop(next(iter(self.removed_workers)), None)
             del self.removed_workers[next(iter(self.removed_workers))]
         self._queues[ep].signal.fire()  # its job-take long-poll answers "nothing" now
         self._stop_signals[worker].fire()

@@ -202,5 +202,5 @@ async def test_scaled_to_zero_endpoint_restores_from_t1_then_t2_on_the_holding_h
 
 
 async def _metrics(dev: Dev) -> str:
-    async with dev.session.get(dev.cluster.url + "/metrics") as r:
+    async with dev.session.get(dev.cluster.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}) as r:
         return await r.text()

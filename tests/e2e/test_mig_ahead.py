@@ -29,9 +29,12 @@ from aiohttp import web
 
 from coordinator._node_schema import MigLayoutRecord, NodeRecord, nkeys
 from coordinator._schema import encode, keys
+from coordinator.api._auth import Auth, hash_key
+from coordinator.api._authz import authz_middleware
 from coordinator.api._desired import desired_for
-from coordinator.api._http import Auth, error_middleware, hash_key
+from coordinator.api._http import error_middleware
 from coordinator.api._mig_forecast_routes import MigForecastRoutes
+from coordinator.api._routes_table import ROUTES
 from coordinator.control import Scheduler
 from coordinator.store import MemoryStore, Store
 from coordinator.view import ClusterView
@@ -223,8 +226,8 @@ async def test_a_flat_demand_is_never_recut_ahead_of_time(cluster: Cluster) -> N
 
 async def _forecast_cli(cluster: Cluster, at: float, *argv: str) -> dict[str, Any]:
     """``tide mig forecast --json`` against the admin route on a loopback port."""
-    app = web.Application(middlewares=[error_middleware])
-    auth = Auth(cluster.view, admin_key_hashes=[hash_key(KEY)], cluster_secret=b"s")
+    auth = Auth(cluster.view, admin_key_hashes=[hash_key(KEY)], cluster_secret=b"s", store=cluster.store)
+    app = web.Application(middlewares=[error_middleware, authz_middleware(auth, ROUTES)])
     MigForecastRoutes(store=cluster.store, view=cluster.view, auth=auth).add_to(app)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -28,6 +28,7 @@ __all__ = [
     "MigInstanceOut",
     "MigPlan",
     "MigSlot",
+    "NodeForgotten",
     "NodeRegistered",
     "UsageReport",
     "UsageRow",
@@ -66,6 +67,7 @@ class WorkerToken(_Answer, frozen=True, kw_only=True):
     endpoint_id: str
     worker_id: str
     token: str
+    expires_at: int  # unix seconds; a hand-started worker's token expires (ttl_s)
 
 
 class JobRow(_Answer, frozen=True, kw_only=True):
@@ -110,6 +112,11 @@ class HeartbeatAnswer(_Answer, frozen=True, kw_only=True):
 class DrainAnswer(_Answer, frozen=True, kw_only=True):
     id: str
     draining: bool
+
+
+class NodeForgotten(_Answer, frozen=True, kw_only=True):
+    id: str
+    forgotten: bool
 
 
 class WorkerRow(_Answer, frozen=True, kw_only=True):

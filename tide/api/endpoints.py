@@ -19,6 +19,7 @@ __all__ = [
     "EndpointSpec",
     "EndpointUpdate",
     "GpuCount",
+    "KeyScope",
     "ScalerType",
 ]
 
@@ -93,9 +94,14 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     version: int = 1
 
 
+KeyScope = Literal["admin", "endpoints", "viewer", "node"]
+
+
 class ApiKeyCreate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=100)]
-    scope: Literal["admin", "endpoints", "node"] = "endpoints"  # node: may register GPU hosts
+    # endpoints: /v2 routes; admin: everything; viewer: read-only admin GETs and /metrics;
+    # node: registers new GPU hosts (coordinator/api/_authz.py has the whole table)
+    scope: KeyScope = "endpoints"
     endpoint_ids: list[str] = []  # with scope "endpoints": which ones ([] = all)
 
 
@@ -104,7 +110,7 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
     id: str
     name: str
-    scope: Literal["admin", "endpoints", "node"]
+    scope: KeyScope
     endpoint_ids: list[str] = []
     sha256: str = ""
     created_at: float = 0.0

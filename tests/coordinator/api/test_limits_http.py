@@ -47,7 +47,8 @@ class Client:
             return resp.status, json.loads(raw) if raw else None, resp.headers
 
     async def refused_total(self) -> float:
-        async with self.s.get(self.c.url + "/metrics") as resp:
+        admin = {"Authorization": f"Bearer {self.c.admin_key}"}  # /metrics takes a viewer or admin key
+        async with self.s.get(self.c.url + "/metrics", headers=admin) as resp:
             text = await resp.text()
         return sum(
             float(line.split()[-1]) for line in text.splitlines() if line.startswith("tide_api_refused_total")
