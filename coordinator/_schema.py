@@ -58,6 +58,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     started_at: float = 0.0
     finished_at: float = 0.0
     worker_id: str = ""
+    lost_by: str = ""  # the worker whose lapsed claim requeued it: its late job-done is still taken
     retries: int = 0
     output: Any = None
     output_blob: str = ""

@@ -154,6 +154,7 @@ class JobService:
             started_at=0.0,
             finished_at=0.0,
             worker_id="",
+            lost_by="",
         )
         lease = await self._ctx.lease_of(requeued)
         queue_key = keys.queue(ep, record.low_priority, record.seq)

@@ -109,7 +109,12 @@ class Reaper:
             record.retries + 2,
         )
         requeued = msgspec.structs.replace(
-            record, status="IN_QUEUE", retries=record.retries + 1, worker_id="", started_at=0.0
+            record,
+            status="IN_QUEUE",
+            retries=record.retries + 1,
+            worker_id="",
+            lost_by=record.worker_id,
+            started_at=0.0,
         )
         lease = await ctx.lease_of(requeued)
         now = ctx.clock()

@@ -171,6 +171,10 @@ class WorkerService:
                 raise Conflict(
                     f"job {job_id} was reassigned to worker {record.worker_id}; result not accepted"
                 )
+            if record.status == "IN_QUEUE" and (not record.lost_by or record.lost_by != worker):
+                # Only the worker whose claim lapsed may still answer a queued job (at least
+                # once: its result saves a rerun); nobody may complete a job it never took.
+                raise Conflict(f"job {job_id} is not held by worker {worker}; result not accepted")
             try:
                 result = decode_json(body, "job-done body") if body.strip() else {}
             except InvalidArgument as exc:
