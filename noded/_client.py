@@ -4,12 +4,14 @@ the cluster: it never reaches etcd)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 import msgspec
 
+from noded._identity import load_token, save_token
 from tide.api.errors import NotFound, TideError, Unauthenticated, Unavailable
 from tide.api.nodes import DesiredWorkers, Heartbeat, NodeInventory, NodeRegistration
 
@@ -27,15 +29,18 @@ class CoordinatorClient:
     from the replica that last answered.  Every node call is safe to send twice: register
     and heartbeat overwrite, desired only reads."""
 
-    def __init__(self, url: str | Sequence[str], join_key: str, *, poll_wait_s: int = 25) -> None:
+    def __init__(
+        self, url: str | Sequence[str], join_key: str, *, poll_wait_s: int = 25, token_file: str = ""
+    ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         self._urls = [u.rstrip("/") for u in urls]
         self._at = 0  # the replica that last answered
         self._join_key = join_key
         self._wait = poll_wait_s
         self._session: aiohttp.ClientSession | None = None
+        self._token_file = token_file  # the node token, kept across restarts (_identity)
         self.node_id = ""
-        self.token = ""
+        self.token = load_token(token_file)
 
     @property
     def _url(self) -> str:
@@ -82,9 +87,15 @@ class CoordinatorClient:
 
     async def register(self, inventory: NodeInventory, address: str) -> None:
         body = {**msgspec.to_builtins(NodeRegistration(inventory=inventory)), "address": address}
-        raw = await self._call("POST", "/node/v1/register", key=self._join_key, body=body)
+        raw = b""
+        if self.token:  # a known host registers again with its own token (a join key may not)
+            with contextlib.suppress(Unauthenticated):  # forgotten or re-registered: join anew
+                raw = await self._call("POST", "/node/v1/register", key=self.token, body=body)
+        if not raw:
+            raw = await self._call("POST", "/node/v1/register", key=self._join_key, body=body)
         answer = msgspec.json.decode(raw)
         self.node_id, self.token = answer["nodeId"], answer["token"]
+        save_token(self._token_file, self.token)
 
     async def heartbeat(self, beat: Heartbeat, address: str) -> None:
         body = {**msgspec.to_builtins(beat), "address": address}

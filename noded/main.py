@@ -102,7 +102,8 @@ def _join_key(cfg: FileConfig) -> str:
 async def _serve(cfg: FileConfig, join_key: str) -> int:
     runtime = _runtime(cfg)
     replicas = cfg.coordinator.replicas()
-    client = CoordinatorClient(replicas, join_key)
+    token_file = str(Path(cfg.runtime.state_dir) / "node-token")
+    client = CoordinatorClient(replicas, join_key, token_file=token_file)
     if cfg.coordinator.gateway:  # before any worker starts (or is adopted) pointing at it
         await asyncio.to_thread(
             ensure_gateway, cfg.coordinator.gateway, replicas, Path(cfg.runtime.state_dir)

@@ -95,7 +95,8 @@ class DevCluster:
         from noded import AgentSettings, CoordinatorClient, NodeAgent, NodeServer
 
         runtime = self._runtime(name)
-        client = CoordinatorClient(self.url, self.api_key)
+        token_file = str(self.state_dir / "nodes" / name / "node-token")
+        client = CoordinatorClient(self.url, self.api_key, token_file=token_file)
         server = NodeServer(runtime, lambda: client.token)
         await server.start()
         settings = AgentSettings(
