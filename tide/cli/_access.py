@@ -23,8 +23,8 @@ def _register_keys(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sub,
         common,
         "keys",
-        "API keys for clients (scope endpoints) and operators (admin)",
-        "tide keys create ci --endpoint sd\ntide keys list",
+        "API keys: clients (scope endpoints), operators (admin), dashboards (viewer), GPU hosts (node)",
+        "tide keys create ci --endpoint sd\ntide keys create grafana --scope viewer\ntide keys list",
         subcommands=True,
     )
     ksub = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -33,15 +33,18 @@ def _register_keys(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         common,
         "create",
         "make a key; its secret is printed once",
-        "tide keys create web-frontend --endpoint sd --endpoint llm\ntide keys create ops --scope admin",
+        "tide keys create web-frontend --endpoint sd --endpoint llm\ntide keys create ops --scope admin\n"
+        "tide keys create prometheus --scope viewer\ntide keys create rack-12 --scope node",
         _create_key,
     )
     create.add_argument("name", metavar="NAME")
     create.add_argument(
         "--scope",
-        choices=["admin", "endpoints"],
+        choices=["endpoints", "admin", "viewer", "node"],
         default="endpoints",
-        help="endpoints: call /v2 routes (default); admin: also /admin/v1",
+        help="endpoints: call /v2 routes of its endpoints (default); admin: everything; viewer: "
+        "read-only /admin/v1 GETs and /metrics (dashboards, Prometheus); node: tide-noded's "
+        "join key, registers NEW GPU hosts only (a known host re-registers with its own node token)",
     )
     create.add_argument(
         "--endpoint",
@@ -84,6 +87,14 @@ def _register_jobs_and_token(sub: Subparsers, common: argparse.ArgumentParser) -
     token.add_argument("worker", metavar="WORKER", help="the worker id to use (RUNPOD_POD_ID)")
     token.add_argument("--gpu", default="manual", metavar="TYPE", help="the ?gpu= label in the URLs")
     token.add_argument("--shell", action="store_true", help="print `export K='V'` lines for eval")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="how long the token is valid (default 7 days, 60 s to 30 days); deleting the endpoint "
+        "ends it too",
+    )
 
 
 def _create_key(args: argparse.Namespace, ctx: Context) -> int:
@@ -171,6 +182,8 @@ def worker_env(base_url: str, endpoint: str, worker: str, token: str, gpu: str) 
 
 def _worker_token(args: argparse.Namespace, ctx: Context) -> int:
     path = f"/admin/v1/endpoints/{seg(args.endpoint)}/workers/{seg(args.worker)}/token"
+    if args.ttl is not None:
+        path += f"?ttl_s={args.ttl}"
     res = ctx.client.post(path)
     env = worker_env(
         ctx.client.base_url,

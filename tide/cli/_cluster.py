@@ -48,8 +48,8 @@ def _register_nodes(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sub,
         common,
         "node",
-        "drain a host (no new workers) or put it back",
-        "tide node drain gpu-07\ntide node undrain gpu-07",
+        "drain a host (no new workers), put it back, or forget it to re-image it",
+        "tide node drain gpu-07\ntide node undrain gpu-07\ntide node forget gpu-07",
         subcommands=True,
     )
     nsub = node.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -59,6 +59,19 @@ def _register_nodes(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     ):
         p = add_command(nsub, common, action, summary, f"tide node {action} gpu-07", _node_action)
         p.add_argument("host", metavar="HOST", help="node id or hostname")
+    p = add_command(
+        nsub,
+        common,
+        "forget",
+        "forget a host so it can be re-imaged: its record, node token and MIG layouts go. "
+        "Drain it first and wait until 'tide workers' shows none there (a lost host can be "
+        "forgotten at once). The re-imaged host's noded then registers as a new host with its "
+        "join key (scope node); without forget, a join key cannot register a known host name",
+        "tide node drain gpu-07 && tide workers   # wait until none run on gpu-07\n"
+        "tide node forget gpu-07                  # then re-image; noded joins as new",
+        _node_forget,
+    )
+    p.add_argument("host", metavar="HOST", help="node id or hostname")
 
 
 def _register_workers_and_usage(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -162,6 +175,24 @@ def _node_action(args: argparse.Namespace, ctx: Context) -> int:
         raise
     done = "draining: no new workers go there" if args.action == "drain" else "back in service"
     return ctx.emit(res, lambda: ctx.say(f"node {ids[0]} is {done}"))
+
+
+def _node_forget(args: argparse.Namespace, ctx: Context) -> int:
+    nodes = fetch(ctx, "node forget", "/admin/v1/nodes")
+    ids = [n["id"] for n in nodes if args.host in (n["id"], (n.get("inventory") or {}).get("hostname"))]
+    if not ids:
+        known = ", ".join(n["id"] for n in nodes) or "none"
+        raise CliError(
+            f"no node {args.host!r}", hint=f"known nodes: {known} ('tide nodes' lists them)", status=404
+        )
+    res = ctx.client.delete(f"/admin/v1/nodes/{seg(ids[0])}")
+    return ctx.emit(
+        res,
+        lambda: ctx.say(
+            f"node {ids[0]} forgotten: its token no longer works; after re-imaging, its noded "
+            "registers as a new host with its join key"
+        ),
+    )
 
 
 def _workers(args: argparse.Namespace, ctx: Context) -> int:
