@@ -367,7 +367,7 @@ def test_worker_token_env_runs_a_worker(tide: Run, coordinator_url: str) -> None
     assert env["RUNPOD_WEBHOOK_POST_STREAM"] == f"{v2}/job-stream/$RUNPOD_POD_ID/$ID?gpu=manual"
     assert env["RUNPOD_WEBHOOK_PING"] == f"{v2}/ping/$RUNPOD_POD_ID?gpu=manual"
     assert env["RUNPOD_POD_ID"] == "w-laptop" and env["RUNPOD_ENDPOINT_ID"] == "byhand"
-    assert env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] == "true" and env["RUNPOD_AI_API_KEY"].startswith("tw1.")
+    assert env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] == "true" and env["RUNPOD_AI_API_KEY"].startswith("tw2h.")
 
     code, out, _ = tide("worker-token", "byhand", "w-laptop", "--json")
     assert json.loads(out) == env
