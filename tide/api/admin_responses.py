@@ -8,7 +8,7 @@ from typing import Literal
 
 import msgspec
 
-from tide.api.endpoints import EndpointSpec
+from tide.api.endpoints import EndpointSpec, KeyScope
 from tide.api.responses import ColdStartReport, EndpointHealth
 
 __all__ = [
@@ -89,7 +89,7 @@ class KeyOut(_Answer, frozen=True, kw_only=True):
 
     id: str
     name: str
-    scope: Literal["admin", "endpoints", "node"]
+    scope: KeyScope  # one source: the stored key's scopes
     endpoint_ids: list[str]
     created_at: float
     revoked: bool
