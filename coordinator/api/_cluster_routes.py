@@ -91,13 +91,14 @@ class ClusterRoutes:
 
     async def list_workers(self, request: web.Request) -> web.Response:
         ep = request.query.get("endpoint", "")
-        reports = {w.worker_id: w for rec, _ in self._view.nodes.values() for w in rec.workers}
+        # Only the host a worker is placed on reports its state (as the scheduler reads it).
+        reports = {(rec.id, w.worker_id): w for rec, _ in self._view.nodes.values() for w in rec.workers}
         busy = {c.worker_id for c, _, _ in self._view.claims.values()}
         out = []
         for a in sorted(self._view.assignments.values(), key=lambda a: a.created_at):
             if ep and a.endpoint_id != ep:
                 continue
-            rep = reports.get(a.worker_id)
+            rep = reports.get((a.node_id, a.worker_id))
             cold = self._cold_starts.of_worker(a.worker_id)
             out.append(
                 {

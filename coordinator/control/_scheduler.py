@@ -163,10 +163,12 @@ class Scheduler:
         for _, claim in view.claims_of(ep):
             busy[claim.worker_id] = busy.get(claim.worker_id, 0) + 1
         present = set(view.presence.get(ep, {})) | set(view.seen.get(ep, {}))
-        reports = {w.worker_id: w for rec, _ in view.nodes.values() for w in rec.workers}
+        # A worker's state comes from the host it is placed on only: another node's heartbeat
+        # naming it (a compromised host calling every worker "unhealthy") must not stop it.
+        reports = {(rec.id, w.worker_id): w for rec, _ in view.nodes.values() for w in rec.workers}
         out = []
         for a in mine:
-            rep = reports.get(a.worker_id)
+            rep = reports.get((a.node_id, a.worker_id))
             state = rep.state if rep else "pending"
             if state == "exited":
                 # noded restarts a desired worker that exited (with backoff; crash loops turn
