@@ -129,13 +129,20 @@ class ClusterRoutes:
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
-                s.get(url, headers=headers) as resp,
+                s.get(url, headers=headers, allow_redirects=False) as resp,
             ):
+                if 300 <= resp.status < 400:  # noded never redirects: following one is an SSRF
+                    raise ValueError(resp.status)
                 body = await resp.json(content_type=None)
                 return json_response(body, resp.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(
                 f"node {node.id} did not answer for logs ({exc}); is tide-noded running there?"
+            ) from None
+        except ValueError:  # an answer that is not JSON: not tide-noded's
+            raise Unavailable(
+                f"node {node.id} answered for logs with a redirect or something other than JSON; is "
+                f"tide-noded listening at its address {node.address[:80]!r}?"
             ) from None
 
     async def status(self, request: web.Request) -> web.Response:

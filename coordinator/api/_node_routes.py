@@ -25,7 +25,7 @@ from coordinator.api._auth import Auth
 from coordinator.api._authz import JOIN_CREDENTIAL, NODE_RECORD
 from coordinator.api._desired import desired_for
 from coordinator.api._http import decode_body, json_response, query_int
-from coordinator.api._names import check_node_id
+from coordinator.api._names import check_node_address, check_node_id
 from coordinator.store import Compare, KeyValue, Put, Store
 from coordinator.view import ClusterView
 from tide.api.errors import Conflict, NotFound, PermissionDenied
@@ -69,6 +69,7 @@ class NodeRoutes:
     async def register(self, request: web.Request) -> web.Response:
         reg = decode_body(await request.read(), _Register, what="node registration")
         node = check_node_id(reg.inventory.hostname)
+        check_node_address(reg.address)
         key = nkeys.node(node)
         kv = await self._store.get(key)
         old = msgspec.json.decode(kv.value, type=NodeRecord) if kv else None
@@ -108,6 +109,7 @@ class NodeRoutes:
     async def heartbeat(self, request: web.Request) -> web.Response:
         node = request[NODE_RECORD].id
         beat = decode_body(await request.read(), _Beat, what="heartbeat")
+        check_node_address(beat.address)
         now = time.time()
         record = await update_node(
             self._store,
