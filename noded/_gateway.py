@@ -23,6 +23,11 @@ A replica is marked down on a connection failure, a 502/503/504 or a failed heal
 where safe, resent at once: a partitioned replica that swallows packets stalls nothing for
 longer than a probe timeout.  While no replica is healthy, resend-safe calls wait up to
 ``hold_s`` for one, so a job-done outlives a short full outage instead of being dropped.
+
+Only the worker API goes through (``worker_route``), and its path goes as it was sent: matched
+before any percent-decoding and forwarded without one, so that an encoded ``/``, ``?`` or a
+dot-segment cannot turn a worker route into another (an admin route, another query).  Anything
+on the host's loopback can call the gateway; it is no way into the rest of the coordinator API.
 """
 
 from __future__ import annotations
@@ -31,21 +36,36 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import yarl
 from aiohttp import web
 
-__all__ = ["GATEWAY_PREFIX", "Gateway", "GatewaySettings", "gateway_env", "resend_safe"]
+__all__ = ["GATEWAY_PREFIX", "Gateway", "GatewaySettings", "gateway_env", "resend_safe", "worker_route"]
 
 log = logging.getLogger("tide.noded.gateway")
 
 GATEWAY_PREFIX = "/_gateway"  # the gateway's own routes (health); never forwarded
 _FORWARDED = ("Authorization", "Content-Type", "X-Request-ID", "User-Agent")
 _RETRY_STATUS = frozenset({502, 503, 504})
+_SEG = r"[^/?#]+"
+_WORKER_ROUTES = {
+    "GET": re.compile(rf"/v2/{_SEG}/(?:job-take|job-take-batch|ping|job-stop)/{_SEG}(?:\?.*)?", re.S),
+    "POST": re.compile(rf"/v2/{_SEG}/(?:job-done|job-stream)/{_SEG}/{_SEG}(?:\?.*)?", re.S),
+}
+
+
+def worker_route(method: str, raw_path: str) -> bool:
+    """Whether ``raw_path`` (as sent, query included) is a call of the worker API.  Pure."""
+    pattern = _WORKER_ROUTES.get(method)
+    if pattern is None or not pattern.fullmatch(raw_path):
+        return False
+    return not any(seg in (".", "..") for seg in raw_path.split("?", 1)[0].split("/"))
 
 
 def resend_safe(method: str, path: str) -> bool:
@@ -173,6 +193,13 @@ class Gateway:
 
     # -- forwarding ----------------------------------------------------------
     async def _forward(self, request: web.Request) -> web.Response:
+        if not worker_route(request.method, request.raw_path):
+            return _error(
+                404,
+                f"the worker gateway carries only the worker API (GET job-take, job-take-batch, ping, "
+                f"job-stop; POST job-done, job-stream under /v2/<endpoint>/), not {request.method} "
+                f"{request.raw_path[:200]}",
+            )
         body = await request.read()
         headers = {h: request.headers[h] for h in _FORWARDED if h in request.headers}
         safe = resend_safe(request.method, request.path)
@@ -227,7 +254,7 @@ class Gateway:
         self, up: _Upstream, request: web.Request, headers: dict[str, str], body: bytes
     ) -> tuple[int, str, bytes]:
         assert self._session is not None
-        url = up.url + request.rel_url.path_qs
+        url = yarl.URL(up.url + request.raw_path, encoded=True)  # as sent: no decoding, no normalizing
         try:
             async with self._session.request(request.method, url, data=body or None, headers=headers) as r:
                 return r.status, r.headers.get("Content-Type", "application/json"), await r.read()

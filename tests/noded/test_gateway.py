@@ -13,7 +13,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noded._gateway import Gateway, GatewaySettings, gateway_env, resend_safe
+from noded._gateway import Gateway, GatewaySettings, gateway_env, resend_safe, worker_route
 
 
 @pytest.mark.parametrize(
@@ -30,6 +30,30 @@ from noded._gateway import Gateway, GatewaySettings, gateway_env, resend_safe
 )
 def test_resend_safe(method: str, path: str, safe: bool) -> None:
     assert resend_safe(method, path) is safe
+
+
+@pytest.mark.parametrize(
+    ("method", "raw_path", "ok"),
+    [
+        ("GET", "/v2/ep/job-take/w1?gpu=tide", True),
+        ("GET", "/v2/ep/job-take-batch/w1?gpu=a&batch_size=3&job_in_progress=0", True),
+        ("GET", "/v2/ep/ping/w1?gpu=tide&job_id=a,b", True),
+        ("GET", "/v2/ep/job-stop/w1", True),
+        ("POST", "/v2/ep/job-done/w1/j1?isStream=true", True),
+        ("POST", "/v2/ep/job-stream/w1/j1", True),
+        ("GET", "/admin/v1/keys", False),
+        ("POST", "/v2/ep/run", False),
+        ("GET", "/v2/ep/status/j1", False),
+        ("POST", "/v2/ep/ping/w1", False),
+        ("GET", "/v2/ep/job-take/w1/x", False),
+        ("GET", "/v2/ep/ping/..", False),
+        ("GET", "/v2/../ping/w1", False),
+        ("GET", "http://other/v2/ep/ping/w1", False),
+        ("GET", "//other/v2/ep/ping/w1", False),
+    ],
+)
+def test_worker_route(method: str, raw_path: str, ok: bool) -> None:
+    assert worker_route(method, raw_path) is ok
 
 
 @given(st.sampled_from(["http://10.0.0.1:8420", "https://c.example:443/"]), st.text(max_size=20))
