@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(120)
 
 
 def _gpus(node: str, n: int) -> list[dict[str, Any]]:
-    return [{"index": i, "uuid": f"GPU-{node}-{i}", "type_id": "H100-80GB", "memory_mb": 81559} for i in range(n)]
+    gpu = {"type_id": "H100-80GB", "memory_mb": 81559}
+    return [{"index": i, "uuid": f"GPU-{node}-{i}", **gpu} for i in range(n)]
 
 
 @dataclass
@@ -128,7 +129,7 @@ class _TextServer:
                 line = conn.recv(65536).split(b"\r\n", 1)[0]
                 self.lines.append(line)
                 if line.startswith(b"GET /followed "):
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi")
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
                 else:
                     conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /followed\r\nContent-Length: 0\r\n\r\n")
 
