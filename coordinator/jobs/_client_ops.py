@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -118,6 +118,27 @@ class JobService:
             chunks = await self._take_chunks(job_id)
         return {"id": job_id, "status": record.status, "stream": chunks}
 
+    async def follow(self, ep: str, job_id: str) -> AsyncIterator[tuple[list[Any], dict[str, Any] | None]]:
+        """The job's stream as it is written: ``(chunks, None)`` for each batch of new chunks
+        (each delivered once, as by ``stream``), then ``(the last chunks, final status)``.
+        Woken by the view on every chunk and status change, so chunks are relayed with the
+        watch's latency; the caller bounds how long it follows."""
+        with _JobChanges(self._ctx, job_id, chunks=True) as changes:
+            record, _ = await self._ctx.read_job(ep, job_id)
+            while True:
+                final = record.status in FINAL_STATES
+                chunks = await self._take_chunks(job_id)  # after seeing it final: none is left behind
+                if final:
+                    yield chunks, self._ctx.envelope(record)
+                    return
+                if chunks:
+                    yield chunks, None
+                newest = await changes.next(5.0)
+                if newest is not None:
+                    record = newest
+                elif not changes.chunked:  # a periodic re-read, or the job is gone (NotFound)
+                    record, _ = await self._ctx.read_job(ep, job_id)
+
     async def _take_chunks(self, job_id: str) -> list[Any]:
         # Deleting returns what was deleted: delivery and removal are one step,
         # so two readers never see the same chunk.
@@ -221,32 +242,42 @@ class _JobChanges:
     """The changes of one job the view announces, from ``with`` on (none is lost
     between announcements: a change that comes while the caller reads is kept)."""
 
-    def __init__(self, ctx: JobsContext, job_id: str) -> None:
+    def __init__(self, ctx: JobsContext, job_id: str, *, chunks: bool = False) -> None:
         self._view = ctx.view
+        self._chunks = chunks  # also wake on stream chunks
         self._job_id = job_id
         self._changes: list[JobRecord | None] = []
         self._changed = asyncio.Event()
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._chunk_pending = False
+        self.chunked = False  # the last ``next`` was woken by a stream chunk
 
     def __enter__(self) -> _JobChanges:
-        self._unsubscribe = self._view.on_job(self._job_id, self._on_change)
+        self._unsubscribe = [self._view.on_job(self._job_id, self._on_change)]
+        if self._chunks:
+            self._unsubscribe.append(self._view.on_stream(self._job_id, self._on_chunk))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+
+    def _on_chunk(self) -> None:
+        self._chunk_pending = True
+        self._changed.set()
 
     def _on_change(self, record: JobRecord | None) -> None:
         self._changes.append(record)
         self._changed.set()
 
     async def next(self, timeout: float) -> JobRecord | None:
-        """The newest change since the last call; None on a timeout or a deletion."""
-        if not self._changes:
+        """The newest change since the last call; None on a timeout, a deletion or a chunk."""
+        if not self._changes and not self._chunk_pending:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._changed.wait()
+        self.chunked, self._chunk_pending = self._chunk_pending, False
         newest = self._changes[-1] if self._changes else None
         self._changes.clear()
         return newest

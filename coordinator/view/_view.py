@@ -102,6 +102,7 @@ class ClusterView:
         self.presence_changed = Signal()
         self._stop_signals: dict[str, Signal] = defaultdict(Signal)
         self._job_waiters: dict[str, list[Callable[[JobRecord | None], None]]] = defaultdict(list)
+        self._stream_waiters: dict[str, list[Callable[[], None]]] = {}  # job -> called on a new chunk
         self.nodes: dict[str, tuple[NodeRecord, int]] = {}
         self.assignments: dict[str, WorkerAssignment] = {}  # worker id -> assignment
         self.reasons: dict[str, str] = {}  # endpoint -> why its workers do not fit
@@ -161,6 +162,20 @@ class ClusterView:
                 waiters.remove(callback)
                 if not waiters:
                     del self._job_waiters[job_id]
+
+        return unsubscribe
+
+    def on_stream(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever a stream chunk of ``job_id`` is stored (an OpenAI
+        stream relays chunks as they come instead of polling); returns the unsubscribe."""
+        self._stream_waiters.setdefault(job_id, []).append(callback)
+
+        def unsubscribe() -> None:
+            waiters = self._stream_waiters.get(job_id)
+            if waiters and callback in waiters:
+                waiters.remove(callback)
+                if not waiters:
+                    del self._stream_waiters[job_id]
 
         return unsubscribe
 
@@ -248,6 +263,11 @@ class ClusterView:
                 self._apply_apikey(ev)
             elif key.startswith(JOBSTATS):
                 self.job_stats.apply_stored(ev)
+            elif key.startswith(keys.STREAM):
+                if self._stream_waiters and ev.type == "put":
+                    job_id = key[len(keys.STREAM) :].split(b"/", 1)[0].decode()
+                    for callback in list(self._stream_waiters.get(job_id, ())):
+                        callback()
             elif key.startswith(nkeys.COLDSTARTS):
                 ep = key[len(nkeys.COLDSTARTS) :].decode()
                 value = ev.kv.value if ev.type == "put" else None
