@@ -18,6 +18,7 @@ from coordinator.api._metrics import Metrics
 from coordinator.api._mig_forecast_routes import MigForecastRoutes
 from coordinator.api._mig_routes import MigRoutes
 from coordinator.api._node_routes import NodeRoutes
+from coordinator.api._openai_routes import OpenAIRoutes
 from coordinator.api._openapi import add_openapi_route
 from coordinator.api._public_routes import PublicRoutes
 from coordinator.api._routes_table import ROUTES
@@ -89,6 +90,13 @@ def build_app(
         metrics=metrics,
         endpoints=view.endpoints,
         throttle=app[APP_KEY_THROTTLE],
+    ).add_to(app)
+    OpenAIRoutes(
+        jobs=jobs,
+        auth=auth,
+        throttle=app[APP_KEY_THROTTLE],
+        settings=settings.jobs,
+        endpoints=view.endpoints,
     ).add_to(app)
     AdminRoutes(store=store, view=view, cold_starts=cold_starts, auth=auth, jobs=jobs).add_to(app)
     # Workers ping at least three times per claim grace, so a live worker's claims never lapse.

@@ -16,6 +16,8 @@ import msgspec
 from aiohttp import web
 
 from coordinator.api._limits import RateLimited
+from coordinator.api._openai import OPENAI_PATH
+from coordinator.api._openai import error_body as openai_error
 from coordinator.jobs import decode_json
 from tide.api.errors import (
     InvalidArgument,
@@ -35,26 +37,33 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
 
 
+def _error(request: web.Request, message: str, status: int) -> web.Response:
+    # The OpenAI-compatible routes answer OpenAI's error shape, so the openai SDKs raise
+    # their own exceptions; every other route answers {"error": "..."}.
+    if OPENAI_PATH.match(request.path):
+        return json_response(openai_error(message, status), status)
+    return json_response({"error": message}, status)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except RateLimited as exc:
-        response = json_response({"error": exc.message}, exc.http_status)
+        response = _error(request, exc.message, exc.http_status)
         response.headers["Retry-After"] = str(exc.retry_after_s)  # whole seconds (RFC 9110 §10.2.3)
         return response
     except TideError as exc:
-        return json_response({"error": exc.message}, exc.http_status)
+        return _error(request, exc.message, exc.http_status)
     except msgspec.ValidationError as exc:
-        return json_response({"error": f"invalid request body: {exc}"}, 400)
+        return _error(request, f"invalid request body: {exc}", 400)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = _http_message(request, exc)
-        return json_response({"error": message}, exc.status)
+        return _error(request, _http_message(request, exc), exc.status)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response({"error": "internal error; the coordinator's log has the details"}, 500)
+        return _error(request, "internal error; the coordinator's log has the details", 500)
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:
@@ -63,7 +72,7 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 405:
         return f"method {request.method} is not allowed on {request.path}"
     if exc.status == 413:
-        return "request body too large: /run takes at most 10 MB and /runsync 20 MB"
+        return "request body too large: /run takes at most 10 MB, /runsync and /openai 20 MB"
     return exc.reason or "bad request"
 
 

@@ -50,15 +50,20 @@ _ERRORS = {
     403: "the key is valid but not for this",
     404: "no such object",
     409: "conflicts with the object's state, or changed concurrently; re-read and retry",
+    410: "the job was cancelled before it answered",
     413: "body over the route's limit",
     429: "over the endpoint's rate or concurrency limit (Retry-After says when to retry)",
+    500: "the worker failed the job (the message says how)",
+    502: "the worker's answer is not what the route promises",
     503: "a dependency (the store, a node) is unavailable; retry",
+    504: "the job timed out (the endpoint's executionTimeout)",
 }
 
 
 def build_document(routes: list[RouteDoc] | None = None) -> dict[str, Any]:
     rows = table.ROUTES if routes is None else routes
-    types = list(dict.fromkeys([ErrorBody, table.NODE_RECORD, *_types(rows)]))
+    errors = [r.error_body for r in rows if r.error_body is not None]
+    types = list(dict.fromkeys([ErrorBody, *errors, table.NODE_RECORD, *_types(rows)]))
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     by_type = dict(zip(types, schemas, strict=True))
     components.update(_camel_view(components, table.NODE_RECORD.__name__, "NodeView"))
@@ -112,10 +117,10 @@ def _types(rows: list[RouteDoc]) -> list[Any]:
     return [p for p in parts if p is not None and not isinstance(p, Raw)]
 
 
-def _schema(part: Any, by_type: dict[Any, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def _content(part: Any, by_type: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     if isinstance(part, Raw):
-        return part.content_type, part.schema
-    return "application/json", by_type[part]
+        return {ctype: {"schema": schema} for ctype, schema in ((part.content_type, part.schema), *part.also)}
+    return {"application/json": {"schema": by_type[part]}}
 
 
 def _operation(row: RouteDoc, by_type: dict[Any, dict[str, Any]]) -> dict[str, Any]:
@@ -130,21 +135,19 @@ def _operation(row: RouteDoc, by_type: dict[Any, dict[str, Any]]) -> dict[str, A
     if params:
         op["parameters"] = params
     if row.body is not None:
-        ctype, schema = _schema(row.body, by_type)
         # A worker's empty result is {} (the SDK sends none for a handler that returns None).
-        op["requestBody"] = {"required": row.auth != "worker", "content": {ctype: {"schema": schema}}}
+        op["requestBody"] = {"required": row.auth != "worker", "content": _content(row.body, by_type)}
     if row.auth != "none":
         op["security"] = [{_SCHEMES[row.auth][0]: []}]
     responses: dict[str, Any] = {}
     for status, part in row.responses.items():
         answer: dict[str, Any] = {"description": "OK" if status < 300 else "see the body"}
         if part is not None:
-            ctype, schema = _schema(part, by_type)
-            answer["content"] = {ctype: {"schema": schema}}
+            answer["content"] = _content(part, by_type)
         if row.links and 200 <= status < 300 and not responses:
             answer["links"] = row.links
         responses[str(status)] = answer
-    error = {"$ref": _REF.format(name="ErrorBody")}
+    error = {"$ref": _REF.format(name=(row.error_body or ErrorBody).__name__)}
     for status in sorted({*row.errors, *_AUTH_ERRORS[row.auth]}):
         responses.setdefault(
             str(status), {"description": _ERRORS[status], "content": {"application/json": {"schema": error}}}

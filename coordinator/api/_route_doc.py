@@ -39,6 +39,7 @@ class Raw:
     schema: dict[str, Any]
     components: tuple[tuple[str, dict[str, Any]], ...] = ()
     content_type: str = "application/json"
+    also: tuple[tuple[str, dict[str, Any]], ...] = ()  # more (content type, schema) of one answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class RouteDoc:
     errors: tuple[int, ...] = ()
     tag: str = ""
     links: dict[str, dict[str, Any]] | None = None  # OpenAPI links of the first 2xx answer
+    error_body: Any = None  # the errors' msgspec type; None: ErrorBody ({"error": "..."})
 
     @property
     def path_params(self) -> list[str]:

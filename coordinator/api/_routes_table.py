@@ -9,12 +9,14 @@ aiohttp adds beside every GET, is not listed.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from coordinator._node_schema import NodeRecord
 from coordinator.api._route_doc import Q, Raw, RouteDoc
 from coordinator.api._routes_table_admin import admin_rows, node_rows
 from tide.api import responses as R
 from tide.api.jobs import JobRequest
+from tide.api.openai import OpenAIError
 
 __all__ = ["NODE_RECORD", "ROUTES"]
 
@@ -214,12 +216,70 @@ def _ops() -> list[RouteDoc]:
     ]
 
 
+_OPENAI_OBJECT = {"type": "object", "description": "the worker's OpenAI object (vLLM's)"}
+_SSE = {"type": "string", "description": "'data: <chunk>' events, ending with 'data: [DONE]'"}
+
+
+def _openai_body(required: str, item: dict[str, Any], *, streams: bool = True) -> Raw:
+    props: dict[str, Any] = {"model": {"type": "string"}, required: item}
+    if streams:
+        props["stream"] = {"type": ["boolean", "null"]}
+    return Raw({"type": "object", "required": [required], "properties": props})
+
+
+def _openai() -> list[RouteDoc]:
+    """RunPod's OpenAI-compatible routes: each request is a job for the endpoint's worker
+    (input ``{"openai_route", "openai_input"}``), OpenAI's error shape throughout."""
+    base = "/v2/{ep}/openai/v1"
+    answer = Raw(_OPENAI_OBJECT)
+    streamed = Raw(_OPENAI_OBJECT, also=(("text/event-stream", _SSE),))
+    errors = (400, 410, 413, 429, 500, 502, 504)
+    text: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "array"}]}
+    rows: list[tuple[str, str, str, str, dict[str, Any]]] = [
+        (
+            "chat/completions",
+            "postOpenaiChat",
+            "A chat completion (stream: SSE)",
+            "messages",
+            {"type": "array", "minItems": 1},
+        ),
+        ("completions", "postOpenaiCompletion", "A text completion (stream: SSE)", "prompt", text),
+        ("embeddings", "postOpenaiEmbeddings", "Embeddings of the input", "input", text),
+    ]
+    out = [
+        RouteDoc(
+            "POST",
+            f"{base}/{path}",
+            "client",
+            op_id,
+            summary,
+            {200: streamed if path != "embeddings" else answer},
+            _openai_body(field, item, streams=path != "embeddings"),
+            errors=errors,
+            error_body=OpenAIError,
+        )
+        for path, op_id, summary, field, item in rows
+    ]
+    models = RouteDoc(
+        "GET",
+        f"{base}/models",
+        "client",
+        "getOpenaiModels",
+        "The worker's models",
+        {200: answer},
+        errors=errors,
+        error_body=OpenAIError,
+    )
+    return [*out, models]
+
+
 def _tagged(tag: str, rows: list[RouteDoc]) -> list[RouteDoc]:
     return [r if r.tag else replace(r, tag=tag) for r in rows]
 
 
 ROUTES: list[RouteDoc] = [
     *_tagged("public", _public()),
+    *_tagged("openai", _openai()),
     *_tagged("worker", _worker()),
     *_tagged("admin", admin_rows()),
     *_tagged("admin", node_rows()),
