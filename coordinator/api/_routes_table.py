@@ -217,7 +217,11 @@ def _ops() -> list[RouteDoc]:
 
 
 _OPENAI_OBJECT = {"type": "object", "description": "the worker's OpenAI object (vLLM's)"}
-_SSE = {"type": "string", "description": "'data: <chunk>' events, ending with 'data: [DONE]'"}
+_SSE = {
+    "type": "object",
+    "description": "each Server-Sent Event: data is an OpenAI chunk as JSON, the last 'data: [DONE]'",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+}
 
 
 def _openai_body(required: str, item: dict[str, Any], *, streams: bool = True) -> Raw:
