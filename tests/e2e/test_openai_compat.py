@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.cluster import DevClusterProcess
-from tests.fixtures.coordinator import REPO_ROOT, http_json
+from tests.fixtures.coordinator import REPO_ROOT, http_json, wait_until
 
 openai = pytest.importorskip("openai")
 
@@ -138,3 +138,21 @@ def test_the_platforms_errors_are_openai_errors(env: Env) -> None:
         code, answer = http_json(method, url + path, body, key=env.key)
         assert code == status, answer
         assert set(answer["error"]) == {"message", "type", "param", "code"}, answer
+
+
+def test_a_streaming_client_that_leaves_cancels_its_job(env: Env) -> None:
+    stream = env.client(env.raw).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "one two three four five six"}],
+        stream=True,
+        extra_body={"toy_delay_s": 1.0},
+    )
+    job = stream.response.headers["x-request-id"]
+    next(iter(stream))
+    stream.close()
+
+    def cancelled() -> bool:
+        code, st = http_json("GET", f"{env.proc.url}/v2/{env.raw}/status/{job}", key=env.key)
+        return code == 200 and st["status"] == "CANCELLED"
+
+    wait_until(cancelled, timeout=30, what=f"job {job} cancelled")

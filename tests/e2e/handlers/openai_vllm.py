@@ -10,6 +10,7 @@ Errors as vLLM makes them: a bad request is an ``ErrorResponse`` yielded as outp
 the runpod SDK turns into a FAILED job.
 """
 
+import asyncio
 import os
 import time
 
@@ -103,7 +104,10 @@ async def handler(job):
         yield _whole(route, rid, toks, body)
         return
     events = _events(route, rid, toks)
+    delay = float(body.get("toy_delay_s") or 0)  # the toy's own knob: a slow model
     for i in range(0, len(events), BATCH):
+        if i and delay:
+            await asyncio.sleep(delay)
         batch = events[i : i + BATCH]
         yield "".join(batch) if RAW else batch
 
