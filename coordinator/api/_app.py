@@ -93,7 +93,6 @@ def build_app(
     ).add_to(app)
     OpenAIRoutes(
         jobs=jobs,
-        auth=auth,
         throttle=app[APP_KEY_THROTTLE],
         settings=settings.jobs,
         endpoints=view.endpoints,

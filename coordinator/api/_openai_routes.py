@@ -19,7 +19,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from coordinator.api._http import Auth, json_response, read_body
+from coordinator.api._http import json_response, read_body
 from coordinator.api._openai import DONE, answer_of, check_body, job_input, sse_events
 from coordinator.api._throttle import Handler, Throttle, guard
 from coordinator.jobs import JobService, JobSettings, decode_json
@@ -43,13 +43,11 @@ class OpenAIRoutes:
         self,
         *,
         jobs: JobService,
-        auth: Auth,
         throttle: Throttle,
         settings: JobSettings,
         endpoints: dict[str, tuple[Endpoint, int]],
     ) -> None:
         self._jobs = jobs
-        self._auth = auth
         self._throttle = throttle
         self._settings = settings
         self._endpoints = endpoints
@@ -59,11 +57,11 @@ class OpenAIRoutes:
             async def handle(request: web.Request) -> web.StreamResponse:
                 return await self._post(request, path)
 
-            return guard(self._auth, self._throttle, "runsync", handle)
+            return guard(self._throttle, "runsync", handle)
 
         for path in ("chat/completions", "completions", "embeddings"):
             app.router.add_post(f"{BASE}/{path}", route(path))
-        app.router.add_get(f"{BASE}/models", guard(self._auth, self._throttle, "runsync", self._models))
+        app.router.add_get(f"{BASE}/models", guard(self._throttle, "runsync", self._models))
 
     async def _post(self, request: web.Request, path: str) -> web.StreamResponse:
         raw = await read_body(request, self._settings.runsync_limit)
