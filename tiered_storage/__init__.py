@@ -1,5 +1,23 @@
-"""Content-addressed blobs across tiers (host disk now; volume and object store later)."""
+"""Storage tiers: the object store every coordinator replica sees (S3 or a local
+directory, one interface), and content-addressed host blobs."""
 
 from tiered_storage._blobs import BlobStore, LocalBlobStore
+from tiered_storage._local_objects import LocalObjectStore
+from tiered_storage._objects import KINDS, ObjectMeta, ObjectStore, check_key, object_key
+from tiered_storage._open import open_object_store, read_credentials
+from tiered_storage._s3_objects import S3ObjectStore, S3Settings
 
-__all__ = ["BlobStore", "LocalBlobStore"]
+__all__ = [
+    "KINDS",
+    "BlobStore",
+    "LocalBlobStore",
+    "LocalObjectStore",
+    "ObjectMeta",
+    "ObjectStore",
+    "S3ObjectStore",
+    "S3Settings",
+    "check_key",
+    "object_key",
+    "open_object_store",
+    "read_credentials",
+]
