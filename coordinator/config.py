@@ -45,6 +45,19 @@ Example (all keys optional)::
     [state]
     dir = "/var/lib/tide/coordinator"
 
+    [blobs]
+    # Where job inputs and outputs above the inline limit live.  With several replicas this
+    # must be one store they all see: "s3://bucket/prefix" (S3, Ceph RGW, MinIO, SeaweedFS).
+    # "" = file://<state dir>/blobs, which only this replica sees (one replica, tide dev).
+    url = ""
+    endpoint-url = ""                # S3 endpoint, e.g. "http://10.0.0.5:8333"; "" = AWS
+    region = "us-east-1"
+    # AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=... lines (a systemd EnvironmentFile),
+    # mode 0600, read at startup; "" = those variables in the environment
+    credentials-file = ""
+    sweep-interval-s = 300.0         # the leader deletes blobs of ended jobs this often (>= 1)
+    sweep-grace-s = 600.0            # a blob younger than this is kept, job record or not (>= 60)
+
     [jobs]
     claim-grace-s = 30.0             # a running job is requeued this long after its worker's last ping
     retention-run-s = 1800.0         # results kept after /run
@@ -143,12 +156,14 @@ import msgspec
 
 from coordinator._token_secret import read_token_secret
 from coordinator.api import LIMITS, ApiLimits, HttpLimits, Route, RouteLimit
+from coordinator.control import BlobSweepSettings
 from coordinator.jobs import MAX_INLINE_LIMIT, JobSettings, WebhookPolicy
 from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
 from coordinator.server import CoordinatorSettings
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
 from tide.daemon import Migration, StrictConfig, load_toml_config
+from tiered_storage import ObjectStore, open_object_store
 
 __all__ = ["CONFIG_VERSION", "FileConfig", "load_config", "to_settings", "to_store"]
 
@@ -180,6 +195,15 @@ class AuthConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class StateConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     dir: str = "/var/lib/tide/coordinator"
+
+
+class BlobsConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    url: str = ""
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    credentials_file: str = ""
+    sweep_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=86400.0)] = 300.0
+    sweep_grace_s: Annotated[float, msgspec.Meta(ge=60.0, le=7 * 86400.0)] = 600.0
 
 
 class JobsConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -299,6 +323,7 @@ class FileConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=
     store: StoreConfig = StoreConfig()
     auth: AuthConfig = AuthConfig()
     state: StateConfig = StateConfig()
+    blobs: BlobsConfig = BlobsConfig()
     jobs: JobsConfig = JobsConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     nodes: NodesConfig = NodesConfig()
@@ -353,7 +378,23 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
             header_timeout_s=cfg.server.header_timeout_s, body_timeout_s=cfg.server.body_timeout_s
         ),
         token_secret=read_token_secret(cfg.auth.token_secret_file) if cfg.auth.token_secret_file else None,
+        objects=_objects(cfg.blobs),
+        blob_sweep=BlobSweepSettings(interval_s=cfg.blobs.sweep_interval_s, grace_s=cfg.blobs.sweep_grace_s),
     )
+
+
+def _objects(b: BlobsConfig) -> ObjectStore | None:
+    """The object store ``[blobs]`` names; None: the state dir's (the server's default)."""
+    if not b.url:
+        if b.endpoint_url or b.credentials_file:
+            raise InvalidArgument("`$.blobs.endpoint-url` and `credentials-file` need `$.blobs.url`")
+        return None
+    try:
+        return open_object_store(
+            b.url, endpoint_url=b.endpoint_url, region=b.region, credentials_file=b.credentials_file
+        )
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"`$.blobs`: {exc.message}") from None
 
 
 def _webhooks(w: WebhooksConfig) -> WebhookPolicy:

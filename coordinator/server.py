@@ -23,10 +23,11 @@ from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._token_secret import resolve_secret
 from coordinator.api import ApiLimits, ApiSettings, HttpLimits, build_app, make_runner
-from coordinator.control import Scheduler, UsageCloser
+from coordinator.control import BlobSweeper, BlobSweepSettings, Scheduler, UsageCloser
 from coordinator.jobs import (
     ColdStartRecorder,
     ColdStartTracker,
+    JobBlobs,
     JobsContext,
     JobService,
     JobSettings,
@@ -37,7 +38,7 @@ from coordinator.jobs import (
 from coordinator.scheduling import DEFAULT_HOST_RESERVE, AheadSettings, HostReserve
 from coordinator.store import Election, Store
 from coordinator.view import ClusterView, JobStatsFlusher
-from tiered_storage import LocalBlobStore
+from tiered_storage import LocalObjectStore, ObjectStore
 
 __all__ = ["Coordinator", "CoordinatorSettings"]
 
@@ -64,6 +65,10 @@ class CoordinatorSettings:
     http: HttpLimits = field(default_factory=HttpLimits)  # header/body read timeouts ([server])
     sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
     token_secret: bytes | None = None  # [auth] token-secret-file's content; None: etcd's (legacy)
+    # Where inputs and outputs above the inline limit go ([blobs]); None: <state_dir>/blobs,
+    # which only this replica sees (one replica, tide dev).
+    objects: ObjectStore | None = None
+    blob_sweep: BlobSweepSettings = field(default_factory=BlobSweepSettings)
 
 
 class Coordinator:
@@ -94,7 +99,7 @@ class Coordinator:
             committer=self.committer,
             view=self.view,
             leases=LeaseBuckets(self.store),
-            blobs=LocalBlobStore(f"{self.settings.state_dir}/blobs"),
+            blobs=JobBlobs(self.settings.objects or LocalObjectStore(f"{self.settings.state_dir}/blobs")),
             cold_starts=self.cold_starts,
             settings=self.settings.jobs,
         )
@@ -111,6 +116,9 @@ class Coordinator:
         self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
         self._leader_loops.append(ColdStartRecorder(self.store, self.view, self.cold_starts).run)
         self._leader_loops.append(UsageCloser(self.store, self.view).run)  # billing ends at exit
+        self._leader_loops.append(
+            BlobSweeper(self.store, self.ctx.blobs.objects, self.settings.blob_sweep).run
+        )
         self._leader_loops.append(
             JobStatsFlusher(self.store, self.view.job_stats, lambda: self.view.revision).run
         )

@@ -1,5 +1,6 @@
 """Jobs: the at-least-once job lifecycle behind the public and worker APIs."""
 
+from coordinator.jobs._blobs import JobBlobs
 from coordinator.jobs._bounds import MAX_INLINE_LIMIT, decode_json
 from coordinator.jobs._client_ops import JobService
 from coordinator.jobs._coldstart import ColdStartRecorder, ColdStartTracker, cold_start_json
@@ -12,6 +13,7 @@ __all__ = [
     "MAX_INLINE_LIMIT",
     "ColdStartRecorder",
     "ColdStartTracker",
+    "JobBlobs",
     "JobService",
     "JobSettings",
     "JobsContext",

@@ -42,9 +42,11 @@ class JobService:
             raise InvalidArgument(f"webhook {verdict.reason}")
         raw_input = encode(req.input)
         large = len(raw_input) > ctx.settings.inline_limit
-        blob = await asyncio.to_thread(ctx.blobs.put, raw_input) if large else ""
+        job_id = job_id or new_job_id(sync)
+        # Before the record: a job is accepted only once its input is where every replica reads it.
+        blob = await ctx.blobs.put(ep, job_id, "input", raw_input) if large else ""
         record = JobRecord(
-            id=job_id or new_job_id(sync),
+            id=job_id,
             endpoint_id=ep,
             status="IN_QUEUE",
             created_at=now,
@@ -86,7 +88,7 @@ class JobService:
     # -- read ------------------------------------------------------------
     async def status(self, ep: str, job_id: str) -> dict[str, Any]:
         record, _ = await self._ctx.read_job(ep, job_id)
-        return self._ctx.envelope(record)
+        return await self._ctx.envelope(record)
 
     async def wait_final(self, ep: str, job_id: str, wait_s: float) -> dict[str, Any]:
         """The status once final, or the current one when ``wait_s`` elapses."""
@@ -100,13 +102,13 @@ class JobService:
         while record.status not in FINAL_STATES:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return self._ctx.envelope((await self._ctx.read_job(ep, record.id))[0])
+                return await self._ctx.envelope((await self._ctx.read_job(ep, record.id))[0])
             newest = await changes.next(min(remaining, 5.0))  # re-read now and then
             if newest is not None and newest.status in FINAL_STATES:
                 record = newest  # the watch brought the final record: no read needed
             elif newest is None:  # a periodic re-read, or the job was deleted (NotFound)
                 record, _ = await self._ctx.read_job(ep, record.id)
-        return self._ctx.envelope(record)
+        return await self._ctx.envelope(record)
 
     async def stream(self, ep: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
         """Undelivered chunks, each exactly once and in order (§2.5)."""

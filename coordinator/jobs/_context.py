@@ -13,6 +13,7 @@ import msgspec
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import JobRecord, WebhookDelivery, decode_job, encode, keys
+from coordinator.jobs._blobs import JobBlobs
 from coordinator.jobs._bounds import shrunk_for_store
 from coordinator.jobs._coldstart import ColdStartTracker, cold_start_json
 from coordinator.jobs._webhook_policy import WebhookPolicy
@@ -20,7 +21,6 @@ from coordinator.store import Compare, Delete, Get, Op, Put, Store
 from coordinator.view import ClusterView
 from tide.api.errors import Conflict, NotFound, PayloadTooLarge
 from tide.api.jobs import FINAL_STATES, JobState
-from tiered_storage import BlobStore
 
 __all__ = ["JobSettings", "JobsContext", "new_job_id", "new_seq"]
 
@@ -119,7 +119,7 @@ class JobsContext:
     committer: GroupCommitter
     view: ClusterView
     leases: LeaseBuckets
-    blobs: BlobStore
+    blobs: JobBlobs  # inputs and outputs above the inline limit (the cluster's object store)
     cold_starts: ColdStartTracker  # fresh workers' first jobs (the status envelope's coldStart)
     settings: JobSettings = field(default_factory=JobSettings)
     clock: Callable[[], float] = time.time
@@ -167,17 +167,17 @@ class JobsContext:
     async def lease_of(self, record: JobRecord) -> int:
         return await self.leases.lease_until(self.expiry_of(record))
 
-    def input_of(self, record: JobRecord) -> Any:
+    async def input_of(self, record: JobRecord) -> Any:
         if record.input_blob:
-            return msgspec.json.decode(self.blobs.get(record.input_blob))
+            return msgspec.json.decode(await self.blobs.get(record.input_blob))
         return record.input
 
-    def output_of(self, record: JobRecord) -> Any:
+    async def output_of(self, record: JobRecord) -> Any:
         if record.output_blob:
-            return msgspec.json.decode(self.blobs.get(record.output_blob))
+            return msgspec.json.decode(await self.blobs.get(record.output_blob))
         return record.output
 
-    def envelope(self, record: JobRecord) -> dict[str, Any]:
+    async def envelope(self, record: JobRecord) -> dict[str, Any]:
         """The /status object (reference/runpod_protocol.md §2.4)."""
         out: dict[str, Any] = {"id": record.id, "status": record.status}
         if record.started_at:
@@ -189,7 +189,7 @@ class JobsContext:
         if record.retries:
             out["retries"] = record.retries
         if record.has_output:
-            out["output"] = self.output_of(record)
+            out["output"] = await self.output_of(record)
         if record.error:
             out["error"] = record.error
         # Tide's addition (RunPod fields untouched): the first job of a fresh worker says what

@@ -177,7 +177,11 @@ class WebhookSender:
                 await ctx.store.delete(key)
                 settled = True
                 return
-            body = {**ctx.envelope(record), "input": ctx.input_of(record), "webhook": delivery.url}
+            body = {
+                **await ctx.envelope(record),
+                "input": await ctx.input_of(record),
+                "webhook": delivery.url,
+            }
             verdict = check_webhook_url(delivery.url, None, ctx.settings.webhooks)
             if not verdict.ok:  # stored before the policy, or the policy changed since
                 log.warning("webhook for job %s refused: %s %s", job_id, delivery.url[:200], verdict.reason)

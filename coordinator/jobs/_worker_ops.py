@@ -97,6 +97,9 @@ class WorkerService:
             return None
         record, rev = found
         ctx = self._ctx
+        # Read a large input before claiming: with the object store down the take fails
+        # and the job stays queued (not claimed by a worker that never gets it).
+        job_input = await ctx.input_of(record) if record.input_blob else record.input
         now = ctx.clock()
         started = msgspec.structs.replace(record, status="IN_PROGRESS", started_at=now, worker_id=worker)
         lease = await ctx.lease_of(started)
@@ -126,7 +129,6 @@ class WorkerService:
                 return await self._claim_one(worker, cand, read[0], False)
             return None  # another replica or a cancel got there first
         self._remember(started, new_rev)
-        job_input = await asyncio.to_thread(ctx.input_of, record) if record.input_blob else record.input
         job: dict[str, Any] = {"id": record.id, "input": job_input}
         if record.webhook:
             job["webhook"] = record.webhook
@@ -194,15 +196,15 @@ class WorkerService:
     async def _progress(self, record: JobRecord, rev: int, result: dict[str, Any]) -> dict[str, Any]:
         if record.status != "IN_PROGRESS":
             return {"ignored": "progress update for a job that is not running"}
-        updated = msgspec.structs.replace(record, **await self._output_fields(result.get("output")))
+        updated = msgspec.structs.replace(record, **await self._output_fields(record, result.get("output")))
         self._remember(updated, await self._ctx.write_job(rev, updated))
         return {"accepted": True}
 
-    async def _output_fields(self, output: Any) -> dict[str, Any]:
+    async def _output_fields(self, record: JobRecord, output: Any) -> dict[str, Any]:
         """An output inline when small, else in blob storage (as large inputs are)."""
         raw = encode(output)
         if len(raw) > self._ctx.settings.inline_limit:
-            blob = await asyncio.to_thread(self._ctx.blobs.put, raw)
+            blob = await self._ctx.blobs.put(record.endpoint_id, record.id, "output", raw)
             return {"output": None, "output_blob": blob, "has_output": True}
         return {"output": output, "output_blob": "", "has_output": True}
 
@@ -217,7 +219,7 @@ class WorkerService:
         fields["started_at"] = record.started_at or now
         fields["worker_id"] = record.worker_id or worker  # a requeued job answered by its first worker
         if "output" in result:
-            fields.update(await self._output_fields(result["output"]))
+            fields.update(await self._output_fields(record, result["output"]))
         final = msgspec.structs.replace(record, **fields)
         extra: list[Op] = [Delete(key=keys.claim(record.id))]
         if record.status == "IN_QUEUE":  # a requeued job answered by its first worker

@@ -211,7 +211,7 @@ def test_large_input_and_output_go_through_the_blob_store(cluster: Cluster) -> N
     cluster.worker(ep, "echo.py")
     sdk = cluster.sdk_endpoint(ep)
     blobs = cluster.coordinator.root / "state" / "blobs"
-    before = {p.name for p in blobs.rglob("*") if p.is_file()}
+    before = {p.relative_to(blobs) for p in blobs.rglob("*") if p.is_file()}
     payload = {
         "text": "é" * 200_000,
         "n": list(range(2_000)),
@@ -219,5 +219,5 @@ def test_large_input_and_output_go_through_the_blob_store(cluster: Cluster) -> N
     assert sdk.run_sync(payload, timeout=30) == {"echo": payload}
     out = sdk.run_sync({"big": 600_000}, timeout=30)
     assert out["big"] == "y" * 600_000
-    after = {p.name for p in blobs.rglob("*") if p.is_file()}
+    after = {p.relative_to(blobs) for p in blobs.rglob("*") if p.is_file()}
     assert len(after - before) >= 3  # the input, its echo, the big output

@@ -20,10 +20,10 @@ import pytest
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._schema import Claim, JobRecord, decode_job, encode, keys
-from coordinator.jobs import ColdStartTracker, JobsContext, Reaper, plan_reap
+from coordinator.jobs import ColdStartTracker, JobBlobs, JobsContext, Reaper, plan_reap
 from coordinator.store import MemoryStore
 from coordinator.view import ClusterView
-from tiered_storage import LocalBlobStore
+from tiered_storage import LocalObjectStore
 
 EP, WORKER = "ep", "w-1"
 MAX_RETRIES = 2
@@ -77,7 +77,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         committer=GroupCommitter(store),
         view=view,
         leases=LeaseBuckets(store),
-        blobs=LocalBlobStore(str(tmp_path / "blobs")),
+        blobs=JobBlobs(LocalObjectStore(tmp_path / "blobs")),
         cold_starts=tracker,
     )
     feed = asyncio.create_task(view.run())
