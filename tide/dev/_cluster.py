@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the daemons are imported where used, so `tide dev --help` l
     from noded import NodeAgent, NodeServer
     from noded.inventory import SimulatedGpus
     from noded.runtime import ContainerdRuntime, ContainerRuntime
+    from tiered_storage import ObjectStore
 
 __all__ = ["PREWARM", "DevCluster", "prewarm_modules"]
 
@@ -84,12 +85,27 @@ class DevCluster:
             mig_recut_interval_s=getattr(self.args, "mig_recut_interval", 30.0),
             prices={"H100-80GB": 2.49, "RTXPRO6000-96GB": 1.89, "A100-80GB": 1.64},
             token_secret=ensure_token_secret(self.state_dir / "coordinator" / "token-secret"),
+            objects=self._objects(),
         )
         self._coordinator = Coordinator(self._store, settings)
         await self._coordinator.start()
         self.url = settings.public_url
         for i in range(self.args.nodes):
             await self.add_node(f"node-{i + 1}", i)
+
+    def _objects(self) -> ObjectStore | None:
+        """``--storage s3``: the S3 server the flags name; local (None): the state dir's."""
+        from tiered_storage import open_object_store
+
+        if getattr(self.args, "storage", "local") != "s3":
+            return None
+        if not self.args.s3_url:
+            raise SystemExit("tide dev --storage s3 needs --s3-url s3://bucket[/prefix] (and --s3-endpoint)")
+        return open_object_store(
+            self.args.s3_url,
+            endpoint_url=self.args.s3_endpoint,
+            credentials_file=self.args.s3_credentials_file,
+        )
 
     async def add_node(self, name: str, seed: int) -> NodeAgent:
         from noded import AgentSettings, CoordinatorClient, NodeAgent, NodeServer

