@@ -142,6 +142,7 @@ class Coordinator:
             # Workers and nodes are told this URL: with no public-url configured it is our own
             # listening address (known only once bound, hence the early bind).
             public_url=self.settings.public_url or self.url,
+            objects=self.ctx.blobs.objects,
         )
         self._runner = make_runner(
             self.app, self.settings.http, access_log=None, handle_signals=False, shutdown_timeout=5.0

@@ -11,6 +11,7 @@ from coordinator.api._admin_routes import AdminRoutes
 from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._auth import Auth
 from coordinator.api._authz import authz_middleware
+from coordinator.api._bundle_routes import BundleRoutes
 from coordinator.api._cluster_routes import ClusterRoutes
 from coordinator.api._http import error_middleware, json_response
 from coordinator.api._limits import ApiLimits
@@ -29,6 +30,7 @@ from coordinator.jobs import ColdStartTracker, JobService, JobSettings, WorkerSe
 from coordinator.scheduling import AheadSettings
 from coordinator.store import Store
 from coordinator.view import ClusterView
+from tiered_storage import ObjectStore
 
 __all__ = ["APP_KEY_AUTH", "ApiSettings", "build_app"]
 
@@ -60,6 +62,7 @@ def build_app(
     cluster_secret: bytes,
     commit_seconds: Callable[[], list[float]],
     public_url: str,
+    objects: ObjectStore,
 ) -> web.Application:
     # The body timeout inside the error middleware: the timeout's 408 is answered by it, and
     # anything else the late read raises is still mapped by the error middleware.
@@ -103,6 +106,7 @@ def build_app(
     NodeRoutes(store=store, view=view, auth=auth, public_url=public_url, worker_ping_s=ping_s).add_to(app)
     ClusterRoutes(store=store, view=view, cold_starts=cold_starts, auth=auth).add_to(app)
     MigRoutes(store=store, view=view, auth=auth).add_to(app)
+    BundleRoutes(objects).add_to(app)
     MigForecastRoutes(store=store, view=view, auth=auth, settings=settings.mig_ahead).add_to(app)
     app[APP_KEY_PRICES] = settings.prices
 

@@ -9,6 +9,7 @@ from coordinator.api._node_routes import _Beat, _Register
 from coordinator.api._route_doc import Q, Raw, RouteDoc
 from coordinator.control import RegionForecast
 from tide.api import admin_responses as A
+from tide.api.bundles import BundleOut
 from tide.api.endpoints import ApiKeyCreate, EndpointSpec, EndpointUpdate
 from tide.api.nodes import DesiredWorkers
 
@@ -26,6 +27,9 @@ class MigForecast(msgspec.Struct, frozen=True, kw_only=True, rename="camel", for
     regions: list[RegionForecast]
 
 
+_TAR = Raw({"type": "string", "format": "binary"}, content_type="application/x-tar")
+
+
 def admin_rows() -> list[RouteDoc]:
     e, k = "/admin/v1/endpoints", "/admin/v1/keys"
     return [
@@ -38,6 +42,25 @@ def admin_rows() -> list[RouteDoc]:
             {201: A.EndpointOut},
             EndpointSpec,
             errors=(400, 409),
+        ),
+        RouteDoc(
+            "PUT",
+            "/admin/v1/bundles/{sha}",
+            "admin",
+            "putBundle",
+            "Store a code bundle (`tide deploy`) under its SHA-256; storing it again changes nothing",
+            {200: BundleOut},
+            _TAR,
+            errors=(400, 413, 503),
+        ),
+        RouteDoc(
+            "GET",
+            "/admin/v1/bundles/{sha}",
+            "viewer",
+            "getBundle",
+            "Whether a code bundle is stored, and its size",
+            {200: BundleOut},
+            errors=(400, 404, 503),
         ),
         RouteDoc("GET", e, "viewer", "listEndpoints", "Every endpoint", {200: list[A.EndpointDescribed]}),
         RouteDoc(
@@ -155,6 +178,16 @@ def node_rows() -> list[RouteDoc]:
             {200: DesiredWorkers},
             query=(Q("after", "the revision last seen", 0, 2**62), Q("wait", "seconds", 0, 60)),
             errors=(400,),
+            tag="node",
+        ),
+        RouteDoc(
+            "GET",
+            n + "/bundles/{sha}",
+            "node",
+            "nodeBundle",
+            "A code bundle's tar, for the node's bundle cache",
+            {200: _TAR},
+            errors=(400, 404, 503),
             tag="node",
         ),
         RouteDoc(
