@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from flashboot import KeeperConfig
+from noded._bundles import BundleCache
 from noded._client import CoordinatorClient
 from noded._flashboot import FlashbootHost
 from noded._mig import MigReconciler, mark_in_use
@@ -105,6 +106,8 @@ class AgentSettings:
     # The worker gateway's base URL (noded/_gateway.py): workers' RUNPOD_WEBHOOK_* URLs point at
     # it instead of the replica that wrote them ("" = they stay as the coordinator wrote them).
     worker_gateway: str = ""
+    bundle_dir: str = ""  # the host's code-bundle cache ("" = this host runs no bundles)
+    bundle_base_image: str = ""  # what bundles run on under containerd
 
 
 class NodeAgent:
@@ -142,6 +145,10 @@ class NodeAgent:
             report_root=settings.report_dir,
             flashboot=self.flashboot,
             gateway=settings.worker_gateway,
+            bundles=BundleCache(settings.bundle_dir, client.bundle, python=settings.python)
+            if settings.bundle_dir
+            else None,
+            bundle_base_image=settings.bundle_base_image,
         )
 
     async def inventory(self) -> NodeInventory:

@@ -109,6 +109,12 @@ class CoordinatorClient:
         raw = await self._call("GET", path, key=self.token, timeout=self._wait + 10.0)
         return _desired_decoder.decode(raw)
 
+    async def bundle(self, sha: str) -> bytes:
+        """A code bundle's tar (checked against ``sha`` by the caller)."""
+        return await self._call(
+            "GET", f"/node/v1/nodes/{self.node_id}/bundles/{sha}", key=self.token, timeout=120.0
+        )
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

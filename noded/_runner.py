@@ -163,6 +163,7 @@ class WorkerRunner:
                     with contextlib.suppress(NotFound):
                         await self.runtime.delete(self.worker_id)
                     self._hooks.precreate()
+                    await self._hooks.prepare()
                     await self.runtime.create(self.spec)
                     status = await self.runtime.start(self.worker_id)
             except (TideError, OSError) as exc:

@@ -119,6 +119,7 @@ async def _serve(cfg: FileConfig, join_key: str) -> int:
         stop_grace_s=cfg.runtime.stop_grace_s,
         flashboot=_flashboot(cfg),
         report_dir=str(Path(cfg.runtime.state_dir) / "reports"),
+        bundle_dir=str(Path(cfg.runtime.state_dir) / "bundles"),
         worker_gateway=f"http://{cfg.coordinator.gateway}" if cfg.coordinator.gateway else "",
     )
     agent = NodeAgent(client, runtime, _gpus(cfg), settings)

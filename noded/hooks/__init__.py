@@ -6,6 +6,7 @@ the worker's runner in the order of ``HOOKS`` (Nomad's task-runner hooks).
 """
 
 from noded.hooks._boot_report import BootReportHook
+from noded.hooks._bundle import BundleHook
 from noded.hooks._flashboot import FlashbootHook
 from noded.hooks._gateway import GatewayHook
 from noded.hooks._list import HOOKS, worker_hooks
@@ -17,6 +18,7 @@ from noded.hooks._protocol import (
     Poststart,
     PoststartRequest,
     Precreate,
+    Prepare,
     Prestart,
     PrestartRequest,
     PrestartResponse,
@@ -28,6 +30,7 @@ from noded.hooks._report_dir import ReportDirHook
 __all__ = [
     "HOOKS",
     "BootReportHook",
+    "BundleHook",
     "FlashbootHook",
     "GatewayHook",
     "Hook",
@@ -36,6 +39,7 @@ __all__ = [
     "Poststart",
     "PoststartRequest",
     "Precreate",
+    "Prepare",
     "Prestart",
     "PrestartRequest",
     "PrestartResponse",

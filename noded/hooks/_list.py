@@ -1,12 +1,13 @@
 """The hooks every worker gets, in order: the one place a new hook is added.
 
-A new concern (network volumes, a model cache, a code bundle) is a module in this package and one
+A new concern (network volumes, a model cache) is a module in this package and one
 line below; the runner does not change.  See _protocol.py for the phases and their contracts.
 """
 
 from __future__ import annotations
 
 from noded.hooks._boot_report import BootReportHook
+from noded.hooks._bundle import BundleHook
 from noded.hooks._flashboot import FlashbootHook
 from noded.hooks._gateway import GatewayHook
 from noded.hooks._phases import WorkerHooks
@@ -24,11 +25,14 @@ __all__ = ["HOOKS", "worker_hooks"]
 # * FlashBoot next: the keeper's env and the endpoint's store binds follow the report
 #   directory's (the spec a worker gets is the one noded has always built: same env, same
 #   mounts in the same order);
+# * the code bundle after them: it replaces the image and command (a bundle runs on a base) and
+#   adds its own env and read-only binds, which nothing before it reads;
 # * the boot report last: it reads what the worker writes into the directory made first.
 HOOKS: tuple[HookFactory, ...] = (
     GatewayHook,
     ReportDirHook,
     FlashbootHook,
+    BundleHook,
     BootReportHook,
 )
 

@@ -14,6 +14,7 @@ from noded.hooks._protocol import (
     Poststart,
     PoststartRequest,
     Precreate,
+    Prepare,
     Prestart,
     PrestartRequest,
     Report,
@@ -37,7 +38,8 @@ class WorkerHooks:
         return [h.name for h in self.hooks]
 
     def prestart(self, spec: WorkerSpec) -> WorkerSpec:
-        """``spec`` with every prestart hook's env and mounts added, in order."""
+        """``spec`` with every prestart hook's env and mounts added, in order (and its image and
+        command, for a hook that names them)."""
         for hook in self.hooks:
             if isinstance(hook, Prestart):
                 got = hook.prestart(PrestartRequest(spec=spec))
@@ -45,12 +47,21 @@ class WorkerHooks:
                     spec = msgspec.structs.replace(
                         spec, env={**spec.env, **got.env}, mounts=[*spec.mounts, *got.mounts]
                     )
+                if got.image or got.command:
+                    spec = msgspec.structs.replace(
+                        spec, image=got.image or spec.image, command=got.command or spec.command
+                    )
         return spec
 
     def precreate(self) -> None:
         for hook in self.hooks:
             if isinstance(hook, Precreate):
                 hook.precreate()
+
+    async def prepare(self) -> None:
+        for hook in self.hooks:
+            if isinstance(hook, Prepare):
+                await hook.prepare()
 
     async def poststart(self, req: PoststartRequest) -> None:
         """Run every poststart hook beside the others until each returns (or all are cancelled)."""

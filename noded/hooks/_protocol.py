@@ -5,7 +5,7 @@ name and one job; it implements only the phases it needs (Nomad's task-runner ho
 ``client/allocrunner/interfaces/task_lifecycle.go``).  Each worker gets its own instances, made by
 the factories of ``HOOKS`` (noded/hooks/_list.py), whose order is the order every phase runs in::
 
-    runner made ──► prestart ──┬── fresh ──► precreate ──► create, start ──► poststart ─┐
+    runner made ──► prestart ──┬── fresh ──► precreate, prepare ──► create, start ──► poststart ─┐
       (once)                   │              ▲   (every start)               (beside   │
                                │              │                               the worker)│
                                │              └────────── exit: restart ◄────────────────┘
@@ -21,6 +21,9 @@ Contracts, per phase:
   An error fails the plan being applied, as any error building the spec does.
 * ``precreate``: before every create (the first, each restart, each retry after a failed start),
   under the runner's start lock.  An ``OSError`` or ``TideError`` counts as a failed start.
+* ``prepare``: right after ``precreate``, awaited on the event loop: the one phase that may take
+  long (fetching a code bundle, installing its dependencies).  Idempotent and cheap once done;
+  an ``OSError`` or ``TideError`` counts as a failed start, and the worker's state says why.
 * ``poststart``: runs beside the worker from the runtime's start (or the adoption) until the
   worker exits, is killed or noded detaches, and is cancelled then.  It must not raise.
 * ``report``: folds what the hook knows into the worker's report, on every heartbeat.  Cheap.
@@ -46,6 +49,7 @@ from noded.runtime import Mount, WorkerSpec
 from tide.api.nodes import DesiredWorker, WorkerReport
 
 if TYPE_CHECKING:
+    from noded._bundles import BundleCache
     from noded._flashboot import FlashbootHost
 
 __all__ = [
@@ -55,6 +59,7 @@ __all__ = [
     "Poststart",
     "PoststartRequest",
     "Precreate",
+    "Prepare",
     "Prestart",
     "PrestartRequest",
     "PrestartResponse",
@@ -71,6 +76,8 @@ class HookHost:
     on_change: Callable[[], None]  # a hook learnt something the next heartbeat should carry
     report_root: str = ""  # root of the per-worker report directories ("" = none)
     flashboot: FlashbootHost | None = None  # None: no FlashBoot keeper on this host
+    bundles: BundleCache | None = None  # None: this host runs no code bundles
+    bundle_base_image: str = ""  # the base OCI image bundles run on under containerd
     gateway: str = ""  # the worker gateway's base URL ("" = workers call a replica directly)
 
     def report_dir(self, worker_id: str) -> str:
@@ -90,6 +97,10 @@ class PrestartRequest(msgspec.Struct, frozen=True, kw_only=True):
 class PrestartResponse(msgspec.Struct, frozen=True, kw_only=True):
     env: dict[str, str] = {}  # over the spec's env (a later hook wins a clash)
     mounts: list[Mount] = []  # after the spec's mounts
+    # What to run instead of the desired worker's image and command ("" / []: keep them); a
+    # code bundle is run on a base this way (noded/hooks/_bundle.py).
+    image: str = ""
+    command: list[str] = []
 
 
 class PoststartRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,6 +123,11 @@ class Prestart(Hook, Protocol):
 @runtime_checkable
 class Precreate(Hook, Protocol):
     def precreate(self) -> None: ...
+
+
+@runtime_checkable
+class Prepare(Hook, Protocol):
+    async def prepare(self) -> None: ...
 
 
 @runtime_checkable

@@ -122,6 +122,7 @@ class DevCluster:
             address=server.address,
             flashboot=self.flashboot_config(name),
             report_dir=str(self.state_dir / "nodes" / name / "reports"),
+            bundle_dir=str(self.state_dir / "nodes" / name / "bundles"),
             t1_advice_level=logging.INFO,  # a laptop's /dev/shm is fine for trying things out
         )
         agent = NodeAgent(client, runtime, _simulated_gpus(self.args.gpus, name, seed), settings)
