@@ -63,8 +63,18 @@ class AdminClient:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
+    def put_bytes(self, path: str, data: bytes, content_type: str) -> Any:
+        return self.request("PUT", path, raw=data, content_type=content_type)
+
     def request(
-        self, method: str, path: str, *, body: object = None, query: dict[str, object] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        query: dict[str, object] | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
     ) -> Any:
         import urllib.error  # lazy: http.client and email cost ~20 ms that --help does not need
         import urllib.request
@@ -73,21 +83,21 @@ class AdminClient:
         params = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        data = None if body is None else json.dumps(body).encode()
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", content_type)
         if self._api_key:
             req.add_header("Authorization", f"Bearer {self._api_key}")
         try:
             with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                raw = resp.read()
+                answer = resp.read()
         except urllib.error.HTTPError as exc:
             raise _http_error(exc) from None
         except (urllib.error.URLError, OSError) as exc:
             raise self._network_error(exc) from None
-        return json.loads(raw) if raw.strip() else {}
+        return json.loads(answer) if answer.strip() else {}
 
     def _network_error(self, exc: OSError) -> CliError:
         import urllib.error

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tide.cli import _access, _cluster, _endpoints, _gpus, _mig, _ops
+from tide.cli import _access, _cluster, _deploy, _endpoints, _gpus, _mig, _ops
 from tide.cli._client import AdminClient
 from tide.cli._context import Context
 from tide.cli._errors import CliError, UsageError
@@ -32,6 +32,7 @@ _KEY_FILE = Path("~/.config/tide/admin.key")
 _EPILOG = """\
 examples:
   tide dev                                         # a whole cluster on this machine
+  tide deploy app.py                               # @app.queue functions -> endpoints, no Docker
   tide endpoint create sd --image registry.local/sd:1 --gpu H100-80GB:3g.40gb --max 4
   tide endpoint get sd                             # config, health, why not placed
   tide keys create web --endpoint sd               # a client key for /v2/sd/*
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _global_flags(p, inherited=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True)
     _endpoints.register(sub, common)
+    _deploy.register(sub, common)
     _access.register(sub, common)
     _cluster.register(sub, common)
     _gpus.register(sub, common)
