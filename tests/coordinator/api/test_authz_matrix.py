@@ -28,7 +28,15 @@ from tests.fixtures.coordinator import CoordinatorProcess, http_json
 pytestmark = pytest.mark.timeout(120)
 
 EP, WORKER, NODE = "mx", "mx-w", "mx-node"
-_PARAMS = {"ep": EP, "worker": WORKER, "node": NODE, "job": "no-such-job", "gpu": "GPU-none", "key": "nokey"}
+_PARAMS = {
+    "ep": EP,
+    "worker": WORKER,
+    "node": NODE,
+    "job": "no-such-job",
+    "gpu": "GPU-none",
+    "key": "nokey",
+    "sha": "0" * 64,
+}
 # Destructive rows name what does not exist: allowed is their 404.
 _GONE = {"ep": "mx-gone", "node": "mx-gone-node", "key": "nokey"}
 

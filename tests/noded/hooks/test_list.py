@@ -13,11 +13,13 @@ from flashboot import ENV_REPORT_DIR
 from noded.hooks import (
     HOOKS,
     BootReportHook,
+    BundleHook,
     FlashbootHook,
     GatewayHook,
     HookHost,
     Poststart,
     Precreate,
+    Prepare,
     Prestart,
     PrestartRequest,
     Report,
@@ -57,14 +59,14 @@ def _desired(flashboot: bool = True) -> DesiredWorker:
     return DesiredWorker(worker_id="w-1", endpoint_id="ep", revision=1, image="dir:///x", flashboot=flashboot)
 
 
-def test_hooks_run_gateway_report_dir_flashboot_then_boot_report(tmp_path: Path) -> None:
-    assert (GatewayHook, ReportDirHook, FlashbootHook, BootReportHook) == HOOKS
+def test_hooks_run_gateway_report_dir_flashboot_bundle_then_boot_report(tmp_path: Path) -> None:
+    assert (GatewayHook, ReportDirHook, FlashbootHook, BundleHook, BootReportHook) == HOOKS
     hooks = worker_hooks(_host("process", tmp_path), _desired())
-    assert hooks.names == ["gateway", "report-dir", "flashboot", "boot-report"]
+    assert hooks.names == ["gateway", "report-dir", "flashboot", "bundle", "boot-report"]
 
 
 def test_each_hook_implements_only_its_phases(tmp_path: Path) -> None:
-    phases = (Prestart, Precreate, Poststart, Report, Stop)
+    phases = (Prestart, Precreate, Prepare, Poststart, Report, Stop)
     got = {
         h.name: [p.__name__ for p in phases if isinstance(h, p)]
         for h in worker_hooks(_host("process", tmp_path), _desired()).hooks
@@ -73,6 +75,7 @@ def test_each_hook_implements_only_its_phases(tmp_path: Path) -> None:
         "gateway": ["Prestart"],
         "report-dir": ["Prestart", "Stop"],
         "flashboot": ["Prestart", "Stop"],
+        "bundle": ["Prestart", "Prepare"],
         "boot-report": ["Precreate", "Poststart", "Report"],
     }
 
