@@ -131,7 +131,7 @@ class JobService:
                 final = record.status in FINAL_STATES
                 chunks = await self._take_chunks(job_id)  # after seeing it final: none is left behind
                 if final:
-                    yield chunks, self._ctx.envelope(record)
+                    yield chunks, await self._ctx.envelope(record)
                     return
                 if chunks:
                     yield chunks, None
