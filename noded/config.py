@@ -121,8 +121,8 @@ class RuntimeSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fie
     containerd_socket: str = "/run/containerd/containerd.sock"
     stop_grace_s: float = 30.0
     # Process runtime: a zygote imports prewarm-modules once (never touching a GPU) and forks each
-    # `python -u handler.py` worker from it, so cold starts skip those imports
-    # (noded/runtime/process/_zygote.py).
+    # `python [-uBsEO] script.py ARGS` worker from it (python, python3 or noded's interpreter), so
+    # cold starts skip those imports (noded/runtime/process/_pyargv.py, _zygote.py).
     prewarm: bool = True
     prewarm_modules: list[str] = msgspec.field(default_factory=lambda: ["runpod"])
     # Where nvidia-ctk cdi generate (or nvidia-cdi-refresh) writes the GPU specs.

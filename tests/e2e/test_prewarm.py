@@ -28,6 +28,7 @@ import msgspec
 import pytest
 
 from noded.runtime import ProcessRuntime, WorkerSpec
+from noded.runtime.process._pyargv import Fork, plan_python_launch
 from noded.runtime.process._runtime import EXIT_CODE_LOST
 from noded.runtime.process._zygote import fork_refusal
 from tide.dev import DevCluster, parser
@@ -330,6 +331,78 @@ async def test_prewarm_torch_zygote_never_touches_cuda(tmp_path: Path) -> None:
         await rt.close()
 
 
+# What a fresh interpreter shows of its command line: stdio buffering, -B, -O/-OO, argv, sys.path.
+PROBE = """
+"docstring"
+import sys
+out, err = sys.stdout, sys.stderr
+print(type(out.buffer).__name__, out.write_through, type(err.buffer).__name__, err.line_buffering)
+print(sys.argv, sys.path[0], sys.executable)
+print(sys.dont_write_bytecode, __debug__, sys.flags.optimize, __doc__)
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["python", "main.py", "a", "b"],
+        ["python3", "-u", "main.py"],
+        [sys.executable, "-u", "main.py", "--flag", "x"],
+        ["python", "-B", "main.py"],
+        ["python", "-uB", "main.py"],
+        ["python", "-s", "-E", "main.py"],
+        ["python", "-O", "main.py"],
+        ["python", "-OO", "-u", "main.py"],
+        ["python", "{image}/main.py", "x"],
+        ["python3", "sub/main.py"],
+    ],
+)
+async def test_prewarm_forks_every_python_command_form_as_exec_would_run_it(
+    pool: tuple[ProcessRuntime, Path], command: list[str]
+) -> None:
+    """Each form is forked from a zygote (one at its -O level), and prints what exec prints."""
+    rt, image = pool
+    (image / "sub").mkdir()
+    for d in (image, image / "sub"):
+        (d / "main.py").write_text(PROBE)
+    command = [c.format(image=image) for c in command]
+    plan = plan_python_launch(command, sys.executable)
+    assert isinstance(plan, Fork)
+    zygote = rt._pool_for(plan.start_flags)
+    assert zygote is not None and await asyncio.to_thread(zygote.wait_ready, 60)
+    seen = {}
+    for path, env in (("fork", {}), ("exec", {"TIDE_PREWARM": "0"})):
+        spec = WorkerSpec(id=f"w-{uuid.uuid4().hex[:8]}", image=f"dir://{image}", command=command, env=env)
+        await rt.create(spec)
+        await rt.start(spec.id)
+        assert (await rt.wait(spec.id)).exit_code == 0
+        shim_log = (Path(rt._root) / spec.id / "shim.log").read_text()
+        assert ("prewarm: forked" if path == "fork" else "prewarm: exec (TIDE_PREWARM is off)") in shim_log
+        seen[path] = await rt.logs(spec.id)
+    assert seen["fork"] == seen["exec"]
+    buffering = (
+        "FileIO True FileIO False" if "u" in plan.flags else "BufferedWriter False BufferedWriter True"
+    )
+    assert seen["fork"][0] == buffering
+
+
+async def test_prewarm_execs_other_commands(pool: tuple[ProcessRuntime, Path]) -> None:
+    rt, image = pool
+    (image / "mod.py").write_text("print('m')\n")
+    cases = {"python -c": "c", "/bin/sh -c": "sh", "python -m": "m"}
+    for command, printed in zip(
+        (["python", "-c", "print('c')"], ["/bin/sh", "-c", "echo sh"], ["python", "-m", "mod"]),
+        cases.values(),
+        strict=True,
+    ):
+        spec = WorkerSpec(id=f"w-{uuid.uuid4().hex[:8]}", image=f"dir://{image}", command=command)
+        await rt.create(spec)
+        await rt.start(spec.id)
+        assert (await rt.wait(spec.id)).exit_code == 0
+        assert "prewarm:" not in (Path(rt._root) / spec.id / "shim.log").read_text()  # the plain shim
+        assert await rt.logs(spec.id) == [printed]
+
+
 def test_fork_refusal() -> None:
     py = ["/usr/bin/python3", "-u", "handler.py"]
     ok = {
@@ -340,7 +413,12 @@ def test_fork_refusal() -> None:
         "CUDA_VISIBLE_DEVICES": "",
     }
     assert fork_refusal(py, ok, ["runpod"]) == ""
-    assert "not `python -u" in fork_refusal(["/usr/bin/python3", "-c", "pass"], ok, [])
+    assert "not `python [-uBsEO] SCRIPT" in fork_refusal(["/usr/bin/python3", "-c", "pass"], ok, [])
+    assert fork_refusal(["/usr/bin/python3", "handler.py"], ok, []) == ""  # no -u: forked, buffered
+    assert "-O level 1, this zygote at 0" in fork_refusal(["/usr/bin/python3", "-O", "h.py"], ok, [])
+    assert fork_refusal(["/usr/bin/python3", "-OB", "h.py"], ok, [], optimize=1) == ""
+    assert "PYTHONHASHSEED" in fork_refusal(py, {**ok, "PYTHONHASHSEED": "0"}, [])
+    assert fork_refusal(["python", "-E", "h.py"], {**ok, "PYTHONHASHSEED": "0"}, []) == ""  # ignored
     assert "OMP_NUM_THREADS" in fork_refusal(py, {**ok, "OMP_NUM_THREADS": "4"}, ["torch"])
     assert fork_refusal(py, {**ok, "OMP_NUM_THREADS": "4"}, ["aiohttp"]) == ""  # no pool sized at load
     assert "YARL_NO_EXTENSIONS" in fork_refusal(py, {**ok, "YARL_NO_EXTENSIONS": "1"}, [])

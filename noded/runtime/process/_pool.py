@@ -8,7 +8,7 @@ is gone, workers start by exec as before.  A request is one datagram: the
 worker's directory, with the write end of a pipe on which the shim reports its
 ready line, exactly as the exec'd shim does.  Files in the state dir:
 ``.zygote.log`` (its output) and ``.zygote-home/`` (its HOME and cwd), neither
-a valid worker id.
+a valid worker id; a zygote for ``-O``/``-OO`` launches adds the flag to both names.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, final
 
 from noded.runtime._common import BASE_ENV
+from noded.runtime.process._pyargv import Fork, plan_python_launch
 
 __all__ = ["DEFAULT_PREWARM_MODULES", "PrewarmPool", "fork_eligible"]
 
@@ -39,18 +40,21 @@ _IDLE_THREADS_AT_IMPORT = {"torch": 1}
 
 
 def fork_eligible(argv: Sequence[str], python: str) -> bool:
-    """Whether a launch is the pool's kind: ``<this python> -u SCRIPT [ARGS]``.  Pure.
+    """Whether a launch is the pool's kind: ``<this python> [-uBsEO] SCRIPT [ARGS]``.  Pure.
 
-    Anything else (another interpreter, ``-c``, a shell) is exec'd.  The zygote
-    may still exec an eligible launch (``_zygote.fork_refusal``)."""
-    return len(argv) >= 3 and argv[0] == python and argv[1] == "-u" and not argv[2].startswith("-")
+    Anything else (another interpreter, ``-c``, a shell) is exec'd
+    (``_pyargv.plan_python_launch``).  The zygote may still exec an eligible
+    launch (``_zygote.fork_refusal``)."""
+    return isinstance(plan_python_launch(argv, python), Fork)
 
 
 @final
 class PrewarmPool:
     """One zygote.  ``spawn`` is blocking and safe to call from several threads at once."""
 
-    def __init__(self, python: str, modules: Sequence[str], root: Path) -> None:
+    def __init__(
+        self, python: str, modules: Sequence[str], root: Path, *, start_flags: Sequence[str] = ()
+    ) -> None:
         self._lock = threading.Lock()
         self._ready = False
         self._gone = False
@@ -58,13 +62,15 @@ class PrewarmPool:
         self._started = time.monotonic()
         self._expected_threads = 1 + sum(_IDLE_THREADS_AT_IMPORT.get(m.partition(".")[0], 0) for m in modules)
         self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        home = root / ".zygote-home"
+        # -O/-OO are fixed at interpreter start: each level gets its own zygote (and log).
+        suffix = "".join(start_flags)
+        home = root / f".zygote-home{suffix}"
         self._proc: subprocess.Popen[bytes] | None = None
         try:
             home.mkdir(exist_ok=True)
-            with open(root / ".zygote.log", "ab") as out:
+            with open(root / f".zygote{suffix}.log", "ab") as out:
                 self._proc = subprocess.Popen(
-                    [python, "-u", _ZYGOTE, str(theirs.fileno()), *modules],
+                    [python, "-u", *start_flags, _ZYGOTE, str(theirs.fileno()), *modules],
                     pass_fds=(theirs.fileno(),),
                     env={**BASE_ENV, "HOME": str(home)},  # nothing of noded's own environment
                     cwd=home,

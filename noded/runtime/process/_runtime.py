@@ -18,10 +18,13 @@ namespaces: they are ignored with a logged note (use containerd for isolation).
 
 With ``prewarm=True`` a zygote that has already imported ``prewarm_modules``
 (runpod's dependencies by default) forks the shim and the worker of every
-``<python> -u SCRIPT`` launch instead of a fresh interpreter executing it: the
-same files, pids, signals and exit codes, minus the imports (``_pool.py``,
-``_zygote.py``).  Other launches, and all of them while the zygote is starting
-or gone, are exec'd.
+``python [-uBsEO] SCRIPT ARGS`` launch (``python``, ``python3`` or this
+runtime's interpreter path; ``_pyargv.py``) instead of a fresh interpreter
+executing it: the same files, pids, signals and exit codes, minus the imports
+(``_pool.py``, ``_zygote.py``).  ``-O``/``-OO`` launches fork from a second
+zygote started at that level on first use.  Other launches, and all of them
+while their zygote is starting or gone, are exec'd.  ``python``/``python3`` in
+a command mean this runtime's interpreter on both paths.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, final
@@ -45,7 +49,8 @@ import msgspec
 from noded.runtime._common import BASE_ENV, check_worker_id, device_env, tail_lines
 from noded.runtime._protocol import ResourceLimits, WorkerSpec, WorkerStatus
 from noded.runtime.process import _cgroup
-from noded.runtime.process._pool import DEFAULT_PREWARM_MODULES, PrewarmPool, fork_eligible
+from noded.runtime.process._pool import DEFAULT_PREWARM_MODULES, PrewarmPool
+from noded.runtime.process._pyargv import ALIASES, Fork, plan_python_launch
 from noded.runtime.process._shim import proc_state, write_json_atomic
 from tide.api.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 
@@ -90,11 +95,14 @@ def image_dir(image: str) -> str:
     return parts.path
 
 
-def plan_launch(spec: WorkerSpec, *, worker_dir: str, cgroup_dir: str = "") -> Launch:
-    """Pure: the argv, env and cwd of a worker.  Device variables win over the spec's env."""
+def plan_launch(spec: WorkerSpec, *, worker_dir: str, cgroup_dir: str = "", python: str = "") -> Launch:
+    """Pure: the argv, env and cwd of a worker.  Device variables win over the spec's env.
+    With ``python``, a leading ``python``/``python3`` means that interpreter (as in noded's agent)."""
     argv = [*spec.command, *spec.args]
     if not argv:
         raise InvalidArgument(f"worker {spec.id}: dir images have no default command; set command or args")
+    if python and argv[0] in ALIASES:
+        argv[0] = python
     env = {**BASE_ENV, "HOME": os.path.join(worker_dir, "home"), **spec.env, **device_env(spec.devices)}
     return Launch(
         argv=argv,
@@ -161,7 +169,22 @@ class ProcessRuntime:
         self._locks: dict[str, asyncio.Lock] = {}
         self._cgroups: _cgroup.Cgroup2 | None = None  # detected on first use: it writes to /sys
         # Started now: its imports (seconds) overlap noded's start, not a worker's.
+        self._prewarm_modules = tuple(prewarm_modules)
         self._pool = PrewarmPool(python, prewarm_modules, self._root) if prewarm else None
+        self._pools: dict[tuple[str, ...], PrewarmPool] = {(): self._pool} if self._pool is not None else {}
+        self._pools_lock = threading.Lock()  # _launch runs in worker threads
+
+    def _pool_for(self, start_flags: tuple[str, ...]) -> PrewarmPool | None:
+        """The zygote for launches needing these interpreter flags; started on first use
+        (that launch and those before it is ready are exec'd)."""
+        if self._pool is None:
+            return None
+        with self._pools_lock:
+            pool = self._pools.get(start_flags)
+            if pool is None:
+                pool = PrewarmPool(self._python, self._prewarm_modules, self._root, start_flags=start_flags)
+                self._pools[start_flags] = pool
+            return pool
 
     async def prewarmed(self, timeout: float = 60.0) -> bool:
         """Wait until the prewarm pool forks workers: False without a pool, or if it failed."""
@@ -252,7 +275,7 @@ class ProcessRuntime:
             d = self._dir(worker_id)
             spec = self._spec(worker_id)
             cgroup_dir = await asyncio.to_thread(self._cgroup().prepare, worker_id, spec.limits)
-            launch = plan_launch(spec, worker_dir=str(d), cgroup_dir=cgroup_dir)
+            launch = plan_launch(spec, worker_dir=str(d), cgroup_dir=cgroup_dir, python=self._python)
             write_json_atomic(str(d / "launch.json"), msgspec.to_builtins(launch))
             line = await asyncio.to_thread(self._launch, d, launch.argv)
             if line != "ok":
@@ -261,8 +284,10 @@ class ProcessRuntime:
 
     def _launch(self, d: Path, argv: list[str]) -> str:
         """Start the shim, from the prewarm pool when it takes the launch; its ready line."""
-        if self._pool is not None and fork_eligible(argv, self._python):
-            line = self._pool.spawn(str(d))
+        plan = plan_python_launch(argv, self._python)
+        pool = self._pool_for(plan.start_flags) if isinstance(plan, Fork) else None
+        if pool is not None:
+            line = pool.spawn(str(d))
             if line:
                 return line
             if line is not None and (d / "state.json").exists():  # a shim ran, then died silently
@@ -372,5 +397,5 @@ class ProcessRuntime:
 
     async def close(self) -> None:
         """Stop the prewarm pool's zygote, if any; workers and their shims keep running without us."""
-        if self._pool is not None:
-            await asyncio.to_thread(self._pool.close)
+        for pool in list(self._pools.values()):
+            await asyncio.to_thread(pool.close)

@@ -11,7 +11,7 @@ and forks each new worker from that warm image.  Who forks whom::
 The shim is ``_shim.run`` itself in a fork of the zygote, with a ``spawn`` that
 forks instead of executing: supervision, ``state.json``, the ready line, signal
 forwarding, adoption and logs are the exec path's.  The worker child resets
-what a fresh ``python -u handler.py`` would not have (process group, signals,
+what a fresh ``python [-uBsEO] handler.py`` would not have (process group, signals,
 fds, cwd, environment, sys.argv/sys.path, random seeds, multiprocessing's
 authkey) and runs the file as ``__main__`` the way the interpreter does
 (sys.argv[0] as given, __main__ kept in sys.modules; runpy.run_path does
@@ -66,8 +66,9 @@ from collections.abc import Iterable, Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 if __package__:
-    from noded.runtime.process import _shim
-else:  # run as a script: the shim sits beside this file
+    from noded.runtime.process import _pyargv, _shim
+else:  # run as a script: the shim and the argv planner sit beside this file
+    import _pyargv  # type: ignore[import-not-found,no-redef]
     import _shim  # type: ignore[import-not-found,no-redef]
 
 __all__ = ["DEPS_ONLY", "NEVER", "fork_refusal"]
@@ -87,14 +88,22 @@ _FAMILY_START_ONLY = {  # preloaded family -> what it reads once, at load
 _OFF = frozenset({"0", "false", "no", "off"})
 
 
-def fork_refusal(argv: Sequence[str], env: Mapping[str, str], preloaded: Iterable[str]) -> str:
-    """Why this launch must be exec'd rather than forked from the zygote; "" = fork.  Pure."""
-    if len(argv) < 3 or argv[1] != "-u" or argv[2].startswith("-"):
-        return "the command is not `python -u SCRIPT ...`"
+def fork_refusal(
+    argv: Sequence[str], env: Mapping[str, str], preloaded: Iterable[str], *, optimize: int = 0
+) -> str:
+    """Why this launch must be exec'd rather than forked from a zygote running at ``optimize``
+    (its -O level); "" = fork.  Pure.  noded has checked the interpreter: argv[0] is taken as it."""
+    plan = _pyargv.plan_python_launch(argv, argv[0] if argv else "")
+    if isinstance(plan, _pyargv.Exec):
+        return f"the command is not `python [-uBsEO] SCRIPT ...`: {plan.reason}"
+    if plan.optimize != optimize:
+        return f"the command runs at -O level {plan.optimize}, this zygote at {optimize}"
     if env.get("TIDE_PREWARM", "").lower() in _OFF:
         return "TIDE_PREWARM is off"
     loaded = set(preloaded)
     prefixes = _START_ONLY + tuple(p for f, ps in _FAMILY_START_ONLY.items() if f in loaded for p in ps)
+    if "E" in plan.flags:  # -E: the interpreter ignores every PYTHON* variable
+        prefixes = tuple(p for p in prefixes if p != "PYTHON")
     for key in sorted(env):
         if key not in _PYTHON_HANDLED and (key.startswith(prefixes) or key.endswith("_NO_EXTENSIONS")):
             return f"{key} is set (read only when a process starts)"
@@ -303,10 +312,25 @@ class Zygote:
         os.environ.clear()  # putenv/unsetenv: C code (CUDA included) sees the worker's env
         os.environ.update(launch["env"])
         argv, env = launch["argv"], launch["env"]
-        reason = fork_refusal(argv, env, self._preloaded)
-        if not reason and not os.path.isfile(argv[2]):
-            reason = f"no script {argv[2]!r} (the interpreter reports it)"
-        return reason or _user_site() or _shadowing(_worker_path_head(argv[2], env), self._preloaded)
+        reason = fork_refusal(argv, env, self._preloaded, optimize=sys.flags.optimize)
+        if reason:
+            return reason
+        plan = _fork_plan(argv)
+        if not os.path.isfile(plan.script):
+            return f"no script {plan.script!r} (the interpreter reports it)"
+        user_site = "" if "s" in plan.flags else _user_site()
+        return user_site or _shadowing(_worker_path_head(plan, env), self._preloaded)
+
+
+def _fork_plan(argv: Sequence[str]) -> _pyargv.Fork:
+    plan = _pyargv.plan_python_launch(argv, argv[0])
+    assert isinstance(plan, _pyargv.Fork)  # fork_refusal said so
+    return plan
+
+
+def _python_env(plan: _pyargv.Fork, env: Mapping[str, str], name: str) -> str:
+    """A PYTHON* variable as the interpreter sees it: none under -E."""
+    return "" if "E" in plan.flags else env.get(name, "")
 
 
 def _user_site() -> str:
@@ -318,22 +342,38 @@ def _user_site() -> str:
     return f"{path} exists (a user site-packages)" if site.ENABLE_USER_SITE and os.path.isdir(path) else ""
 
 
-def _worker_path_head(script: str, env: Mapping[str, str]) -> list[str]:
+def _worker_path_head(plan: _pyargv.Fork, env: Mapping[str, str]) -> list[str]:
     """What a fresh interpreter puts before the standard library: the script's dir, PYTHONPATH."""
-    extra = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return [os.path.dirname(os.path.abspath(script)), *extra]
+    extra = [os.path.abspath(p) for p in _python_env(plan, env, "PYTHONPATH").split(os.pathsep) if p]
+    return [os.path.dirname(os.path.abspath(plan.script)), *extra]
+
+
+def _reopen_stdio(unbuffered: bool) -> None:
+    """The zygote runs with -u; a worker without it gets the buffered stdio a fresh interpreter
+    gives a file (stdout block-buffered, stderr line-buffered), else keeps the unbuffered one."""
+    if unbuffered:
+        return
+    enc, errors = sys.stdout.encoding, sys.stdout.errors
+    out = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), enc, errors)
+    err = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(2, "w", closefd=False)), enc, "backslashreplace", line_buffering=True
+    )
+    sys.stdout = sys.__stdout__ = out  # type: ignore[misc]
+    sys.stderr = sys.__stderr__ = err  # type: ignore[misc]
 
 
 def run_worker(launch: dict[str, Any]) -> int:
     """The handler as ``__main__``, at the bottom of the stack.  What the interpreter would do
-    for ``python -u SCRIPT ARGS``, given the environment the child already has."""
+    for ``python [-uBsEO] SCRIPT ARGS``, given the environment the child already has."""
     argv = launch["argv"]
-    script = os.path.abspath(argv[2])
-    sys.argv = list(argv[2:])
+    plan = _fork_plan(argv)
+    script = os.path.abspath(plan.script)
+    sys.argv = [plan.script, *plan.args]
     sys.orig_argv = list(argv)  # /proc/<pid>/cmdline still reads the zygote's: ps shows `_zygote.py`
-    sys.path[:0] = _worker_path_head(argv[2], os.environ)
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+    sys.path[:0] = _worker_path_head(plan, os.environ)
+    if "B" in plan.flags or _python_env(plan, os.environ, "PYTHONDONTWRITEBYTECODE"):
         sys.dont_write_bytecode = True
+    _reopen_stdio("u" in plan.flags or bool(_python_env(plan, os.environ, "PYTHONUNBUFFERED")))
     importlib.invalidate_caches()
     _reset_process_state()
     main = types.ModuleType("__main__")
@@ -345,7 +385,7 @@ def run_worker(launch: dict[str, Any]) -> int:
     with io.open_code(script) as f:
         source = f.read()
     try:
-        exec(compile(source, script, "exec", dont_inherit=True), main.__dict__)
+        exec(compile(source, script, "exec", dont_inherit=True, optimize=plan.optimize), main.__dict__)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
