@@ -12,7 +12,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from noded.runtime._protocol import ContainerRuntime, Mount, ResourceLimits, WorkerSpec, WorkerStatus
+from noded.runtime._cuda_checkpoint import CudaCheckpoint
+from noded.runtime._protocol import (
+    ContainerRuntime,
+    Mount,
+    ResourceLimits,
+    Suspendable,
+    WorkerSpec,
+    WorkerStatus,
+)
 from noded.runtime.process import DEFAULT_PREWARM_MODULES, ProcessRuntime
 
 if TYPE_CHECKING:
@@ -23,10 +31,12 @@ __all__ = [
     "ContainerRuntime",
     "ContainerdConfig",
     "ContainerdRuntime",
+    "CudaCheckpoint",
     "Mount",
     "ProcessRuntime",
     "RegistryAuth",
     "ResourceLimits",
+    "Suspendable",
     "WorkerSpec",
     "WorkerStatus",
 ]

@@ -58,3 +58,15 @@ def tail_lines(path: str, n: int, *, block: int = 65536) -> list[str]:
             data = f.read(step) + data
     lines = data.decode("utf-8", errors="replace").splitlines()
     return lines[-n:]
+
+
+def vm_rss(pid: int) -> int:
+    """Resident memory of one process in bytes (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -30,7 +30,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-__all__ = ["ContainerRuntime", "Mount", "ResourceLimits", "WorkerSpec", "WorkerStatus"]
+__all__ = ["ContainerRuntime", "Mount", "ResourceLimits", "Suspendable", "WorkerSpec", "WorkerStatus"]
 
 
 class Mount(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,12 +60,14 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
     id: str
-    state: Literal["created", "running", "exited"]
+    state: Literal["created", "running", "suspended", "exited"]
     labels: dict[str, str] = {}
     pid: int = 0
     exit_code: int | None = None  # set once exited; 128+N for signal N
     started_at: float = 0.0  # unix seconds
     exited_at: float = 0.0
+    rss_bytes: int = 0  # host RAM it holds, reported while suspended
+    suspended_at: float = 0.0
 
 
 class ContainerRuntime(Protocol):
@@ -92,3 +94,17 @@ class ContainerRuntime(Protocol):
     async def logs(self, worker_id: str, *, tail: int = 100) -> builtins.list[str]: ...
 
     async def close(self) -> None: ...
+
+
+class Suspendable(Protocol):
+    """A runtime that can freeze a running worker in place and thaw it (same pid, same memory).
+
+    suspend: running -> suspended (device memory moved to host RAM first where
+    cuda-checkpoint allows; FailedPrecondition unless running or suspended).
+    resume: suspended -> running (FailedPrecondition if it cannot be brought
+    back: stop it and start a fresh one).  stop/kill/wait work on a suspended
+    worker; the state survives a restart of noded (adoption sees "suspended")."""
+
+    async def suspend(self, worker_id: str) -> WorkerStatus: ...
+
+    async def resume(self, worker_id: str) -> WorkerStatus: ...

@@ -26,7 +26,12 @@ __all__ = [
     "WorkerState",
 ]
 
-WorkerState = Literal["pending", "initializing", "idle", "running", "unhealthy", "stopping", "exited"]
+# "suspended" (issue 16): frozen in place by noded, holding host RAM only; neither ready nor starting,
+# so the autoscaler does not count it.  noded reports it only for a worker its coordinator asked to
+# suspend (DesiredWorker.suspended), so a coordinator that predates the value never receives it.
+WorkerState = Literal[
+    "pending", "initializing", "idle", "running", "unhealthy", "stopping", "exited", "suspended"
+]
 
 
 class MigInstance(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,6 +124,7 @@ class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
     ready_at: float = 0.0  # first job-take seen (handler ready)
     revision: int = 0  # desired revision this worker was started from
     boot: WorkerBoot | None = None  # the worker's own start report, once it wrote one
+    rss_bytes: int = 0  # host RAM held while suspended (counts against noded's suspend budget)
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +148,10 @@ class DesiredWorker(msgspec.Struct, frozen=True, kw_only=True):
     flashboot: bool = False
     cpus: float = 0.0
     memory_bytes: int = 0
+    # Issue 16: keep this idle worker frozen in place instead of stopping it (its devices are free
+    # capacity meanwhile); flipping it back to False resumes it (same pid) instead of a fresh start.
+    # A noded that predates the field ignores it and keeps the worker running.
+    suspended: bool = False
 
 
 class DesiredWorkers(msgspec.Struct, frozen=True, kw_only=True):

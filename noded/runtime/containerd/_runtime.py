@@ -31,7 +31,8 @@ import aiohttp
 import grpc
 import msgspec
 
-from noded.runtime._common import check_worker_id, tail_lines
+from noded.runtime._common import check_worker_id, tail_lines, vm_rss
+from noded.runtime._cuda_checkpoint import CudaCheckpoint
 from noded.runtime._protocol import Mount, WorkerSpec, WorkerStatus
 from noded.runtime.containerd._cdi import DEFAULT_CDI_DIRS, ContainerEdits, device_edits, resolve_device_nodes
 from noded.runtime.containerd._client import Ctrd, rpc
@@ -79,7 +80,14 @@ class ContainerdConfig(msgspec.Struct, frozen=True, kw_only=True):
     simulated_gpus: bool = False
 
 
-_TASK_STATES: dict[int, Literal["created", "running", "exited"]] = {1: "created", 2: "running", 3: "exited"}
+# containerd's task Status: CREATED=1 RUNNING=2 STOPPED=3 PAUSED=4 PAUSING=5 (Tasks.Pause: runc's freezer).
+_TASK_STATES: dict[int, Literal["created", "running", "suspended", "exited"]] = {
+    1: "created",
+    2: "running",
+    3: "exited",
+    4: "suspended",
+    5: "suspended",
+}
 
 
 @final
@@ -88,8 +96,9 @@ class ContainerdRuntime:
 
     name = "containerd"
 
-    def __init__(self, config: ContainerdConfig) -> None:
+    def __init__(self, config: ContainerdConfig, *, cuda_checkpoint: CudaCheckpoint | None = None) -> None:
         self.config = config
+        self._cuda = cuda_checkpoint or CudaCheckpoint.find()
         self._ctrd: Ctrd | None = None
         self._channel: grpc.aio.Channel | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -237,8 +246,62 @@ class ContainerdRuntime:
         async with rpc(f"worker {worker_id}: record start"):
             await ctrd.containers.Update(update, metadata=ctrd.md)
 
+    async def suspend(self, worker_id: str) -> WorkerStatus:
+        """Tasks.Pause (runc freezes the container's cgroup), device memory to host RAM first."""
+        async with self._lock(f"worker:{worker_id}"):
+            status = await self.status(worker_id)
+            if status.state != "running":
+                if status.state == "suspended":
+                    return status
+                raise FailedPrecondition(f"worker {worker_id} is {status.state}, not running")
+            ctrd = await self._client()
+            spec = _stored_spec(await self._container(ctrd, worker_id))
+            gpu = spec is not None and bool(spec.devices) and await self._cuda.checkpoint(status.pid)
+            marker = _suspend_marker(self.config, worker_id)
+            await asyncio.to_thread(_write_marker, marker, gpu)
+            try:
+                async with rpc(f"worker {worker_id}: pause"):
+                    await ctrd.tasks.Pause(
+                        ctrd.pb.tasks.PauseTaskRequest(container_id=worker_id), metadata=ctrd.md
+                    )
+            except Exception:
+                if gpu:
+                    await self._cuda.restore(status.pid)
+                raise
+            return await self.status(worker_id)
+
+    async def resume(self, worker_id: str) -> WorkerStatus:
+        """Tasks.Resume, then the device memory back; FailedPrecondition if it cannot run on."""
+        async with self._lock(f"worker:{worker_id}"):
+            status = await self.status(worker_id)
+            if status.state != "suspended":
+                if status.state == "running":
+                    return status
+                raise FailedPrecondition(f"worker {worker_id} is {status.state}, not suspended")
+            ctrd = await self._client()
+            async with rpc(f"worker {worker_id}: resume"):
+                await ctrd.tasks.Resume(
+                    ctrd.pb.tasks.ResumeTaskRequest(container_id=worker_id), metadata=ctrd.md
+                )
+            marker = _suspend_marker(self.config, worker_id)
+            gpu = await asyncio.to_thread(_take_marker, marker)
+            if gpu:
+                why = await self._cuda.restore(status.pid)
+                if why:
+                    raise FailedPrecondition(f"worker {worker_id}: {why}; stop it and start a fresh one")
+            return await self.status(worker_id)
+
     async def stop(self, worker_id: str, *, grace: float = 10.0) -> WorkerStatus:
         status = await self.status(worker_id)
+        if status.state == "suspended":  # thawed so that SIGTERM reaches its handler
+            ctrd = await self._client()
+            with contextlib.suppress(NotFound, FailedPrecondition):
+                async with rpc(f"worker {worker_id}: resume"):
+                    await ctrd.tasks.Resume(
+                        ctrd.pb.tasks.ResumeTaskRequest(container_id=worker_id), metadata=ctrd.md
+                    )
+            await asyncio.to_thread(_take_marker, _suspend_marker(self.config, worker_id))
+            status = await self.status(worker_id)
         if status.state != "running":
             return status
         await self._kill(worker_id, 15)
@@ -286,8 +349,8 @@ class ContainerdRuntime:
                 status = await self.status(worker_id)
             except NotFound:
                 return
-            if status.state == "running":
-                raise FailedPrecondition(f"worker {worker_id} is running; stop it first")
+            if status.state in ("running", "suspended"):
+                raise FailedPrecondition(f"worker {worker_id} is {status.state}; stop it first")
             steps: list[tuple[str, Any, Any]] = [
                 ("delete task", ctrd.tasks.Delete, pb.tasks.DeleteTaskRequest(container_id=worker_id)),
                 (
@@ -375,6 +438,27 @@ def cgroups_path(config: ContainerdConfig, worker_id: str) -> str:
     return f"{config.cgroup_parent.rstrip('/')}/{worker_id}"
 
 
+def _suspend_marker(config: ContainerdConfig, worker_id: str) -> str:
+    """Beside the worker's log: whether its device memory was checkpointed (survives noded restarts)."""
+    return os.path.join(config.log_dir, f"{worker_id}.suspended")
+
+
+def _write_marker(path: str, gpu: bool) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("gpu\n" if gpu else "\n")
+
+
+def _take_marker(path: str) -> bool:
+    try:
+        with open(path) as f:
+            gpu = f.read().strip() == "gpu"
+    except FileNotFoundError:
+        return False
+    os.unlink(path)
+    return gpu
+
+
 def _stored_spec(container: Any) -> WorkerSpec | None:
     ext = container.extensions.get(WORKER_SPEC_EXT)
     if ext is None:
@@ -402,4 +486,5 @@ def _status(container: Any, task: Any) -> WorkerStatus:
         exit_code=task.exit_status if exited else None,
         started_at=started,
         exited_at=task.exited_at.ToDatetime(tzinfo=datetime.UTC).timestamp() if exited else 0.0,
+        rss_bytes=vm_rss(task.pid) if state == "suspended" else 0,  # its init process (the handler)
     )

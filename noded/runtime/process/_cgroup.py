@@ -5,6 +5,10 @@ and RLIMIT_NPROC is per user, not per worker, so neither is used.  Limits are
 applied only through a writable cgroup v2 hierarchy (``<mount>/tide-workers/<id>``);
 elsewhere (cgroup v1 hosts, unprivileged noded) they are skipped with a logged
 note.  Production isolation is the containerd runtime's job.
+
+Every worker also gets a cgroup for the freezer (``_suspend.py``), which needs
+no controller: its limits cgroup, or a bare ``<mount>/tide-freeze/<id>`` where
+limits cannot be set but a v2 hierarchy is writable (hybrid v1+v2 hosts).
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ def _cgroup2_mount(mounts: str) -> str | None:
 class Cgroup2:
     """A parent cgroup under which each worker with limits gets its own child (or none)."""
 
-    def __init__(self, parent: str | None, *, reason: str = "") -> None:
+    def __init__(self, parent: str | None, *, reason: str = "", freeze_parent: str | None = None) -> None:
         self.parent = parent
         self.reason = reason
+        self.freeze_parent = freeze_parent or parent
 
     @classmethod
     def detect(cls, *, name: str = "tide-workers") -> Cgroup2:
@@ -47,12 +52,13 @@ class Cgroup2:
                 mount = _cgroup2_mount(f.read())
             if mount is None:
                 return cls(None, reason="no cgroup v2 mount")
+            if not os.access(mount, os.W_OK):
+                return cls(None, reason=f"cgroup v2 at {mount} is not writable")
             with open(os.path.join(mount, "cgroup.controllers")) as f:
                 missing = set(_CONTROLLERS) - set(f.read().split())
             if missing:
-                return cls(None, reason=f"cgroup v2 at {mount} lacks controllers {sorted(missing)}")
-            if not os.access(mount, os.W_OK):
-                return cls(None, reason=f"cgroup v2 at {mount} is not writable")
+                reason = f"cgroup v2 at {mount} lacks controllers {sorted(missing)}"
+                return cls(None, reason=reason, freeze_parent=_freeze_only(mount))
             parent = os.path.join(mount, name)
             enable = " ".join(f"+{c}" for c in _CONTROLLERS)
             _write(os.path.join(mount, "cgroup.subtree_control"), enable)
@@ -64,11 +70,10 @@ class Cgroup2:
 
     def prepare(self, worker_id: str, limits: ResourceLimits) -> str:
         """The cgroup directory the worker must join, or "" for none.  Idempotent."""
-        if not (limits.cpus or limits.memory_bytes or limits.pids):
-            return ""
-        if self.parent is None:
-            log.info("worker %s: limits %s not applied (%s)", worker_id, limits, self.reason)
-            return ""
+        if not (limits.cpus or limits.memory_bytes or limits.pids) or self.parent is None:
+            if limits != ResourceLimits() and self.parent is None:
+                log.info("worker %s: limits %s not applied (%s)", worker_id, limits, self.reason)
+            return self._freeze_only(worker_id)
         path = os.path.join(self.parent, worker_id)
         try:
             os.makedirs(path, exist_ok=True)
@@ -83,12 +88,32 @@ class Cgroup2:
             return ""
         return path
 
+    def _freeze_only(self, worker_id: str) -> str:
+        if self.freeze_parent is None:
+            return ""
+        path = os.path.join(self.freeze_parent, worker_id)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            log.info("worker %s: no freezer cgroup (%s); suspend uses SIGSTOP", worker_id, e)
+            return ""
+        return path
+
     def remove(self, worker_id: str) -> None:
-        if self.parent is None:
-            return
         # Absent, or still busy: an empty cgroup costs nothing, so leave it.
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(self.parent, worker_id))
+        for parent in {self.parent, self.freeze_parent} - {None}:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(str(parent), worker_id))
+
+
+def _freeze_only(mount: str, name: str = "tide-freeze") -> str | None:
+    """A parent for controller-less freezer cgroups on this v2 mount, or None."""
+    path = os.path.join(mount, name)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path
 
 
 def _write(path: str, value: str) -> None:

@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, final
@@ -47,8 +48,9 @@ from urllib.parse import urlsplit
 import msgspec
 
 from noded.runtime._common import BASE_ENV, check_worker_id, device_env, tail_lines
-from noded.runtime._protocol import ResourceLimits, WorkerSpec, WorkerStatus
-from noded.runtime.process import _cgroup
+from noded.runtime._cuda_checkpoint import CudaCheckpoint
+from noded.runtime._protocol import WorkerSpec, WorkerStatus
+from noded.runtime.process import _cgroup, _suspend
 from noded.runtime.process._pool import DEFAULT_PREWARM_MODULES, PrewarmPool
 from noded.runtime.process._pyargv import ALIASES, Fork, plan_python_launch
 from noded.runtime.process._shim import proc_state, write_json_atomic
@@ -81,6 +83,15 @@ class _ShimState(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float = 0.0
     exit_code: int | None = None
     exited_at: float = 0.0
+
+
+class _Suspended(msgspec.Struct, frozen=True, kw_only=True):
+    """``suspended.json``: present while the worker is frozen (so a new noded adopts it as such)."""
+
+    since: float
+    how: str  # "cgroup" | "sigstop"
+    cgroup_dir: str = ""
+    gpu_checkpointed: bool = False
 
 
 def image_dir(image: str) -> str:
@@ -162,7 +173,9 @@ class ProcessRuntime:
         python: str = sys.executable,
         prewarm: bool = False,
         prewarm_modules: Sequence[str] = DEFAULT_PREWARM_MODULES,
+        cuda_checkpoint: CudaCheckpoint | None = None,
     ) -> None:
+        self._cuda = cuda_checkpoint or CudaCheckpoint.find()
         self._root = Path(state_dir)
         self._root.mkdir(parents=True, exist_ok=True)
         self._python = python
@@ -227,16 +240,26 @@ class ProcessRuntime:
             st = self._shim_state(worker_id) or st  # it may have recorded the exit just now
             if st.exit_code is None:
                 st = self._record_lost(worker_id, st)
-        state: Literal["running", "exited"] = "running" if st.exit_code is None else "exited"
+        state: Literal["running", "suspended", "exited"] = "running" if st.exit_code is None else "exited"
+        frozen = self._suspended(worker_id) if state == "running" else None
         return WorkerStatus(
             id=worker_id,
-            state=state,
+            state="suspended" if frozen else state,
             labels=spec.labels,
             pid=st.pid,
             exit_code=st.exit_code,
             started_at=st.started_at,
             exited_at=st.exited_at,
+            rss_bytes=_suspend.rss_bytes(frozen.cgroup_dir, st.pid) if frozen else 0,
+            suspended_at=frozen.since if frozen else 0.0,
         )
+
+    def _suspended(self, worker_id: str) -> _Suspended | None:
+        try:
+            marker = (self._dir(worker_id) / "suspended.json").read_bytes()
+            return msgspec.json.decode(marker, type=_Suspended)
+        except FileNotFoundError:
+            return None
 
     def _record_lost(self, worker_id: str, st: _ShimState) -> _ShimState:
         log.warning(
@@ -323,8 +346,54 @@ class ProcessRuntime:
             return f"error: the shim exited before starting the worker ({tail or 'no output'})"
         return line
 
+    async def suspend(self, worker_id: str) -> WorkerStatus:
+        """Freeze a running worker in place (its GPU memory to host RAM first where possible)."""
+        async with self._lock(worker_id):
+            status = self._status(worker_id)
+            if status.state != "running":
+                if status.state == "suspended":
+                    return status
+                raise FailedPrecondition(f"worker {worker_id} is {status.state}, not running")
+            launch = msgspec.json.decode((self._dir(worker_id) / "launch.json").read_bytes(), type=Launch)
+            gpu = bool(self._spec(worker_id).devices) and await self._cuda.checkpoint(status.pid)
+            try:
+                how = await asyncio.to_thread(_suspend.freeze, launch.cgroup_dir, status.pid)
+            except (OSError, TimeoutError) as e:
+                if gpu:
+                    await self._cuda.restore(status.pid)
+                raise FailedPrecondition(f"worker {worker_id}: cannot freeze it: {e}") from e
+            marker = _Suspended(
+                since=time.time(), how=how, cgroup_dir=launch.cgroup_dir, gpu_checkpointed=gpu
+            )
+            write_json_atomic(str(self._dir(worker_id) / "suspended.json"), msgspec.to_builtins(marker))
+            return self._status(worker_id)
+
+    async def resume(self, worker_id: str) -> WorkerStatus:
+        """Thaw a suspended worker (same pid, same memory); FailedPrecondition if it cannot run on."""
+        async with self._lock(worker_id):
+            status = self._status(worker_id)
+            frozen = self._suspended(worker_id)
+            if status.state != "suspended" or frozen is None:
+                if status.state == "running":
+                    return status
+                raise FailedPrecondition(f"worker {worker_id} is {status.state}, not suspended")
+            await asyncio.to_thread(self._thaw, worker_id, frozen, status.pid)
+            if frozen.gpu_checkpointed:
+                why = await self._cuda.restore(status.pid)
+                if why:
+                    raise FailedPrecondition(f"worker {worker_id}: {why}; stop it and start a fresh one")
+            return self._status(worker_id)
+
+    def _thaw(self, worker_id: str, frozen: _Suspended, pid: int) -> None:
+        _suspend.thaw(frozen.how, frozen.cgroup_dir, pid)
+        (self._dir(worker_id) / "suspended.json").unlink(missing_ok=True)
+
     async def stop(self, worker_id: str, *, grace: float = 10.0) -> WorkerStatus:
         status = self._status(worker_id)
+        frozen = self._suspended(worker_id) if status.state == "suspended" else None
+        if frozen is not None:  # thawed so that SIGTERM reaches its handler
+            await asyncio.to_thread(self._thaw, worker_id, frozen, status.pid)
+            status = self._status(worker_id)
         if status.state != "running":
             return status
         self._signal(worker_id, signal.SIGTERM)
@@ -384,9 +453,9 @@ class ProcessRuntime:
                 status = self._status(worker_id)
             except NotFound:
                 return
-            if status.state == "running":
-                raise FailedPrecondition(f"worker {worker_id} is running; stop it first")
-            if self._spec(worker_id).limits != ResourceLimits():  # only workers with limits got a cgroup
+            if status.state in ("running", "suspended"):
+                raise FailedPrecondition(f"worker {worker_id} is {status.state}; stop it first")
+            if (self._dir(worker_id) / "state.json").exists():  # started: it may have a cgroup
                 await asyncio.to_thread(self._cgroup().remove, worker_id)
             await asyncio.to_thread(shutil.rmtree, self._dir(worker_id), ignore_errors=True)
         self._locks.pop(worker_id, None)

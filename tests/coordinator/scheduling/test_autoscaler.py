@@ -17,7 +17,16 @@ from coordinator.scheduling import (
 from tide.api.endpoints import EndpointSpec
 from tide.api.nodes import WorkerState
 
-STATES: list[WorkerState] = ["pending", "initializing", "idle", "running", "unhealthy", "stopping", "exited"]
+STATES: list[WorkerState] = [
+    "pending",
+    "initializing",
+    "idle",
+    "running",
+    "unhealthy",
+    "stopping",
+    "exited",
+    "suspended",
+]
 
 
 def _spec(**kw: Any) -> EndpointSpec:
