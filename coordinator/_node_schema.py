@@ -2,7 +2,8 @@
 
 nodes/<node>                   NodeRecord        (inventory, reports, drain/lost flags)
 workers/<node>/<worker>        WorkerAssignment  (a node's desired workers)
-usage/<worker>                 UsageRecord       (metering: one per worker lifetime)
+usage/<worker>                 UsageRecord       (metering: one per worker lifetime, or since its resume)
+usage/<worker>.<ms>            UsageRecord       (a closed stretch before a suspend)
 sched/epoch                    b"<n>"            (guards the placer's commits)
 sched/reasons/<ep>             why workers of <ep> do not fit (empty = they do)
 miglayouts/<node>/<gpu uuid>   MigLayoutRecord   (the MIG profiles noded must make that card hold)
@@ -52,6 +53,13 @@ class WorkerAssignment(msgspec.Struct, frozen=True, kw_only=True):
     mig_profile: str = ""
     price_key: str = ""
     created_at: float = 0.0
+    # Issue 16: frozen in place by noded (idle, scaled down); its devices are free capacity and it
+    # is neither billed nor counted.  ``version``: the endpoint version it was suspended at (only
+    # that version resumes it); ``resumed_at``: when it was last resumed (its next job's cold start).
+    suspended: bool = False
+    suspended_at: float = 0.0
+    version: int = 0
+    resumed_at: float = 0.0
 
 
 class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,6 +158,11 @@ class nkeys:
     @staticmethod
     def usage(worker: str) -> bytes:
         return b"/tide/usage/" + worker.encode()
+
+    @staticmethod
+    def usage_segment(worker: str, started_at: float) -> bytes:
+        """A closed stretch of a worker's usage: it ran, was suspended, and may run again."""
+        return f"/tide/usage/{worker}.{int(started_at * 1000)}".encode()
 
     @staticmethod
     def reason(ep: str) -> bytes:

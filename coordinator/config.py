@@ -158,7 +158,7 @@ from coordinator._token_secret import read_token_secret
 from coordinator.api import LIMITS, ApiLimits, HttpLimits, Route, RouteLimit
 from coordinator.control import BlobSweepSettings
 from coordinator.jobs import MAX_INLINE_LIMIT, JobSettings, WebhookPolicy
-from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve
+from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve, SuspendSettings
 from coordinator.server import CoordinatorSettings
 from coordinator.store import EtcdTls, Store, open_store
 from tide.api.errors import InvalidArgument
@@ -232,6 +232,10 @@ class SchedulerConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fi
     host_reserve_memory_min_mb: Annotated[int, msgspec.Meta(ge=0)] = 2048
     host_reserve_memory_fraction: _Fraction = 0.03125
     host_reserve_memory_max_fraction: _Fraction = 0.25
+    # Issue 16: scaled-down idle workers are suspended (on hosts whose noded keeps a suspend
+    # budget) instead of stopped; one suspended longer than suspend-ttl-s is stopped.
+    suspend_idle: bool = True
+    suspend_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
 
 
 class MigConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -373,6 +377,7 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         mig_recut_interval_s=cfg.nodes.mig_recut_interval_s,
         host_reserve=_host_reserve(cfg.scheduler),
         mig_ahead=_mig_ahead(cfg.mig),
+        suspend=SuspendSettings(enabled=cfg.scheduler.suspend_idle, ttl_s=cfg.scheduler.suspend_ttl_s),
         api_limits=_api_limits(cfg.limits),
         http=HttpLimits(
             header_timeout_s=cfg.server.header_timeout_s, body_timeout_s=cfg.server.body_timeout_s

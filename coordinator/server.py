@@ -35,7 +35,7 @@ from coordinator.jobs import (
     WebhookSender,
     WorkerService,
 )
-from coordinator.scheduling import DEFAULT_HOST_RESERVE, AheadSettings, HostReserve
+from coordinator.scheduling import DEFAULT_HOST_RESERVE, AheadSettings, HostReserve, SuspendSettings
 from coordinator.store import Election, Store
 from coordinator.view import ClusterView, JobStatsFlusher
 from tiered_storage import LocalObjectStore, ObjectStore
@@ -61,6 +61,7 @@ class CoordinatorSettings:
     mig_recut_interval_s: float = 30.0  # hysteresis of on-demand MIG re-cuts, per card
     host_reserve: HostReserve = DEFAULT_HOST_RESERVE  # CPU/RAM each host keeps back ([scheduler])
     mig_ahead: AheadSettings = field(default_factory=AheadSettings)  # ahead-of-time MIG ([mig])
+    suspend: SuspendSettings = field(default_factory=SuspendSettings)  # suspended workers ([scheduler])
     api_limits: ApiLimits = field(default_factory=ApiLimits)  # per-endpoint public API limits ([limits])
     http: HttpLimits = field(default_factory=HttpLimits)  # header/body read timeouts ([server])
     sock: socket.socket | None = None  # a pre-bound socket (tests, tide dev)
@@ -112,6 +113,7 @@ class Coordinator:
             mig_recut_interval_s=self.settings.mig_recut_interval_s,
             host_reserve=self.settings.host_reserve,
             mig_ahead=self.settings.mig_ahead,
+            suspend=self.settings.suspend,
         )
         self._leader_loops[:0] = [reaper.run, WebhookSender(self.ctx).run, self.scheduler.run]
         self._leader_loops.append(ColdStartRecorder(self.store, self.view, self.cold_starts).run)

@@ -67,6 +67,7 @@ def desired_for(
                 flashboot=spec.flashboot,
                 cpus=spec.cpus,
                 memory_bytes=spec.memory_mb << 20,
+                suspended=a.suspended,
             )
         )
     return DesiredWorkers(

@@ -25,9 +25,11 @@ from coordinator._node_schema import UsageRecord, WorkerAssignment, nkeys
 from coordinator._schema import encode, keys
 from coordinator.control._mig_ahead_loop import MigAhead
 from coordinator.control._mig_pass import MigPass
+from coordinator.control._suspension import Suspension, usage_of
 from coordinator.scheduling import (
     DEFAULT_AHEAD,
     DEFAULT_HOST_RESERVE,
+    DEFAULT_SUSPEND,
     AheadSettings,
     ClusterSnapshot,
     CurrentWorker,
@@ -37,6 +39,8 @@ from coordinator.scheduling import (
     PlacementRequest,
     QueueStats,
     ScalerState,
+    SuspendedWorker,
+    SuspendSettings,
     WorkerView,
     compute_desired_workers,
     plan_placement,
@@ -66,6 +70,7 @@ class Scheduler:
         mig_recut_interval_s: float = 30.0,
         host_reserve: HostReserve = DEFAULT_HOST_RESERVE,
         mig_ahead: AheadSettings = DEFAULT_AHEAD,
+        suspend: SuspendSettings = DEFAULT_SUSPEND,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -78,6 +83,8 @@ class Scheduler:
         self._scaler: dict[str, ScalerState] = {}
         self.last_plan: PlacementPlan | None = None
         self.ahead = MigAhead(store, view, settings=mig_ahead)  # ahead-of-time re-cuts (rate-limits itself)
+        self.suspension = Suspension(view, suspend)  # idle workers frozen instead of removed (issue 16)
+        self._idle: set[str] = set()  # this pass: workers the autoscaler saw idle with no claim
 
     async def run(self) -> None:
         await self._view.ready.wait()
@@ -98,24 +105,31 @@ class Scheduler:
         stop, targets = self._autoscale(now)
         ahead = await self.ahead.tick(now, targets)  # layouts the view may not show yet
         view = self._view
-        current = [
-            CurrentWorker(worker_id=a.worker_id, endpoint_id=a.endpoint_id) for a in self._assignments()
-        ]
+        running = [a for a in self._assignments() if not a.suspended]
+        current = [CurrentWorker(worker_id=a.worker_id, endpoint_id=a.endpoint_id) for a in running]
         plan = plan_reconcile(current=current, desired=targets, new_ids=_new_ids(), stop=stop)
-        if plan.empty:
+        sp = self.suspension.plan(now, plan, self._idle, running)
+        if plan.empty and sp.empty:
             await self._save_reasons({})
             return
-        removed = set(plan.remove)
+        removed = (set(plan.remove) - set(sp.suspend)) | set(sp.drop)
         requests = [
-            PlacementRequest(endpoint_id=ep, spec=view.endpoints[ep][0].spec, worker_ids=ids)
+            PlacementRequest(endpoint_id=ep, spec=view.endpoints[ep][0].spec, worker_ids=ids[: sp.add[ep]])
             for ep, ids in sorted(plan.add.items())
+            if sp.add.get(ep)
         ]
+        frozen = self.suspension.frozen_after(sp)
         mig = MigPass(view, now=now, min_interval_s=self.mig_recut_interval_s, written=ahead)
         placement = plan_placement(
-            self._snapshot(removed, mig), requests, slice_fitter=mig.fitter, host_reserve=self.host_reserve
+            self._snapshot(removed, mig, frozen),
+            requests,
+            slice_fitter=mig.fitter,
+            host_reserve=self.host_reserve,
         )
         self.last_plan = placement
-        await self._apply(now, removed, placement, mig)
+        removed |= set(self.suspension.evictions(frozen, placement))  # it cannot resume: its GPU is taken
+        extra = self.suspension.ops(now, sp, removed)
+        await self._apply(now, removed, placement, mig, extra)
         await self._save_reasons({**mig.reasons(placement), **placement.reasons})
 
     def _assignments(self) -> list[WorkerAssignment]:
@@ -131,17 +145,21 @@ class Scheduler:
             node = view.nodes.get(a.node_id)
             if node is None or node[0].lost or node[0].draining or a.worker_id in view.retired:
                 stop.add(a.worker_id)  # retired: it sent stopPod, recycle it
-            by_ep.setdefault(a.endpoint_id, []).append(a)
+            if not a.suspended:  # a suspended worker is no worker of its endpoint: not capacity
+                by_ep.setdefault(a.endpoint_id, []).append(a)
+        self._idle = set()
         for ep, (endpoint, _) in view.endpoints.items():
             mine = [a for a in by_ep.get(ep, []) if a.worker_id not in stop]
+            views = self._worker_views(ep, mine)
             decision = compute_desired_workers(
                 endpoint.spec,
                 self._stats(ep, now),
-                self._worker_views(ep, mine),
+                views,
                 self._scaler.get(ep, ScalerState()),
                 now,
             )
             self._scaler[ep] = decision.state
+            self._idle.update(w.worker_id for w in views if w.state == "idle" and not w.busy)
             stop.update(decision.stop)
             targets[ep] = len([a for a in mine if a.worker_id not in stop]) + decision.start
         return stop, targets
@@ -170,7 +188,9 @@ class Scheduler:
         for a in mine:
             rep = reports.get((a.node_id, a.worker_id))
             state = rep.state if rep else "pending"
-            if state == "exited":
+            if state == "suspended":
+                state = "initializing"  # flipped back, noded is resuming it: count it as starting
+            elif state == "exited":
                 # noded restarts a desired worker that exited (with backoff; crash loops turn
                 # "unhealthy"): count it as starting, or every crash would also start a replacement.
                 state = "initializing"
@@ -186,8 +206,9 @@ class Scheduler:
             )
         return out
 
-    def _snapshot(self, removed: set[str], mig: MigPass) -> ClusterSnapshot:
+    def _snapshot(self, removed: set[str], mig: MigPass, frozen: list[SuspendedWorker]) -> ClusterSnapshot:
         view = self._view
+        removed = removed | {s.worker_id for s in frozen}  # suspended: their devices are free capacity
         in_use: dict[str, list[str]] = {}
         cpus: dict[str, float] = {}  # what the assigned workers ask for: their endpoints' current
         memory_mb: dict[str, int] = {}  # cpus / memoryMb, which noded applies (nodes/_desired.py)
@@ -217,13 +238,17 @@ class Scheduler:
         ]
         return ClusterSnapshot(nodes=nodes, revision=view.revision)
 
-    async def _apply(self, now: float, removed: set[str], placement: PlacementPlan, mig: MigPass) -> None:
+    async def _apply(
+        self, now: float, removed: set[str], placement: PlacementPlan, mig: MigPass, extra: list[Op]
+    ) -> None:
         ops: list[Op] = list(mig.ops(placement))  # re-cuts: their workers wait for the new slice
         for worker in sorted(removed):
             a = self._view.assignments.get(worker)
             if a is None:
                 continue
             ops.append(Delete(key=nkeys.worker(a.node_id, worker)))
+            if a.suspended:
+                continue  # its usage was closed when it was suspended
             # Billed until its process exits: UsageCloser (nodes/_metering.py) sets stopped_at.
             unassigned = msgspec.structs.replace(self._usage(a, now, stopped=False), unassigned_at=now)
             ops.append(Put(key=nkeys.usage(worker), value=encode(unassigned)))
@@ -231,6 +256,7 @@ class Scheduler:
             a = WorkerAssignment(created_at=now, **msgspec.structs.asdict(pa))
             ops.append(Put(key=nkeys.worker(a.node_id, a.worker_id), value=encode(a)))
             ops.append(Put(key=nkeys.usage(a.worker_id), value=encode(self._usage(a, now, stopped=False))))
+        ops += extra
         if not ops:
             return
         epoch = await self._store.get(nkeys.EPOCH)
@@ -244,24 +270,18 @@ class Scheduler:
                 return
             rev = res.revision if chunk[-1].key == nkeys.EPOCH else rev
         log.info(
-            "scheduled: +%d workers, -%d workers, %d re-cuts, %d waiting",
+            "scheduled: +%d workers, -%d workers, %d re-cuts, %d waiting, %d suspend/resume ops",
             len(placement.assignments),
             len(removed),
             len(placement.recuts),
             sum(len(v) for v in placement.unplaced.values()),
+            len(extra),
         )
 
     @staticmethod
     def _usage(a: WorkerAssignment, now: float, *, stopped: bool) -> UsageRecord:
-        return UsageRecord(
-            worker_id=a.worker_id,
-            endpoint_id=a.endpoint_id,
-            node_id=a.node_id,
-            price_key=a.price_key or a.gpu_type,
-            gpus=max(1, len(a.devices)) if not a.mig_profile else 1,
-            started_at=a.created_at,
-            stopped_at=now if stopped else 0.0,
-        )
+        u = usage_of(a, now, started_at=a.resumed_at or a.created_at)
+        return msgspec.structs.replace(u, stopped_at=now) if stopped else u
 
     async def _save_reasons(self, reasons: dict[str, str]) -> None:
         for ep in set(self._view.reasons) | set(reasons):

@@ -48,7 +48,9 @@ class WorkerService:
         queue = self._ctx.view.queue(ep)
         view = self._ctx.view
         while worker not in self._retired:  # a recycled worker gets no more jobs
-            if worker in view.removed_workers:
+            if worker in view.removed_workers or view.suspended(worker):
+                # Suspended (issue 16): no job, so that noded freezes an idle worker.  Held like a
+                # removed worker's take: the SDK polls again at once after an empty answer.
                 await _removed(deadline - loop.time())
                 return []
             candidates = queue.pop(n, ep)

@@ -1,5 +1,5 @@
-"""Pure scheduling planners: the autoscaler, the placer, the worker reconciler, and MIG's slice
-fitter, ahead-of-time planner and demand history.
+"""Pure scheduling planners: the autoscaler, the placer, the worker reconciler, suspended workers,
+and MIG's slice fitter, ahead-of-time planner and demand history.
 
 Nothing here reads a clock, a store or a random source: the leader's loops
 pass time, ids and snapshots in and apply the plans that come out.
@@ -48,11 +48,21 @@ from coordinator.scheduling._placement_types import (
 from coordinator.scheduling._placer import plan_placement
 from coordinator.scheduling._reconcile import CurrentWorker, ReconcilePlan, plan_reconcile
 from coordinator.scheduling._resources import DEFAULT_HOST_RESERVE, HostReserve
+from coordinator.scheduling._suspend import (
+    DEFAULT_SUSPEND,
+    SuspendCandidate,
+    SuspendedWorker,
+    SuspendPlan,
+    SuspendSettings,
+    plan_evictions,
+    plan_suspend,
+)
 
 __all__ = [
     "DEFAULT_AHEAD",
     "DEFAULT_DEMAND",
     "DEFAULT_HOST_RESERVE",
+    "DEFAULT_SUSPEND",
     "GPU_TYPE_ALIASES",
     "NO_RECUT",
     "SAMPLE_INTERVAL_S",
@@ -79,6 +89,10 @@ __all__ = [
     "ScalerState",
     "SliceFitter",
     "SliceRecut",
+    "SuspendCandidate",
+    "SuspendPlan",
+    "SuspendSettings",
+    "SuspendedWorker",
     "WorkerView",
     "bucket_label",
     "buckets_of",
@@ -90,8 +104,10 @@ __all__ = [
     "forecast_for",
     "parse_gpu_type_id",
     "plan_ahead",
+    "plan_evictions",
     "plan_placement",
     "plan_reconcile",
+    "plan_suspend",
     "slice_share",
     "update_demand",
     "window_hour",

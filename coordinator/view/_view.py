@@ -133,6 +133,11 @@ class ClusterView:
     def node_signal(self, node: str) -> Signal:
         return self._node_signals[node]
 
+    def suspended(self, worker: str) -> bool:
+        """Marked suspended by the scheduler: it gets no job until it is resumed (issue 16)."""
+        a = self.assignments.get(worker)
+        return a is not None and a.suspended
+
     def assignments_of(self, node: str) -> list[WorkerAssignment]:
         return [a for a in self.assignments.values() if a.node_id == node]
 
@@ -292,7 +297,10 @@ class ClusterView:
         elif key.startswith(nkeys.WORKERS):
             node, _, worker = key[len(nkeys.WORKERS) :].decode().partition("/")
             if put:
-                self.assignments[worker] = _assignment_decoder.decode(ev.kv.value)
+                a = self.assignments[worker] = _assignment_decoder.decode(ev.kv.value)
+                if a.suspended:  # its job-take long-poll answers "nothing" now (issue 16)
+                    self._queues[a.endpoint_id].signal.fire()
+                    self._stop_signals[worker].fire()
             elif (gone := self.assignments.pop(worker, None)) is not None:
                 self.seen[gone.endpoint_id].pop(worker, None)  # a stopped worker's liveness goes too
                 self.ready_at.pop(worker, None)

@@ -81,6 +81,9 @@ class NodeInventory(msgspec.Struct, frozen=True, kw_only=True):
     # way, Ampere mode change with processes running, driver error); absent = applied.
     mig_errors: dict[str, str] = {}
     flashboot: list[FlashbootHolding] = []  # per model: tiers and the endpoints that loaded it
+    # Issue 16: host RAM this host lets suspended workers hold (noded's [runtime] suspend-budget-mb;
+    # 0 = it stops idle workers instead of suspending them, as before).
+    suspend_budget_bytes: int = 0
 
 
 class NodeRegistration(msgspec.Struct, frozen=True, kw_only=True):
