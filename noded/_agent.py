@@ -30,7 +30,7 @@ from noded._mig import MigReconciler, mark_in_use
 from noded._runner import RestartPolicy, WorkerRunner
 from noded.hooks import HookHost, worker_hooks
 from noded.inventory import GpuInventory, host_facts
-from noded.runtime import ContainerRuntime, ResourceLimits, WorkerSpec, WorkerStatus
+from noded.runtime import ContainerRuntime, ResourceLimits, Suspendable, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
 from tide.api.nodes import DesiredWorker, GpuInfo, Heartbeat, NodeInventory
 
@@ -80,7 +80,7 @@ def plan_workers(
         if wid in runners:
             if runners[wid] != d.revision:
                 replace.append(d)
-        elif wid in seen and seen[wid].state == "running":
+        elif wid in seen and seen[wid].state in ("running", "suspended"):
             same = seen[wid].labels.get(LABEL_REVISION) == str(d.revision)
             (adopt if same else replace).append(d)
         else:
@@ -108,6 +108,10 @@ class AgentSettings:
     worker_gateway: str = ""
     bundle_dir: str = ""  # the host's code-bundle cache ("" = this host runs no bundles)
     bundle_base_image: str = ""  # what bundles run on under containerd
+    # Suspended workers (issue 16): host RAM they may hold (0 = this host stops idle workers, and
+    # says so to the coordinator), and how long a worker stays marked before it is frozen.
+    suspend_budget_bytes: int = 0
+    suspend_settle_s: float = 1.0
 
 
 class NodeAgent:
@@ -168,12 +172,16 @@ class NodeAgent:
             mig_errors=dict(self.mig.errors),
             flashboot_models=[h.fingerprint for h in held],
             flashboot=held,
+            suspend_budget_bytes=self.settings.suspend_budget_bytes
+            if isinstance(self.runtime, Suspendable)
+            else 0,
         )
 
     def _in_use(self) -> set[str]:
         """GPU and MIG uuids this host's workers hold: desired, running or being stopped."""
-        held = {dev for d in self._desired for dev in d.devices}
-        held.update(dev for r in self.runners.values() for dev in r.spec.devices)
+        frozen = {w for w, r in self.runners.items() if r.state == "suspended"}  # free capacity meanwhile
+        held = {dev for d in self._desired if d.worker_id not in frozen for dev in d.devices}
+        held.update(dev for w, r in self.runners.items() if w not in frozen for dev in r.spec.devices)
         held.update(dev for devs in self._kill_devices.values() for dev in devs)
         return held
 
@@ -238,6 +246,7 @@ class NodeAgent:
         # Workers being stopped are out of the picture: their stop is already under way.
         observed = [o for o in await self.runtime.list() if o.id not in self._kills]
         plan = plan_workers(desired, observed, {w: r.revision for w, r in self.runners.items()})
+        self._follow_suspended(desired, plan)
         if plan.empty:
             return
         log.info(
@@ -258,6 +267,14 @@ class NodeAgent:
         for d in plan.start:
             self._run(d, None)
         self._changed.set()
+
+    def _follow_suspended(self, desired: list[DesiredWorker], plan: WorkerPlan) -> None:
+        """Hand each kept runner its DesiredWorker.suspended (new runners get it in ``_run``)."""
+        replaced = {d.worker_id for d in plan.replace}
+        for d in desired:
+            runner = self.runners.get(d.worker_id)
+            if runner is not None and d.worker_id not in replaced:
+                runner.want_suspended(d.suspended)
 
     def _live_endpoints(self) -> set[str]:
         """Endpoints with a worker on this host (wanted, running or still stopping)."""
@@ -310,8 +327,10 @@ class NodeAgent:
             policy=self.settings.restart,
             stop_grace=self.settings.stop_grace_s,
             hooks=worker_hooks(self.hook_host, d),  # prestart: the spec's env and mounts from the hooks
+            suspend_settle_s=self.settings.suspend_settle_s,
         )
         self.runners[d.worker_id] = runner
+        runner.want_suspended(d.suspended)  # before run(): a fresh start of a suspended worker is not made
         if adopted is not None:
             runner.run(self._tg, adopted)
             return

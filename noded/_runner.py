@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from noded.hooks import PoststartRequest, WorkerHooks
-from noded.runtime import ContainerRuntime, WorkerSpec, WorkerStatus
+from noded.runtime import ContainerRuntime, Suspendable, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
-from tide.api.nodes import WorkerReport, WorkerState
+from tide.api.nodes import WorkerReport, WorkerResume, WorkerState
 
 __all__ = ["RestartPolicy", "WorkerRunner"]
 
@@ -70,6 +70,7 @@ class WorkerRunner:
         policy: RestartPolicy | None = None,
         stop_grace: float = 30.0,
         hooks: WorkerHooks | None = None,
+        suspend_settle_s: float = 1.0,
     ) -> None:
         self.runtime = runtime
         self._hooks = hooks if hooks is not None else WorkerHooks()
@@ -92,6 +93,14 @@ class WorkerRunner:
         # Held while create/start run: kill() waits for it, so a worker being
         # started is never left running behind a kill that cancelled its start.
         self._starting = asyncio.Lock()
+        # Suspended workers (issue 16): what the coordinator wants, and the task that follows it.
+        self._want_suspended = False
+        self._settle = suspend_settle_s
+        self._flip: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self.rss_bytes = 0
+        self.resume: WorkerResume | None = None
+        self._fresh_now = False  # a failed resume: restart without the crash backoff
 
     @property
     def worker_id(self) -> str:
@@ -107,6 +116,8 @@ class WorkerRunner:
             restarts=self.restarts,
             started_at=self.started_at,
             revision=self.revision,
+            rss_bytes=self.rss_bytes if self.state == "suspended" else 0,
+            resume=self.resume,
         )
         return self._hooks.report(report)
 
@@ -119,6 +130,7 @@ class WorkerRunner:
     ) -> None:
         """Run in ``tg``: adopt ``adopted`` if it runs, else start fresh once ``after`` are done
         (the stops of workers that held this worker's GPUs or its id)."""
+        self._tg = tg
         self._task = tg.create_task(self._run(adopted, after), name=f"worker-{self.worker_id}")
 
     def _set(self, state: WorkerState, reason: str = "") -> None:
@@ -128,15 +140,26 @@ class WorkerRunner:
     async def _run(self, adopted: WorkerStatus | None, after: Sequence[asyncio.Future[None]]) -> None:
         if after:  # wait, never cancel: asyncio.wait leaves the awaited stops alone if we are cancelled
             await asyncio.wait(after)
-        if adopted is not None and adopted.state == "running":
-            log.info("adopted running worker %s", self.worker_id)
+        if adopted is not None and adopted.state in ("running", "suspended"):
+            log.info("adopted %s worker %s", adopted.state, self.worker_id)
             self.started_at = adopted.started_at
-            self._set("initializing")
+            self.rss_bytes = adopted.rss_bytes
+            self._set("suspended" if adopted.state == "suspended" else "initializing")
+        elif self._want_suspended:
+            # Gone while suspended (its process died, or the runtime lost it): the coordinator drops
+            # it and places a fresh worker when one is needed; a resume restarts this one.
+            self._set("exited", "gone while suspended")
+            return
         else:
             await self._start_fresh()
+        self._kick()
         while not self._killing:
             status = await self._wait()
             if self._killing:
+                return
+            if self.state == "suspended":
+                self.exit_code = status.exit_code
+                self._set("exited", f"exited while suspended (code {status.exit_code})")
                 return
             await self._after_exit(status)
 
@@ -185,11 +208,76 @@ class WorkerRunner:
         unhealthy = self._policy.unhealthy(self._exits, now)
         self._set("unhealthy" if unhealthy else "exited", reason + (" (crash-looping)" if unhealthy else ""))
         self.restarts += 1
-        delay = self._policy.delay(self._policy.recent(self._exits, now))
+        delay = 0.0 if self._fresh_now else self._policy.delay(self._policy.recent(self._exits, now))
+        self._fresh_now = False
         log.warning("worker %s %s; restarting in %.1fs", self.worker_id, reason, delay)
         await asyncio.sleep(delay)
         if not self._killing:
             await self._start_fresh()
+
+    # -- suspended workers (issue 16) ---------------------------------------
+    def want_suspended(self, flag: bool) -> None:
+        """The coordinator's DesiredWorker.suspended for this worker; followed in the background."""
+        if flag == self._want_suspended:
+            return
+        self._want_suspended = flag
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._tg is not None and (self._flip is None or self._flip.done()):
+            self._flip = self._tg.create_task(self._follow(), name=f"suspend-{self.worker_id}")
+
+    async def _follow(self) -> None:
+        while not self._killing:
+            want = self._want_suspended
+            if want and self.state == "initializing":
+                await self._suspend()
+            elif not want and self.state == "suspended":
+                await self._resume()
+            elif not want and self.state == "exited" and self._tg is not None and self._task_done():
+                self._task = self._tg.create_task(self._run(None, ()), name=f"worker-{self.worker_id}")
+            if want == self._want_suspended:
+                return
+
+    def _task_done(self) -> bool:
+        return self._task is None or self._task.done()
+
+    async def _suspend(self) -> None:
+        """Freeze it once it has stayed marked for the settle time: the coordinator hands a marked
+        worker no job, and undoes the mark of one whose take raced it (ARCHITECTURE.md)."""
+        await asyncio.sleep(self._settle)
+        if not self._want_suspended or self._killing or self.state != "initializing":
+            return
+        assert isinstance(self.runtime, Suspendable)
+        try:
+            status = await self.runtime.suspend(self.worker_id)
+        except TideError as exc:
+            log.warning("worker %s: cannot suspend it (%s); it keeps running", self.worker_id, exc.message)
+            return
+        self.rss_bytes = status.rss_bytes
+        log.info("worker %s suspended (%d MiB of host RAM)", self.worker_id, status.rss_bytes >> 20)
+        self._set("suspended")
+
+    async def _resume(self) -> None:
+        assert isinstance(self.runtime, Suspendable)
+        t0 = time.time()
+        try:
+            status = await self.runtime.resume(self.worker_id)
+        except TideError as exc:
+            log.warning("worker %s: resume failed (%s); starting it afresh", self.worker_id, exc.message)
+            self.resume = WorkerResume(path="fresh", resumed_at=t0, reason=exc.message)
+            self._fresh_now = True
+            self._set("initializing")  # its exit is then an ordinary one: restarted at once
+            with contextlib.suppress(TideError):
+                await self.runtime.stop(self.worker_id, grace=1.0)  # thaws what it can, then kills
+            return
+        took = time.time() - t0
+        self.resume = WorkerResume(
+            path="resume", resumed_at=t0, thaw_s=took, device_restore_s=status.restore_s
+        )
+        self.rss_bytes = 0
+        log.info("worker %s resumed in %.1f ms", self.worker_id, took * 1000)
+        self._set("initializing")
 
     async def kill(self) -> None:
         """Stop the worker for good: SIGTERM, grace, SIGKILL, delete.  Idempotent."""
@@ -198,6 +286,8 @@ class WorkerRunner:
         async with self._starting:  # let a create/start in flight finish, then stop what it started
             if self._task is not None:
                 self._task.cancel()
+            if self._flip is not None:
+                self._flip.cancel()
         try:
             with contextlib.suppress(NotFound):
                 await self.runtime.stop(self.worker_id, grace=self._grace)

@@ -125,6 +125,13 @@ class RuntimeSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fie
     # cold starts skip those imports (noded/runtime/process/_pyargv.py, _zygote.py).
     prewarm: bool = True
     prewarm_modules: list[str] = msgspec.field(default_factory=lambda: ["runpod"])
+    # Suspended workers (issue 16): host RAM idle workers may hold frozen in place instead of being
+    # stopped when their endpoint scales down (0 = stop them, as before); how long a worker marked
+    # suspended must stay marked before it is frozen (a job-take racing the mark is undone first);
+    # NVIDIA's cuda-checkpoint binary ("" = look on PATH; none = freeze with the GPU memory kept).
+    suspend_budget_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
+    suspend_settle_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    cuda_checkpoint: str = ""
     # Where nvidia-ctk cdi generate (or nvidia-cdi-refresh) writes the GPU specs.
     cdi_dirs: list[str] = msgspec.field(default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
     # When a worker's GPU or MIG device is in no spec (a MIG instance cut since the specs were

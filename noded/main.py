@@ -49,6 +49,8 @@ def _gpus(cfg: FileConfig) -> Any:
 
 
 def _runtime(cfg: FileConfig) -> Any:
+    from noded.runtime import CudaCheckpoint
+
     rt = cfg.runtime
     if rt.kind == "containerd":
         from noded.runtime import ContainerdConfig, ContainerdRuntime
@@ -69,11 +71,16 @@ def _runtime(cfg: FileConfig) -> Any:
             cgroup_parent=parent,
             registries=registry_auth(rt.registries),
         )
-        return ContainerdRuntime(config)
+        return ContainerdRuntime(config, cuda_checkpoint=CudaCheckpoint.find(rt.cuda_checkpoint))
     from noded.runtime import ProcessRuntime
 
     workers = Path(rt.state_dir) / "workers"
-    return ProcessRuntime(workers, prewarm=rt.prewarm, prewarm_modules=rt.prewarm_modules)
+    return ProcessRuntime(
+        workers,
+        prewarm=rt.prewarm,
+        prewarm_modules=rt.prewarm_modules,
+        cuda_checkpoint=CudaCheckpoint.find(rt.cuda_checkpoint),
+    )
 
 
 def _flashboot(cfg: FileConfig) -> Any:
@@ -121,6 +128,8 @@ async def _serve(cfg: FileConfig, join_key: str) -> int:
         report_dir=str(Path(cfg.runtime.state_dir) / "reports"),
         bundle_dir=str(Path(cfg.runtime.state_dir) / "bundles"),
         worker_gateway=f"http://{cfg.coordinator.gateway}" if cfg.coordinator.gateway else "",
+        suspend_budget_bytes=cfg.runtime.suspend_budget_mb << 20,
+        suspend_settle_s=cfg.runtime.suspend_settle_s,
     )
     agent = NodeAgent(client, runtime, _gpus(cfg), settings)
     await agent.start()

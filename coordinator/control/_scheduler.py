@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import msgspec
 
@@ -206,7 +206,9 @@ class Scheduler:
             )
         return out
 
-    def _snapshot(self, removed: set[str], mig: MigPass, frozen: list[SuspendedWorker]) -> ClusterSnapshot:
+    def _snapshot(
+        self, removed: set[str], mig: MigPass, frozen: Sequence[SuspendedWorker] = ()
+    ) -> ClusterSnapshot:
         view = self._view
         removed = removed | {s.worker_id for s in frozen}  # suspended: their devices are free capacity
         in_use: dict[str, list[str]] = {}

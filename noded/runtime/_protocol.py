@@ -26,7 +26,7 @@ Contract:
 from __future__ import annotations
 
 import builtins
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -68,6 +68,7 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
     exited_at: float = 0.0
     rss_bytes: int = 0  # host RAM it holds, reported while suspended
     suspended_at: float = 0.0
+    restore_s: float = 0.0  # resume: seconds cuda-checkpoint took to put its memory back on the GPU
 
 
 class ContainerRuntime(Protocol):
@@ -96,6 +97,7 @@ class ContainerRuntime(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class Suspendable(Protocol):
     """A runtime that can freeze a running worker in place and thaw it (same pid, same memory).
 

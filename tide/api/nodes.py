@@ -23,6 +23,7 @@ __all__ = [
     "WeightRestore",
     "WorkerBoot",
     "WorkerReport",
+    "WorkerResume",
     "WorkerState",
 ]
 
@@ -116,6 +117,20 @@ class WorkerBoot(msgspec.Struct, frozen=True, kw_only=True):
     restores: list[WeightRestore] = []
 
 
+class WorkerResume(msgspec.Struct, frozen=True, kw_only=True):
+    """The last time noded brought this worker back from suspended (issue 16), host unix seconds.
+
+    ``path``: "resume" (thawed in place, same pid) or "fresh" (the resume failed: it was stopped
+    and started again; ``reason`` says why).  ``thaw_s`` includes ``device_restore_s``
+    (cuda-checkpoint moving its memory back onto the GPU; 0 without one)."""
+
+    path: str
+    resumed_at: float
+    thaw_s: float = 0.0
+    device_restore_s: float = 0.0
+    reason: str = ""
+
+
 class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
     worker_id: str
     endpoint_id: str
@@ -128,6 +143,7 @@ class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
     revision: int = 0  # desired revision this worker was started from
     boot: WorkerBoot | None = None  # the worker's own start report, once it wrote one
     rss_bytes: int = 0  # host RAM held while suspended (counts against noded's suspend budget)
+    resume: WorkerResume | None = None  # its last resume, once it had one
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):

@@ -285,11 +285,14 @@ class ContainerdRuntime:
                 )
             marker = _suspend_marker(self.config, worker_id)
             gpu = await asyncio.to_thread(_take_marker, marker)
+            restore_s = 0.0
             if gpu:
+                t0 = time.monotonic()
                 why = await self._cuda.restore(status.pid)
                 if why:
                     raise FailedPrecondition(f"worker {worker_id}: {why}; stop it and start a fresh one")
-            return await self.status(worker_id)
+                restore_s = time.monotonic() - t0
+            return msgspec.structs.replace(await self.status(worker_id), restore_s=restore_s)
 
     async def stop(self, worker_id: str, *, grace: float = 10.0) -> WorkerStatus:
         status = await self.status(worker_id)

@@ -378,11 +378,14 @@ class ProcessRuntime:
                     return status
                 raise FailedPrecondition(f"worker {worker_id} is {status.state}, not suspended")
             await asyncio.to_thread(self._thaw, worker_id, frozen, status.pid)
+            restore_s = 0.0
             if frozen.gpu_checkpointed:
+                t0 = time.monotonic()
                 why = await self._cuda.restore(status.pid)
                 if why:
                     raise FailedPrecondition(f"worker {worker_id}: {why}; stop it and start a fresh one")
-            return self._status(worker_id)
+                restore_s = time.monotonic() - t0
+            return msgspec.structs.replace(self._status(worker_id), restore_s=restore_s)
 
     def _thaw(self, worker_id: str, frozen: _Suspended, pid: int) -> None:
         _suspend.thaw(frozen.how, frozen.cgroup_dir, pid)
