@@ -107,7 +107,12 @@ class ClusterRoutes:
                     "nodeId": a.node_id,
                     "gpuType": a.gpu_type,
                     "devices": a.devices,
-                    "state": _state(self._view, a.endpoint_id, a.worker_id, rep, busy),
+                    "state": "suspended"
+                    if a.suspended
+                    else _state(self._view, a.endpoint_id, a.worker_id, rep, busy),
+                    # Issue 16: host RAM a suspended worker holds (noded's report), and since when.
+                    "ramBytes": rep.rss_bytes if rep and a.suspended else 0,
+                    "suspendedAt": a.suspended_at if a.suspended else 0.0,
                     "reason": rep.reason if rep else "",
                     "restarts": rep.restarts if rep else 0,
                     "startedAt": rep.started_at if rep else 0.0,

@@ -79,7 +79,8 @@ def _register_workers_and_usage(sub: Subparsers, common: argparse.ArgumentParser
         sub,
         common,
         "workers",
-        "running workers, where they run and their state",
+        "workers, where they run and their state; suspended ones (frozen while their endpoint is "
+        "scaled down, resumed on its next job) with the host RAM they hold",
         "tide workers --endpoint sd",
         _workers,
     )
@@ -207,11 +208,18 @@ def _workers(args: argparse.Namespace, ctx: Context) -> int:
             w.get("state", "?"),
             w.get("restarts", 0),
             ago(field(w, "startedAt"), ctx.now),
+            _ram(w),
         ]
         for w in found
     ]
-    headers = ["WORKER", "ENDPOINT", "NODE", "GPU", "DEVICES", "STATE", "RESTARTS", "STARTED"]
+    headers = ["WORKER", "ENDPOINT", "NODE", "GPU", "DEVICES", "STATE", "RESTARTS", "STARTED", "RAM"]
     return ctx.emit(found, lambda: ctx.say(table(headers, rows, empty="no workers running")))
+
+
+def _ram(w: dict[str, Any]) -> str:
+    """Host RAM a suspended worker holds (issue 16); "-" for the others."""
+    ram = int(w.get("ramBytes") or 0)
+    return f"{ram / (1 << 20):.0f} MiB" if w.get("state") == "suspended" else "-"
 
 
 def _logs(args: argparse.Namespace, ctx: Context) -> int:
