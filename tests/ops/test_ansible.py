@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.cluster import kill_worker_groups, runtime_workers
+from tests.fixtures.cluster import kill_recorded_gateway, kill_worker_groups, runtime_workers
 from tests.ops._daemons import REPO_ROOT, Daemon
 from tests.ops._wheel import build_wheel
 
@@ -50,6 +50,10 @@ ADMIN_KEY = "tk_ops_ansible_admin_key_0123456789abcdef"
 ETCD_HOSTS = ["ctl-1", "ctl-2", "ctl-3"]
 ECHO = f"dir://{REPO_ROOT / 'examples' / 'echo'}"
 GPU_HOSTS = {"gpu-eu": ("EU", "EU-RO-1", "1xH100-80GB"), "gpu-us": ("US", "US-TX-3", "2xA100-80GB")}
+
+# A test's time includes its module fixtures' setup: the fleet's plays, and the cluster's etcd
+# auth plays, each several minutes of Ansible on a 2-core machine.
+pytestmark = pytest.mark.timeout(900)
 
 
 def _tool(name: str) -> str:
@@ -190,6 +194,8 @@ class Fleet:
                 "noded_require_nvidia": False,
                 "noded_address": self.noded_ips[h],
                 "noded_listen": f"{self.noded_ips[h]}:8421",
+                # Both hosts share this machine's loopback: each gateway on its host's own address.
+                "noded_gateway": f"{self.noded_ips[h]}:8422",
                 "noded_mig_pool": [0],
                 "noded_flashboot_shm_dir": str(self.root(h) / "dev/shm/tide-flashboot"),
                 **(gpu_eu_overrides if h == "gpu-eu" else {}),
@@ -540,8 +546,9 @@ class Cluster:
     def stop(self) -> None:
         for d in reversed(self.daemons):
             d.terminate(timeout=15)
-        for host in GPU_HOSTS:  # workers outlive noded on purpose; the test's own go here
+        for host in GPU_HOSTS:  # workers and the gateway outlive noded on purpose; ours go here
             kill_worker_groups(self.f.root(host) / "var/lib/tide/noded")
+            kill_recorded_gateway(self.f.root(host) / "var/lib/tide/noded", f"{self.f.noded_ips[host]}:8422")
 
 
 @pytest.fixture(scope="module")
