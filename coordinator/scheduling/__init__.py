@@ -2,9 +2,12 @@
 and MIG's slice fitter, ahead-of-time planner and demand history.
 
 Nothing here reads a clock, a store or a random source: the leader's loops
-pass time, ids and snapshots in and apply the plans that come out.
+pass time, ids and snapshots in and apply the plans that come out.  The stored records the
+planners read (nodes, assignments, MIG layouts and demand history) are exported beside them, so
+a caller that is not the leader (``simulate/``, the discrete-event simulator) can build them.
 """
 
+from coordinator._node_schema import MigDemandRecord, MigLayoutRecord, NodeRecord, WorkerAssignment
 from coordinator.scheduling._autoscaler import (
     QueueStats,
     ScaleDecision,
@@ -78,8 +81,11 @@ __all__ = [
     "Forecast",
     "GpuNeed",
     "HostReserve",
+    "MigDemandRecord",
+    "MigLayoutRecord",
     "MigSliceFitter",
     "NoRecut",
+    "NodeRecord",
     "NodeSnapshot",
     "PlacementPlan",
     "PlacementRequest",
@@ -93,6 +99,7 @@ __all__ = [
     "SuspendPlan",
     "SuspendSettings",
     "SuspendedWorker",
+    "WorkerAssignment",
     "WorkerView",
     "bucket_label",
     "buckets_of",
