@@ -39,6 +39,7 @@ examples:
   tide jobs sd                                     # the queue
   tide gpus                                        # every card and its MIG slices
   tide mig plan gpu-07 0 3g.40gb,2g.20gb,1g.10gb   # where the slices would go (apply: do it)
+  tide simulate --trace day.jsonl --fleet fleet.toml --policy best-static   # GPU-hours by policy
   tide endpoint list --json | jq '.[].id'          # scripts: --json on any command
 
 connection: --url (or TIDE_URL, default http://127.0.0.1:8420); admin key: --api-key
@@ -82,11 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="a whole cluster in one process, for development", add_help=False)
     dev.add_argument("argv", nargs=argparse.REMAINDER)
     dev.set_defaults(func=lambda args, _ctx: _run_dev(args.argv))
+    sim = sub.add_parser(
+        "simulate", help="replay a trace through the real planners (GPU-hours by policy)", add_help=False
+    )
+    sim.add_argument("argv", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=lambda args, _ctx: _run_simulate(args.argv))
     return p
 
 
-def _dev_argv(argv: list[str]) -> list[str] | None:
-    """The arguments after ``dev`` when the command is ``tide [global flags] dev ...``."""
+def _dev_argv(argv: list[str], command: str = "dev") -> list[str] | None:
+    """The arguments after ``dev`` (or ``command``) when the command is ``tide [global flags] dev ...``."""
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -95,7 +101,7 @@ def _dev_argv(argv: list[str]) -> list[str] | None:
         elif arg == "--json" or arg.startswith(("--url=", "--api-key=")):
             i += 1
         else:
-            return argv[i + 1 :] if arg == "dev" else None
+            return argv[i + 1 :] if arg == command else None
     return None
 
 
@@ -109,6 +115,12 @@ def _run_dev(argv: list[str]) -> int:
         return 1
     code = dev.main(argv)
     return int(code or 0)
+
+
+def _run_simulate(argv: list[str]) -> int:
+    # Lazy, like tide dev: the simulator pulls in the planners and mig/, and needs no coordinator.
+    sim = importlib.import_module("simulate")
+    return int(sim.main(argv))
 
 
 def _api_key(flag: str | None) -> str:
@@ -147,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev_argv = _dev_argv(args_list)
     if dev_argv is not None:
         return _run_dev(dev_argv)
+    sim_argv = _dev_argv(args_list, "simulate")
+    if sim_argv is not None:
+        return _run_simulate(sim_argv)
     try:
         args = build_parser().parse_args(args_list)
     except SystemExit as exc:  # --help, or a usage error argparse already printed
