@@ -130,10 +130,23 @@ def _toml(path: str, type_: type[msgspec.Struct]) -> tuple[msgspec.Struct, str]:
     try:
         return msgspec.convert(raw, type_), text
     except msgspec.ValidationError as exc:
-        keys = re.findall(r"[.\[]`?([\w-]+)", str(exc).split("`$")[-1])
+        msg = str(exc)
+        named = re.search(r"field `([^`]+)`", msg)
+        keys = [named.group(1)] if named else re.findall(r"[.\[]`?([\w-]+)", msg.split("`$")[-1])
         line = _line_of(text, keys[-1]) if keys else 0
-        fields = ", ".join(f.encode_name for f in msgspec.structs.fields(type_))
-        raise InputError(path, line, f"{exc} (allowed keys at the top level: {fields})") from None
+        raise InputError(path, line, f"{msg} (allowed keys: {_keys(type_)})") from None
+
+
+def _keys(type_: type[msgspec.Struct]) -> str:
+    """Every key a file of this type may hold, by table."""
+    tables: list[tuple[str, type[msgspec.Struct]]] = [("top level", type_)]
+    if type_ is FleetFile:
+        tables += [("[[hosts]]", HostGroup), ("[stages]", StageModel)]
+    elif type_ is EndpointsFile:
+        tables += [("[defaults] and [endpoints.NAME]", EndpointKnobs)]
+    return "; ".join(
+        f"{where}: {', '.join(f.encode_name for f in msgspec.structs.fields(t))}" for where, t in tables
+    )
 
 
 def _cards(path: str, line: int, spec: str) -> list[tuple[str, bool]]:
