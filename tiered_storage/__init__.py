@@ -5,19 +5,25 @@ from tiered_storage._blobs import BlobStore, LocalBlobStore
 from tiered_storage._local_objects import LocalObjectStore
 from tiered_storage._objects import KINDS, ObjectMeta, ObjectStore, check_key, object_key
 from tiered_storage._open import open_object_store, read_credentials
+from tiered_storage._read_plan import ReadPlan, plan_read
 from tiered_storage._s3_objects import S3ObjectStore, S3Settings
+from tiered_storage._tiered import Fetched, TieredStore
 
 __all__ = [
     "KINDS",
     "BlobStore",
+    "Fetched",
     "LocalBlobStore",
     "LocalObjectStore",
     "ObjectMeta",
     "ObjectStore",
+    "ReadPlan",
     "S3ObjectStore",
     "S3Settings",
+    "TieredStore",
     "check_key",
     "object_key",
     "open_object_store",
+    "plan_read",
     "read_credentials",
 ]
