@@ -157,7 +157,16 @@ class TieredStore:
         return meta
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> ObjectMeta:
+        """Writes global only (a stream cannot be replayed): the region fills on first read."""
         return await (self.global_ or self.region).put_stream(key, chunks)
+
+    async def put_file(self, key: str, path: str | os.PathLike[str]) -> ObjectMeta:
+        """A file's bytes, streamed, to global and then the region (as ``put``)."""
+        if self.global_ is None:
+            return await self.region.put_stream(key, _file_chunks(Path(path)))
+        meta = await self.global_.put_stream(key, _file_chunks(Path(path)))
+        await self._fill(key, self.region.put_stream(key, _file_chunks(Path(path))))
+        return meta
 
     async def delete(self, key: str) -> None:
         if self.global_ is not None:
