@@ -23,11 +23,14 @@ from coordinator.store import Compare, KeyValue, Put, Store
 from coordinator.view import ClusterView
 from tide.api.endpoints import ApiKey, ApiKeyCreate, Endpoint, EndpointSpec, EndpointUpdate
 from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from tiered_storage import parse_model_ref
 
 __all__ = ["AdminRoutes", "endpoint_json"]
 
 _HAND_TOKEN_TTL_S = 7 * 86400  # a hand-started worker's token, unless ?ttl_s= says otherwise
-_RUNTIME_FIELDS = ("image", "command", "args", "env", "gpu_type_ids", "gpu_count", "cpus", "memory_mb")
+_RUNTIME_FIELDS = (
+    "image", "command", "args", "env", "gpu_type_ids", "gpu_count", "cpus", "memory_mb", "model",
+)  # fmt: skip
 
 
 def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
@@ -206,6 +209,8 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
 
 
 def _check_spec(spec: EndpointSpec) -> None:
+    if spec.model:
+        parse_model_ref(spec.model)  # InvalidArgument: a 400 that shows the forms
     if spec.workers_min > spec.workers_max:
         raise InvalidArgument(
             f"workersMin ({spec.workers_min}) must not exceed workersMax ({spec.workers_max})"

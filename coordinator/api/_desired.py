@@ -68,6 +68,7 @@ def desired_for(
                 cpus=spec.cpus,
                 memory_bytes=spec.memory_mb << 20,
                 suspended=a.suspended,
+                model=spec.model,
             )
         )
     return DesiredWorkers(

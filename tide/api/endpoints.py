@@ -29,6 +29,10 @@ ScalerType = Literal["QUEUE_DELAY", "REQUEST_COUNT"]
 Cpus = Annotated[float, Meta(ge=0, le=1024, description="CPU cores per worker (0 = unlimited)")]
 MemoryMb = Annotated[int, Meta(ge=0, le=16 << 20, description="memory per worker in MiB (0 = unlimited)")]
 
+ModelUrl = Annotated[
+    str, Meta(max_length=2048, description="s3://bucket/prefix, file:///path or hf://org/name[@revision]")
+]
+
 
 class EndpointSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
     """What an operator or developer asks for.  Only ``name`` and ``image`` are required."""
@@ -56,6 +60,9 @@ class EndpointSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", fo
     # Tide: per-worker cgroup limits (containerd runtime); 0 = unlimited.
     cpus: Cpus = 0.0
     memory_mb: MemoryMb = 0
+    # Tide: the weights the model cache stages for its workers ("" = none): s3://bucket/prefix,
+    # file:///path or hf://org/name[@revision]; workers find them at $TIDE_MODEL_PATH.
+    model: ModelUrl = ""
 
 
 class EndpointUpdate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -82,6 +89,7 @@ class EndpointUpdate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
     concurrency_per_worker: Annotated[int, Meta(ge=1, le=1024)] | msgspec.UnsetType = msgspec.UNSET
     cpus: Cpus | msgspec.UnsetType = msgspec.UNSET
     memory_mb: MemoryMb | msgspec.UnsetType = msgspec.UNSET
+    model: ModelUrl | msgspec.UnsetType = msgspec.UNSET
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -18,6 +18,7 @@ __all__ = [
     "GpuInfo",
     "Heartbeat",
     "MigInstance",
+    "ModelFetch",
     "NodeInventory",
     "NodeRegistration",
     "WeightRestore",
@@ -85,6 +86,7 @@ class NodeInventory(msgspec.Struct, frozen=True, kw_only=True):
     # Issue 16: host RAM this host lets suspended workers hold (noded's [runtime] suspend-budget-mb;
     # 0 = it stops idle workers instead of suspending them, as before).
     suspend_budget_bytes: int = 0
+    models: list[str] = []  # model ids the host's model cache holds staged (the placer prefers it)
 
 
 class NodeRegistration(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,6 +133,16 @@ class WorkerResume(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class ModelFetch(msgspec.Struct, frozen=True, kw_only=True):
+    """How the model cache made a worker's model present before its start (not billed)."""
+
+    model_id: str
+    tier: str  # the nearest tier that held it: "host", "region", "global" or "source"
+    nbytes: int = 0
+    seconds: float = 0.0
+    started_at: float = 0.0
+
+
 class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
     worker_id: str
     endpoint_id: str
@@ -144,6 +156,7 @@ class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
     boot: WorkerBoot | None = None  # the worker's own start report, once it wrote one
     rss_bytes: int = 0  # host RAM held while suspended (counts against noded's suspend budget)
     resume: WorkerResume | None = None  # its last resume, once it had one
+    model: ModelFetch | None = None  # the model cache's fetch before the (last) start
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,6 +184,7 @@ class DesiredWorker(msgspec.Struct, frozen=True, kw_only=True):
     # capacity meanwhile); flipping it back to False resumes it (same pid) instead of a fresh start.
     # A noded that predates the field ignores it and keeps the worker running.
     suspended: bool = False
+    model: str = ""  # the endpoint's model URL: noded stages it before the start
 
 
 class DesiredWorkers(msgspec.Struct, frozen=True, kw_only=True):
