@@ -33,6 +33,7 @@ from noded.inventory import GpuInventory, host_facts
 from noded.runtime import ContainerRuntime, ResourceLimits, Suspendable, WorkerSpec, WorkerStatus
 from tide.api.errors import NotFound, TideError
 from tide.api.nodes import DesiredWorker, GpuInfo, Heartbeat, NodeInventory
+from tiered_storage import ModelCache
 
 __all__ = ["AgentSettings", "NodeAgent", "WorkerPlan", "plan_workers"]
 
@@ -103,6 +104,7 @@ class AgentSettings:
     # How loudly to say that T1 has 4 KiB pages: a warning on a GPU host, a note in `tide dev`.
     t1_advice_level: int = logging.WARNING
     report_dir: str = ""  # root of the per-worker report directories ("" = none)
+    models: ModelCache | None = None  # the host tier of the model cache (None: endpoints' models ignored)
     # The worker gateway's base URL (noded/_gateway.py): workers' RUNPOD_WEBHOOK_* URLs point at
     # it instead of the replica that wrote them ("" = they stay as the coordinator wrote them).
     worker_gateway: str = ""
@@ -153,6 +155,7 @@ class NodeAgent:
             if settings.bundle_dir
             else None,
             bundle_base_image=settings.bundle_base_image,
+            models=settings.models,
         )
 
     async def inventory(self) -> NodeInventory:
@@ -175,6 +178,7 @@ class NodeAgent:
             suspend_budget_bytes=self.settings.suspend_budget_bytes
             if isinstance(self.runtime, Suspendable)
             else 0,
+            models=sorted(m.id for m in self.settings.models.held()) if self.settings.models else [],
         )
 
     def _in_use(self) -> set[str]:

@@ -180,13 +180,13 @@ class WorkerRunner:
         failures = 0
         while not self._killing:
             try:
+                await self._hooks.prepare()  # slow (a model fetch): outside the lock kill() takes
                 async with self._starting:
                     if self._killing:
                         return
                     with contextlib.suppress(NotFound):
                         await self.runtime.delete(self.worker_id)
                     self._hooks.precreate()
-                    await self._hooks.prepare()
                     await self.runtime.create(self.spec)
                     status = await self.runtime.start(self.worker_id)
             except (TideError, OSError) as exc:

@@ -52,6 +52,21 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
     shm-dir = "/dev/shm/tide-flashboot"   # T1 (a tmpfs; best mounted huge=always)
     direct-io = true                 # O_DIRECT image reads; false for disks faster buffered
 
+    [models]                         # the model cache (endpoints' `model`; ARCHITECTURE.md)
+    enabled = true
+    cache-dir = ""                   # the host tier; default <runtime.state-dir>/models (local NVMe)
+    budget-gb = 200.0                # staged models above this are evicted, least recently used
+    region-url = ""                  # this region's store, s3://bucket/prefix; "" = source -> host
+    region-endpoint-url = ""         # e.g. "http://10.0.0.9:8333" (SeaweedFS, Ceph RGW, MinIO)
+    region-credentials-file = ""     # AWS_ACCESS_KEY_ID=... / AWS_SECRET_ACCESS_KEY=... lines
+    global-url = ""                  # the global store behind the region's (read-through)
+    global-endpoint-url = ""
+    global-credentials-file = ""
+    source-endpoint-url = ""         # for s3:// model URLs ("" = AWS)
+    source-credentials-file = ""
+    hf-endpoint = "https://huggingface.co"   # for hf:// model URLs (or a mirror)
+    hf-token-file = ""
+
     [mig]
     pool = []                        # GPU indices kept in MIG mode (the MIG pool); others run whole
 """
@@ -156,6 +171,22 @@ class FlashbootSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_f
     direct_io: bool = True
 
 
+class ModelsSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    enabled: bool = True
+    cache_dir: str = ""  # "" = <runtime.state-dir>/models
+    budget_gb: Annotated[float, msgspec.Meta(ge=0)] = 200.0
+    region_url: str = ""
+    region_endpoint_url: str = ""
+    region_credentials_file: str = ""
+    global_url: str = ""
+    global_endpoint_url: str = ""
+    global_credentials_file: str = ""
+    source_endpoint_url: str = ""
+    source_credentials_file: str = ""
+    hf_endpoint: str = "https://huggingface.co"
+    hf_token_file: str = ""
+
+
 class MigSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
     pool: list[Annotated[int, msgspec.Meta(ge=0)]] = []
 
@@ -167,6 +198,7 @@ class FileConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=
     runtime: RuntimeSection = RuntimeSection()
     gpus: GpusSection = GpusSection()
     flashboot: FlashbootSection = FlashbootSection()
+    models: ModelsSection = ModelsSection()
     mig: MigSection = MigSection()
 
     def hostname(self) -> str:

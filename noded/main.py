@@ -99,6 +99,40 @@ def _flashboot(cfg: FileConfig) -> Any:
     )
 
 
+def _models(cfg: FileConfig) -> Any:
+    """The host's model cache ([models]); None when disabled.  InvalidArgument on bad URLs."""
+    m = cfg.models
+    if not m.enabled:
+        return None
+    from tiered_storage import ModelCache, SourceSettings, TieredStore, open_object_store
+
+    store = None
+    if m.region_url:
+        region = open_object_store(
+            m.region_url, endpoint_url=m.region_endpoint_url, credentials_file=m.region_credentials_file
+        )
+        global_ = (
+            open_object_store(
+                m.global_url, endpoint_url=m.global_endpoint_url, credentials_file=m.global_credentials_file
+            )
+            if m.global_url
+            else None
+        )
+        store = TieredStore(region, global_)
+    sources = SourceSettings(
+        s3_endpoint_url=m.source_endpoint_url,
+        s3_credentials_file=m.source_credentials_file,
+        hf_endpoint=m.hf_endpoint,
+        hf_token_file=m.hf_token_file,
+    )
+    return ModelCache(
+        m.cache_dir or Path(cfg.runtime.state_dir) / "models",
+        budget_bytes=int(m.budget_gb * 1e9),
+        store=store,
+        sources=sources,
+    )
+
+
 def _join_key(cfg: FileConfig) -> str:
     try:
         return Path(cfg.coordinator.join_key_file).read_text().strip()
@@ -125,6 +159,7 @@ async def _serve(cfg: FileConfig, join_key: str) -> int:
         address=cfg.node.advertise or server.address,
         stop_grace_s=cfg.runtime.stop_grace_s,
         flashboot=_flashboot(cfg),
+        models=_models(cfg),
         report_dir=str(Path(cfg.runtime.state_dir) / "reports"),
         bundle_dir=str(Path(cfg.runtime.state_dir) / "bundles"),
         worker_gateway=f"http://{cfg.coordinator.gateway}" if cfg.coordinator.gateway else "",

@@ -10,6 +10,7 @@ from noded.hooks._bundle import BundleHook
 from noded.hooks._flashboot import FlashbootHook
 from noded.hooks._gateway import GatewayHook
 from noded.hooks._list import HOOKS, worker_hooks
+from noded.hooks._model_cache import ModelCacheHook
 from noded.hooks._phases import WorkerHooks
 from noded.hooks._protocol import (
     Hook,
@@ -36,6 +37,7 @@ __all__ = [
     "Hook",
     "HookFactory",
     "HookHost",
+    "ModelCacheHook",
     "Poststart",
     "PoststartRequest",
     "Precreate",

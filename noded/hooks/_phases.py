@@ -53,15 +53,15 @@ class WorkerHooks:
                     )
         return spec
 
-    def precreate(self) -> None:
-        for hook in self.hooks:
-            if isinstance(hook, Precreate):
-                hook.precreate()
-
     async def prepare(self) -> None:
         for hook in self.hooks:
             if isinstance(hook, Prepare):
                 await hook.prepare()
+
+    def precreate(self) -> None:
+        for hook in self.hooks:
+            if isinstance(hook, Precreate):
+                hook.precreate()
 
     async def poststart(self, req: PoststartRequest) -> None:
         """Run every poststart hook beside the others until each returns (or all are cancelled)."""

@@ -5,7 +5,7 @@ name and one job; it implements only the phases it needs (Nomad's task-runner ho
 ``client/allocrunner/interfaces/task_lifecycle.go``).  Each worker gets its own instances, made by
 the factories of ``HOOKS`` (noded/hooks/_list.py), whose order is the order every phase runs in::
 
-    runner made ──► prestart ──┬── fresh ──► precreate, prepare ──► create, start ──► poststart ─┐
+    runner made ──► prestart ──┬── fresh ──► prepare, precreate ──► create, start ──► poststart ─┐
       (once)                   │              ▲   (every start)               (beside   │
                                │              │                               the worker)│
                                │              └────────── exit: restart ◄────────────────┘
@@ -19,11 +19,13 @@ Contracts, per phase:
   loop while the plan is applied: cheap and synchronous.  Its env and mounts go into the spec
   every start of this worker creates (unlike Nomad's, it does not run again before a restart).
   An error fails the plan being applied, as any error building the spec does.
+* ``prepare``: before every start (the first, each restart, each retry after a failed start),
+  awaited before the runner takes its start lock, so a kill does not wait for it: it is
+  cancelled.  For slow work a start needs (the model cache's fetch, a code bundle's fetch and
+  its dependencies' install); idempotent and cheap once done.  An ``OSError`` or ``TideError``
+  counts as a failed start (reported, retried with backoff; the worker's state says why).
 * ``precreate``: before every create (the first, each restart, each retry after a failed start),
   under the runner's start lock.  An ``OSError`` or ``TideError`` counts as a failed start.
-* ``prepare``: right after ``precreate``, awaited on the event loop: the one phase that may take
-  long (fetching a code bundle, installing its dependencies).  Idempotent and cheap once done;
-  an ``OSError`` or ``TideError`` counts as a failed start, and the worker's state says why.
 * ``poststart``: runs beside the worker from the runtime's start (or the adoption) until the
   worker exits, is killed or noded detaches, and is cancelled then.  It must not raise.
 * ``report``: folds what the hook knows into the worker's report, on every heartbeat.  Cheap.
@@ -51,6 +53,7 @@ from tide.api.nodes import DesiredWorker, WorkerReport
 if TYPE_CHECKING:
     from noded._bundles import BundleCache
     from noded._flashboot import FlashbootHost
+    from tiered_storage import ModelCache
 
 __all__ = [
     "Hook",
@@ -79,6 +82,7 @@ class HookHost:
     bundles: BundleCache | None = None  # None: this host runs no code bundles
     bundle_base_image: str = ""  # the base OCI image bundles run on under containerd
     gateway: str = ""  # the worker gateway's base URL ("" = workers call a replica directly)
+    models: ModelCache | None = None  # None: no model cache on this host
 
     def report_dir(self, worker_id: str) -> str:
         """The worker's own report directory, or "" when this host keeps none."""
@@ -121,13 +125,13 @@ class Prestart(Hook, Protocol):
 
 
 @runtime_checkable
-class Precreate(Hook, Protocol):
-    def precreate(self) -> None: ...
+class Prepare(Hook, Protocol):
+    async def prepare(self) -> None: ...
 
 
 @runtime_checkable
-class Prepare(Hook, Protocol):
-    async def prepare(self) -> None: ...
+class Precreate(Hook, Protocol):
+    def precreate(self) -> None: ...
 
 
 @runtime_checkable

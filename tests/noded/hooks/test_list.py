@@ -17,6 +17,7 @@ from noded.hooks import (
     FlashbootHook,
     GatewayHook,
     HookHost,
+    ModelCacheHook,
     Poststart,
     Precreate,
     Prepare,
@@ -59,10 +60,10 @@ def _desired(flashboot: bool = True) -> DesiredWorker:
     return DesiredWorker(worker_id="w-1", endpoint_id="ep", revision=1, image="dir:///x", flashboot=flashboot)
 
 
-def test_hooks_run_gateway_report_dir_flashboot_bundle_then_boot_report(tmp_path: Path) -> None:
-    assert (GatewayHook, ReportDirHook, FlashbootHook, BundleHook, BootReportHook) == HOOKS
+def test_hooks_run_gateway_report_dir_flashboot_model_cache_bundle_then_boot_report(tmp_path: Path) -> None:
+    assert (GatewayHook, ReportDirHook, FlashbootHook, ModelCacheHook, BundleHook, BootReportHook) == HOOKS
     hooks = worker_hooks(_host("process", tmp_path), _desired())
-    assert hooks.names == ["gateway", "report-dir", "flashboot", "bundle", "boot-report"]
+    assert hooks.names == ["gateway", "report-dir", "flashboot", "model-cache", "bundle", "boot-report"]
 
 
 def test_each_hook_implements_only_its_phases(tmp_path: Path) -> None:
@@ -76,6 +77,7 @@ def test_each_hook_implements_only_its_phases(tmp_path: Path) -> None:
         "report-dir": ["Prestart", "Stop"],
         "flashboot": ["Prestart", "Stop"],
         "bundle": ["Prestart", "Prepare"],
+        "model-cache": ["Prestart", "Prepare", "Report", "Stop"],
         "boot-report": ["Precreate", "Poststart", "Report"],
     }
 
