@@ -14,6 +14,7 @@ them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -48,7 +49,8 @@ from coordinator.scheduling import (
 )
 from coordinator.store import Compare, Delete, Op, Put, Store
 from coordinator.view import ClusterView
-from tide.api.errors import TideError
+from tide.api.errors import InvalidArgument, TideError
+from tiered_storage import parse_model_ref
 
 __all__ = ["Scheduler"]
 
@@ -223,6 +225,7 @@ class Scheduler:
                     memory_mb[a.node_id] = memory_mb.get(a.node_id, 0) + ep[0].spec.memory_mb
         for node_id, (rec, _) in view.nodes.items():
             in_use.setdefault(node_id, []).extend(mig.withheld(rec.inventory.gpus))
+        by_model = endpoints_by_model({ep: e.spec.model for ep, (e, _) in view.endpoints.items()})
         nodes = [
             NodeSnapshot(
                 node_id=node_id,
@@ -233,6 +236,7 @@ class Scheduler:
                 in_use=in_use.get(node_id, []),
                 # Endpoints whose weights this host's FlashBoot keeper holds (RAM or disk).
                 flashboot_endpoints=sorted({ep for h in rec.inventory.flashboot for ep in h.endpoints}),
+                model_endpoints=sorted({ep for m in rec.inventory.models for ep in by_model.get(m, ())}),
                 requested_cpus=cpus.get(node_id, 0.0),
                 requested_memory_mb=memory_mb.get(node_id, 0),
             )
@@ -320,3 +324,13 @@ class Scheduler:
                 expired = msgspec.structs.replace(claim, deadline=now)
                 ops.append(Put(key=keys.claim(job_id), value=encode(expired), lease=lease))
         return ops
+
+
+def endpoints_by_model(models: dict[str, str]) -> dict[str, list[str]]:
+    """Model cache id -> the endpoints that name that model (endpoint id -> model URL in)."""
+    out: dict[str, list[str]] = {}
+    for ep, url in models.items():
+        with contextlib.suppress(InvalidArgument):  # an old stored spec: no preference, no error
+            if url:
+                out.setdefault(parse_model_ref(url).id, []).append(ep)
+    return out

@@ -37,6 +37,7 @@ class Index:
         self.revision: dict[str, int] = {}
         self.flashboot: dict[str, list[str]] = {}  # endpoint id -> hosts
         self.images: dict[str, list[str]] = {}  # image -> hosts
+        self.models: dict[str, list[str]] = {}  # endpoint id -> hosts whose model cache holds its model
         self.reserved: set[str] = set()  # cards re-cut by this plan
         self.no_recut: set[tuple[str, tuple[str, ...] | None, Ask]] = set()
         self.room: dict[str, Room] = {}  # free CPU/RAM of hosts that report them
@@ -62,6 +63,8 @@ class Index:
         in_use = set(node.in_use)
         for ep in node.flashboot_endpoints:
             self.flashboot.setdefault(ep, []).append(node_id)
+        for ep in node.model_endpoints:
+            self.models.setdefault(ep, []).append(node_id)
         for image in node.inventory.images:
             self.images.setdefault(image, []).append(node_id)
         for gpu in sorted(node.inventory.gpus, key=lambda g: g.index):
@@ -128,6 +131,7 @@ class Want(NamedTuple):
     def of(cls, ix: Index, req: PlacementRequest) -> Want:
         tiers: Tiers = [
             (f"flashboot:{req.endpoint_id}", ix.flashboot.get(req.endpoint_id, [])),
+            (f"model:{req.spec.model}", ix.models.get(req.endpoint_id, [])),
             (f"image:{req.spec.image}", ix.images.get(req.spec.image, [])),
         ]
         ask = ask_of(req.spec)

@@ -44,6 +44,9 @@ class NodeSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     # The caller maps inventory.flashboot_models to endpoints; the placer has no
     # model fingerprints.
     flashboot_endpoints: list[str] = []
+    # Endpoint ids whose model (EndpointSpec.model) this host's model cache holds staged; the
+    # caller maps inventory.models (model ids) to endpoints, as for FlashBoot.
+    model_endpoints: list[str] = []
     # What the workers assigned here asked for: the sums of their endpoints' ``cpus`` and
     # ``memoryMb`` (0 = no ask).  The placer subtracts them, and its host reserve, from the
     # inventory's CPUs and memory (see _resources.py).
