@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 ModelTier = Literal["host", "region", "global", "source"]
 _MANIFEST = "manifest.json"
 _USED = ".used"
+_PARALLEL = 4  # files fetched at once from the stores (a sharded model's shards)
 
 
 class Staged(msgspec.Struct, frozen=True, kw_only=True):
@@ -188,12 +189,15 @@ class ModelCache:
     async def _from_store(self, ref: ModelRef, manifest: ModelManifest, staging: Path) -> ModelTier:
         assert self.store is not None
         self._make_room(manifest.nbytes, ref)
-        tiers = set()
-        for f in manifest.files:
+        store, slots = self.store, asyncio.Semaphore(_PARALLEL)
+
+        async def one(f: ModelFile) -> str:
             path = staging / "files" / f.path
             path.parent.mkdir(parents=True, exist_ok=True)
-            got = await self.store.fetch_to_file(ref.file_key(f.path), path, sha256=f.sha256)
-            tiers.add(got.tier)
+            async with slots:
+                return (await store.fetch_to_file(ref.file_key(f.path), path, sha256=f.sha256)).tier
+
+        tiers = set(await asyncio.gather(*(one(f) for f in manifest.files)))
         return "global" if "global" in tiers else "region"
 
     async def _from_source(self, ref: ModelRef, staging: Path) -> ModelManifest:

@@ -28,7 +28,7 @@ import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -204,9 +204,8 @@ async def _read_file(store: ObjectStore, key: str, sha256: str, dest: Path) -> t
         f = await asyncio.to_thread(open, tmp, "wb")
         try:
             async for chunk in store.get_stream(key):
-                digest.update(chunk)
                 size += len(chunk)
-                await asyncio.to_thread(f.write, chunk)
+                await asyncio.to_thread(_hash_and_write, digest, f, chunk)  # off the event loop
         finally:
             await asyncio.to_thread(f.close)
         if digest.hexdigest() != sha256:
@@ -221,6 +220,11 @@ async def _read_file(store: ObjectStore, key: str, sha256: str, dest: Path) -> t
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return answer, Fetched(tier="region", size=size, sha256=digest.hexdigest())
+
+
+def _hash_and_write(digest: Any, f: Any, chunk: bytes) -> None:
+    digest.update(chunk)
+    f.write(chunk)
 
 
 async def _file_chunks(path: Path, chunk_size: int = 8 << 20) -> AsyncIterator[bytes]:
