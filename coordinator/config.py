@@ -84,6 +84,9 @@ Example (all keys optional)::
     host-reserve-memory-min-mb = 2048  # at least this much RAM (MiB, >= 0) ...
     host-reserve-memory-fraction = 0.03125  # ... or this share of RAM if more (1/32; 0..1)
     host-reserve-memory-max-fraction = 0.25  # but never more than this share of RAM (0..1)
+    suspend-idle = true              # scaled-down idle workers are frozen in place (hosts with a
+                                     # noded suspend budget), not stopped; false = always stop
+    suspend-ttl-s = 3600.0           # a worker suspended longer than this is stopped (> 0)
 
     [mig]
     # Ahead-of-time re-cuts: the leader learns MIG demand per region and hour and re-cuts idle

@@ -29,6 +29,9 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
     stop-grace-s = 30.0
     prewarm = true                   # process runtime: fork workers from a process that imported...
     prewarm-modules = ["runpod"]     # ...these first (runpod: its dependencies); e.g. add "torch"
+    suspend-budget-mb = 0            # host RAM idle workers may hold frozen (0 = stop them instead)
+    suspend-settle-s = 1.0           # how long a worker stays marked suspended before it is frozen
+    cuda-checkpoint = ""             # NVIDIA's cuda-checkpoint ("" = look on PATH)
     cdi-dirs = ["/etc/cdi", "/var/run/cdi"]     # GPU CDI specs (containerd)
     cdi-refresh = true               # regenerate into <state-dir>/cdi for new MIG devices
     systemd-cgroup = false           # true when containerd uses SystemdCgroup
