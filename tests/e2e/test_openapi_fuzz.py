@@ -54,6 +54,8 @@ FUZZ = settings(
 _AUTH = {(r.method, r.path): r.auth for r in ROUTES}
 _LONG_POLLS = {"getJobTake", "getJobTakeBatch", "getJobStop"}
 
+# Code bundles are uploaded as raw tar bytes: sent as schemathesis sends any binary body.
+schemathesis.serializer.alias("application/x-tar", "application/octet-stream")
 schema = schemathesis.openapi.from_dict(build_document())
 
 
