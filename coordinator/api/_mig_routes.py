@@ -25,7 +25,7 @@ from coordinator.api._http import decode_body, json_response
 from coordinator.scheduling import card_state, catalog_of
 from coordinator.store import Store
 from coordinator.view import ClusterView
-from mig import Catalog, Layout, Transition, plan_layout, plan_transition
+from mig import Catalog, Layout, Transition, list_type_ids, load_catalog, plan_layout, plan_transition
 from tide.api.errors import FailedPrecondition, NotFound
 from tide.api.nodes import GpuInfo, MigInstance
 
@@ -47,6 +47,12 @@ class MigRoutes:
         app.router.add_post("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.set_layout)
         app.router.add_get("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.get_layout)
         app.router.add_delete("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.forget_layout)
+        app.router.add_get("/admin/v1/mig/catalogs", self.catalogs)
+
+    async def catalogs(self, _: web.Request) -> web.Response:
+        """Every MIG-capable GPU type's grid and profiles: how to draw a card's slices (the
+        console) or name a layout (``tide mig plan``)."""
+        return json_response([_catalog_json(load_catalog(t)) for t in list_type_ids()])
 
     def _card(self, request: web.Request) -> tuple[str, GpuInfo, Catalog]:
         node, ref = request.match_info["node"], request.match_info["gpu"]
@@ -154,3 +160,17 @@ def _slot(catalog: Catalog, profile: str, start: int) -> dict[str, Any]:
 
 def _instance(i: MigInstance) -> dict[str, Any]:
     return {"profile": i.profile, "start": i.start, "size": i.size, "uuid": i.uuid, "busy": i.busy}
+
+
+def _catalog_json(c: Catalog) -> dict[str, Any]:
+    profiles = [
+        {"name": p.name, "size": p.size, "memoryMb": p.memory_mb, "computeSlices": p.compute_slices}
+        for p in c.profiles
+    ]
+    return {
+        "typeId": c.type_id,
+        "grid": c.grid,
+        "computeSlices": c.compute_slices,
+        "memoryMb": c.memory_mb,
+        "profiles": profiles,
+    }

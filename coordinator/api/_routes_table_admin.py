@@ -281,6 +281,14 @@ def node_rows() -> list[RouteDoc]:
         ),
         RouteDoc(
             "GET",
+            "/admin/v1/mig/catalogs",
+            "viewer",
+            "migCatalogs",
+            "Every MIG-capable GPU type's grid and profiles",
+            {200: list[A.MigCatalogOut]},
+        ),
+        RouteDoc(
+            "GET",
             "/admin/v1/mig/forecast",
             "viewer",
             "migForecast",

@@ -24,6 +24,7 @@ __all__ = [
     "KeyCreated",
     "KeyOut",
     "MigCard",
+    "MigCatalogOut",
     "MigForgotten",
     "MigInstanceOut",
     "MigPlan",
@@ -214,6 +215,23 @@ class MigCard(_MigIdentity, frozen=True, kw_only=True):
     written_at: float
     state: str
     error: str
+
+
+class _MigProfileOut(_Answer, frozen=True, kw_only=True):
+    name: str
+    size: int  # memory units on the card's grid
+    memory_mb: int
+    compute_slices: int
+
+
+class MigCatalogOut(_Answer, frozen=True, kw_only=True):
+    """A MIG-capable GPU type: its memory-unit grid (how a card's slices are drawn) and profiles."""
+
+    type_id: str
+    grid: int
+    compute_slices: int
+    memory_mb: int
+    profiles: list[_MigProfileOut]
 
 
 class MigForgotten(_Answer, frozen=True, kw_only=True):
