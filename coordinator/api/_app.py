@@ -13,6 +13,7 @@ from coordinator.api._auth import Auth
 from coordinator.api._authz import authz_middleware
 from coordinator.api._bundle_routes import BundleRoutes
 from coordinator.api._cluster_routes import ClusterRoutes
+from coordinator.api._console_routes import ConsoleRoutes
 from coordinator.api._http import error_middleware, json_response
 from coordinator.api._limits import ApiLimits
 from coordinator.api._metrics import Metrics
@@ -108,6 +109,7 @@ def build_app(
     MigRoutes(store=store, view=view, auth=auth).add_to(app)
     BundleRoutes(objects).add_to(app)
     MigForecastRoutes(store=store, view=view, auth=auth, settings=settings.mig_ahead).add_to(app)
+    ConsoleRoutes().add_to(app)
     app[APP_KEY_PRICES] = settings.prices
 
     async def healthz(_: web.Request) -> web.Response:

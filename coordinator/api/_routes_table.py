@@ -277,6 +277,25 @@ def _openai() -> list[RouteDoc]:
     return [*out, models]
 
 
+def _console() -> list[RouteDoc]:
+    """The web console's static files: no key (they hold no secret); its data comes from the
+    admin API with the key the person signs in with."""
+    text: dict[str, Any] = {"type": "string"}
+    page = Raw(text, content_type="text/html")
+    return [
+        RouteDoc("GET", "/console", "none", "console", "The web console's page", {200: page}),
+        RouteDoc(
+            "GET",
+            "/console/{asset}",
+            "none",
+            "consoleAsset",
+            "One of the console's files (index.html, console.css, console.js)",
+            {200: Raw(text, content_type="text/html", also=(("text/css", text), ("text/javascript", text)))},
+            errors=(404,),
+        ),
+    ]
+
+
 def _tagged(tag: str, rows: list[RouteDoc]) -> list[RouteDoc]:
     return [r if r.tag else replace(r, tag=tag) for r in rows]
 
@@ -288,4 +307,5 @@ ROUTES: list[RouteDoc] = [
     *_tagged("admin", admin_rows()),
     *_tagged("admin", node_rows()),
     *_tagged("ops", _ops()),
+    *_tagged("console", _console()),
 ]

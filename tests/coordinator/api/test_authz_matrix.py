@@ -36,6 +36,7 @@ _PARAMS = {
     "gpu": "GPU-none",
     "key": "nokey",
     "sha": "0" * 64,
+    "asset": "console.js",
 }
 # Destructive rows name what does not exist: allowed is their 404.
 _GONE = {"ep": "mx-gone", "node": "mx-gone-node", "key": "nokey"}
