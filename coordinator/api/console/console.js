@@ -30,7 +30,7 @@
     for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
     return (h * 137) % 360;
   }
-  const colour = (ep) => `hsl(${hue(ep)} 65% 60%)`;
+  const colour = (ep, light = 60) => `hsl(${hue(ep)} 65% ${light}%)`;
   const swatch = (ep) => {
     const s = el("span", { class: "swatch" });
     s.style.background = colour(ep);
@@ -198,7 +198,7 @@
     };
     const items = [item("free", "free slice or card"), item("uncut", "not cut (no MIG instance)")];
     for (const ep of state.endpoints) items.push(item("", ep.name, ep.id));
-    items.push(el("span", { class: "muted" }, "solid: running a job · faded: idle (warm) · striped: starting"));
+    items.push(el("span", { class: "muted" }, "solid: running a job · light: idle (warm) · striped: starting · ticks: MIG memory units"));
     $("legend").replaceChildren(...items);
   }
 
@@ -219,6 +219,11 @@
       const cat = catalogs[gpu.typeId];
       const ends = gpu.migInstances.map((i) => i.start + i.size);
       const grid = cat ? cat.grid : Math.max(8, ...ends);
+      for (let u = 1; u < grid; u++) {  // the card's memory-unit grid, under its slices
+        const tick = el("span", { class: "tick" });
+        tick.style.left = `${(u / grid) * 100}%`;
+        bar.append(tick);
+      }
       for (const inst of gpu.migInstances) {
         bar.append(slice(host, inst.uuid, byDevice.get(inst.uuid), inst.profile, inst.start / grid, inst.size / grid));
       }
@@ -249,7 +254,7 @@
     }, worker ? `${label} · ${endpointName(worker.endpointId)} · ${worker.state}` : `${label} · free`);
     node.style.left = `calc(${left * 100}% + 2px)`;
     node.style.width = `calc(${width * 100}% - 4px)`;
-    if (worker) node.style.backgroundColor = colour(worker.endpointId);
+    if (worker) node.style.backgroundColor = colour(worker.endpointId, cls === "idle" ? 84 : 60);
     node.addEventListener("click", () => showDetail(host, device, label, worker));
     return node;
   }

@@ -73,7 +73,13 @@ def test_every_operation_has_a_unique_id_and_documents_its_errors_as_json() -> N
                 # OpenAI-compatible routes answer OpenAI's error shape, as the openai SDKs expect.
                 want = "OpenAIError" if op["tags"] == ["openai"] else "ErrorBody"
                 assert ref == f"#/components/schemas/{want}", (op["operationId"], status)
-        keyless = op["operationId"] in ("healthz", "readyz", "openapi", "console", "consoleAsset")  # /metrics: viewer
+        keyless = op["operationId"] in (
+            "healthz",
+            "readyz",
+            "openapi",
+            "console",
+            "consoleAsset",
+        )  # /metrics: viewer
         assert ("security" in op) != keyless, op["operationId"]
 
 
