@@ -14,23 +14,19 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from coordinator._node_schema import nkeys
 from coordinator._schema import decode_job, encode, keys
 from coordinator.api._auth import Auth, hash_key
+from coordinator.api._endpoint_writes import EndpointWrites
 from coordinator.api._http import decode_body, json_response, query_int
 from coordinator.jobs import ColdStartTracker, JobService, cold_start_json
-from coordinator.store import Compare, KeyValue, Put, Store
+from coordinator.store import Store
 from coordinator.view import ClusterView
 from tide.api.endpoints import ApiKey, ApiKeyCreate, Endpoint, EndpointSpec, EndpointUpdate
-from tide.api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from tiered_storage import parse_model_ref
+from tide.api.errors import NotFound
 
 __all__ = ["AdminRoutes", "endpoint_json"]
 
 _HAND_TOKEN_TTL_S = 7 * 86400  # a hand-started worker's token, unless ?ttl_s= says otherwise
-_RUNTIME_FIELDS = (
-    "image", "command", "args", "env", "gpu_type_ids", "gpu_count", "cpus", "memory_mb", "model",
-)  # fmt: skip
 
 
 def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
@@ -49,6 +45,7 @@ class AdminRoutes:
         self._cold_starts = cold_starts
         self._auth = auth
         self._jobs = jobs
+        self._writes = EndpointWrites(store=store, view=view, jobs=jobs)
 
     def add_to(self, app: web.Application) -> None:
         r = app.router
@@ -65,26 +62,12 @@ class AdminRoutes:
         r.add_delete("/admin/v1/keys/{key}", self.revoke_key)
 
     def _note_put(self, key: bytes, value: bytes, revision: int) -> None:
-        # Read your writes: a client that just created an endpoint or a key
-        # uses it next; do not make it wait for the watch to bring it back.
-        kv = KeyValue(key=key, value=value, create_revision=revision, mod_revision=revision, version=1)
-        self._view.note_local_put(kv)
+        self._writes.note_put(key, value, revision)
 
     # -- endpoints -------------------------------------------------------
     async def create_endpoint(self, request: web.Request) -> web.Response:
         spec = decode_body(await request.read(), EndpointSpec, what="endpoint")
-        _check_spec(spec)
-        endpoint = Endpoint(id=spec.name, spec=spec, created_at=time.time())
-        key = keys.endpoint(endpoint.id)
-        res = await self._store.txn(
-            [Compare(key=key, target="create", op="==", value=0)], [Put(key=key, value=encode(endpoint))]
-        )
-        if not res.succeeded:
-            raise AlreadyExists(
-                f"endpoint {spec.name!r} already exists; update it with 'tide endpoint update'"
-            )
-        self._note_put(key, encode(endpoint), res.revision)
-        return json_response(endpoint_json(endpoint), 201)
+        return json_response(endpoint_json(await self._writes.create(spec)), 201)
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
         eps = sorted(self._view.endpoints.values(), key=lambda e: e[0].id)
@@ -109,35 +92,15 @@ class AdminRoutes:
         return found
 
     async def update_endpoint(self, request: web.Request) -> web.Response:
-        ep = request.match_info["ep"]
         update = decode_body(await request.read(), EndpointUpdate, what="endpoint update")
-        kv = await self._store.get(keys.endpoint(ep))
-        if kv is None:
-            raise NotFound(f"endpoint {ep!r} not found")
-        current = msgspec.json.decode(kv.value, type=Endpoint)
         changes = {
             f: v for f in EndpointUpdate.__struct_fields__ if (v := getattr(update, f)) is not msgspec.UNSET
         }
-        spec = msgspec.structs.replace(current.spec, **changes)
-        spec = msgspec.convert(msgspec.to_builtins(spec), EndpointSpec)  # re-validate constraints
-        _check_spec(spec)
-        bump = any(f in changes for f in _RUNTIME_FIELDS)
-        updated = msgspec.structs.replace(current, spec=spec, version=current.version + (1 if bump else 0))
-        res = await self._store.txn(
-            [Compare(key=kv.key, target="mod", op="==", value=kv.mod_revision)],
-            [Put(key=kv.key, value=encode(updated))],
-        )
-        if not res.succeeded:
-            raise Conflict(f"endpoint {ep!r} changed concurrently; retry")
-        self._note_put(kv.key, encode(updated), res.revision)
-        return json_response(endpoint_json(updated))
+        return json_response(endpoint_json(await self._writes.update(request.match_info["ep"], changes)))
 
     async def delete_endpoint(self, request: web.Request) -> web.Response:
         ep = request.match_info["ep"]
-        if await self._store.delete(keys.endpoint(ep)) == 0:
-            raise NotFound(f"endpoint {ep!r} not found")
-        await self._jobs.purge_queue(ep)
-        await self._store.delete(nkeys.coldstarts(ep))
+        await self._writes.delete(ep)
         return json_response({"id": ep, "deleted": True})
 
     async def worker_token(self, request: web.Request) -> web.Response:
@@ -206,12 +169,3 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
     out = msgspec.to_builtins(key)
     out.pop("sha256", None)
     return out  # type: ignore[no-any-return]
-
-
-def _check_spec(spec: EndpointSpec) -> None:
-    if spec.model:
-        parse_model_ref(spec.model)  # InvalidArgument: a 400 that shows the forms
-    if spec.workers_min > spec.workers_max:
-        raise InvalidArgument(
-            f"workersMin ({spec.workers_min}) must not exceed workersMax ({spec.workers_max})"
-        )
