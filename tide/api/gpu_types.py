@@ -37,6 +37,13 @@ GPU_TYPE_ALIASES: dict[str, str] = {
     "NVIDIA RTX A6000": "RTXA6000-48GB",
     "NVIDIA RTX 6000 Ada Generation": "RTX6000ADA-48GB",
     "NVIDIA GeForce RTX 4090": "RTX4090-24GB",
+    # The rest of RunPod's serverless pools (tide/api/runpod_gpus.py maps pools to these).
+    "NVIDIA RTX A4000": "RTXA4000-16GB",
+    "NVIDIA RTX A4500": "RTXA4500-20GB",
+    "NVIDIA RTX A5000": "RTXA5000-24GB",
+    "NVIDIA GeForce RTX 3090": "RTX3090-24GB",
+    "NVIDIA RTX 4000 Ada Generation": "RTX4000ADA-20GB",
+    "NVIDIA RTX 2000 Ada Generation": "RTX2000ADA-16GB",
 }
 _FOLDED = {k.casefold(): v for k, v in GPU_TYPE_ALIASES.items()} | {
     v.casefold(): v for v in GPU_TYPE_ALIASES.values()
