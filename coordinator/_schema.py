@@ -126,10 +126,15 @@ class keys:
     OUTBOX = b"/tide/outbox/"
     PRESENCE = b"/tide/presence/"
     RETIRED = b"/tide/retired/"
+    TEMPLATES = b"/tide/templates/"  # RunPod templates (GraphQL saveTemplate)
 
     @staticmethod
     def endpoint(ep: str) -> bytes:
         return b"/tide/endpoints/" + ep.encode()
+
+    @staticmethod
+    def template(template_id: str) -> bytes:
+        return b"/tide/templates/" + template_id.encode()
 
     @staticmethod
     def apikey(sha256: str) -> bytes:

@@ -14,6 +14,7 @@ from coordinator.api._authz import authz_middleware
 from coordinator.api._bundle_routes import BundleRoutes
 from coordinator.api._cluster_routes import ClusterRoutes
 from coordinator.api._console_routes import ConsoleRoutes
+from coordinator.api._graphql_routes import GraphQLRoutes
 from coordinator.api._http import error_middleware, json_response
 from coordinator.api._limits import ApiLimits
 from coordinator.api._metrics import Metrics
@@ -107,6 +108,7 @@ def build_app(
     NodeRoutes(store=store, view=view, auth=auth, public_url=public_url, worker_ping_s=ping_s).add_to(app)
     ClusterRoutes(store=store, view=view, cold_starts=cold_starts, auth=auth).add_to(app)
     MigRoutes(store=store, view=view, auth=auth).add_to(app)
+    GraphQLRoutes(store=store, view=view, jobs=jobs, auth=auth, prices=settings.prices).add_to(app)
     BundleRoutes(objects).add_to(app)
     MigForecastRoutes(store=store, view=view, auth=auth, settings=settings.mig_ahead).add_to(app)
     ConsoleRoutes().add_to(app)

@@ -39,9 +39,11 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 def _error(request: web.Request, message: str, status: int) -> web.Response:
     # The OpenAI-compatible routes answer OpenAI's error shape, so the openai SDKs raise
-    # their own exceptions; every other route answers {"error": "..."}.
+    # their own exceptions; /graphql GraphQL's; every other route answers {"error": "..."}.
     if OPENAI_PATH.match(request.path):
         return json_response(openai_error(message, status), status)
+    if request.path == "/graphql":  # RunPod's management API: GraphQL's error shape
+        return json_response({"errors": [{"message": message}]}, status)
     return json_response({"error": message}, status)
 
 

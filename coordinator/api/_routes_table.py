@@ -15,6 +15,7 @@ from coordinator._node_schema import NodeRecord
 from coordinator.api._route_doc import Q, Raw, RouteDoc
 from coordinator.api._routes_table_admin import admin_rows, node_rows
 from tide.api import responses as R
+from tide.api.graphql import GraphQLErrors
 from tide.api.jobs import JobRequest
 from tide.api.openai import OpenAIError
 
@@ -296,6 +297,38 @@ def _console() -> list[RouteDoc]:
     ]
 
 
+_GRAPHQL_BODY = Raw(
+    {
+        "type": "object",
+        "required": ["query"],
+        "properties": {
+            "query": {"type": "string"},
+            "variables": {"type": ["object", "null"]},
+            "operationName": {"type": ["string", "null"]},
+        },
+    }
+)
+
+
+def _graphql() -> list[RouteDoc]:
+    """RunPod's GraphQL management API (the runpod SDK's create_endpoint, get_endpoints, ...):
+    queries take a viewer or admin key, mutations an admin key (the handler checks)."""
+    answer = Raw({"type": "object", "properties": {"data": {"type": ["object", "null"]}}})
+    return [
+        RouteDoc(
+            "POST",
+            "/graphql",
+            "viewer",
+            "postGraphql",
+            "RunPod's management API: endpoints, templates, GPU types (mutations need an admin key)",
+            {200: answer},
+            _GRAPHQL_BODY,
+            errors=(400, 404, 409, 413),
+            error_body=GraphQLErrors,
+        )
+    ]
+
+
 def _tagged(tag: str, rows: list[RouteDoc]) -> list[RouteDoc]:
     return [r if r.tag else replace(r, tag=tag) for r in rows]
 
@@ -306,6 +339,7 @@ ROUTES: list[RouteDoc] = [
     *_tagged("worker", _worker()),
     *_tagged("admin", admin_rows()),
     *_tagged("admin", node_rows()),
+    *_tagged("graphql", _graphql()),
     *_tagged("ops", _ops()),
     *_tagged("console", _console()),
 ]

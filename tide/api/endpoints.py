@@ -63,6 +63,8 @@ class EndpointSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", fo
     # Tide: the weights the model cache stages for its workers ("" = none): s3://bucket/prefix,
     # file:///path or hf://org/name[@revision]; workers find them at $TIDE_MODEL_PATH.
     model: ModelUrl = ""
+    # The RunPod template the image, command and env came from ("" = none; GraphQL API).
+    template_id: str = ""
 
 
 class EndpointUpdate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -90,6 +92,7 @@ class EndpointUpdate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
     cpus: Cpus | msgspec.UnsetType = msgspec.UNSET
     memory_mb: MemoryMb | msgspec.UnsetType = msgspec.UNSET
     model: ModelUrl | msgspec.UnsetType = msgspec.UNSET
+    template_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

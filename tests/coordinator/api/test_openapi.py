@@ -70,8 +70,10 @@ def test_every_operation_has_a_unique_id_and_documents_its_errors_as_json() -> N
         for status, answer in op["responses"].items():
             if int(status) >= 400 and op["operationId"] != "readyz":  # 503 {"ready": false, "error"}
                 ref = answer["content"]["application/json"]["schema"]["$ref"]
-                # OpenAI-compatible routes answer OpenAI's error shape, as the openai SDKs expect.
-                want = "OpenAIError" if op["tags"] == ["openai"] else "ErrorBody"
+                # OpenAI-compatible routes answer OpenAI's error shape, as the openai SDKs expect;
+                # /graphql GraphQL's, as the runpod SDK expects.
+                shapes = {"openai": "OpenAIError", "graphql": "GraphQLErrors"}
+                want = shapes.get(op["tags"][0], "ErrorBody")
                 assert ref == f"#/components/schemas/{want}", (op["operationId"], status)
         keyless = op["operationId"] in (
             "healthz",
