@@ -47,7 +47,8 @@ def _errors(messages: list[str], status: int) -> web.Response:
 
 def _hint(error: GraphQLError) -> str:
     """Validation messages, plus what is served where the operation itself is unknown."""
-    if 'on type "Query"' in error.message or 'on type "Mutation"' in error.message:
+    root = error.message.replace('"', "'")  # graphql-core 3.3 quotes names with ', 3.2 with "
+    if "on type 'Query'" in root or "on type 'Mutation'" in root:
         return f"{error.message} (not supported by Tide: {_SERVED})"
     return error.message
 

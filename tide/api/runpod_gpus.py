@@ -96,10 +96,13 @@ def tide_types_of(gpu_ids: str) -> list[str]:
         if part.startswith("-"):
             continue
         pool = GPU_POOLS.get(part.upper())
+        if pool is None and part.casefold() in _BY_ID:
+            pool = (part,)  # one type by its RunPod id (a type no pool holds, such as B300)
         if pool is None:
             raise InvalidArgument(
-                f"unknown GPU pool {part!r} in gpuIds; use a comma list of pools ({', '.join(GPU_POOLS)}), "
-                "with '-<GPU type id>' to leave a type out, e.g. 'ADA_24,-NVIDIA GeForce RTX 4090'"
+                f"unknown GPU pool {part!r} in gpuIds; use a comma list of pools ({', '.join(GPU_POOLS)}) "
+                "or GPU type ids (gpuTypes lists them), with '-<GPU type id>' to leave a type out, "
+                "e.g. 'ADA_24,-NVIDIA GeForce RTX 4090'"
             )
         wanted += [_type(t).tide_type for t in pool if t not in excluded]
     return list(dict.fromkeys(wanted))
@@ -107,10 +110,13 @@ def tide_types_of(gpu_ids: str) -> list[str]:
 
 def gpu_ids_of(tide_types: list[str]) -> str:
     """The ``gpuIds`` string for an endpoint's Tide types: each pool that has one of them,
-    with exclusions for the pool's types it lacks.  ``tide_types_of`` of the answer gives
-    the same set of types back (types no pool holds, such as MIG profiles, are left out)."""
+    with exclusions for the pool's types it lacks, and types no pool holds by their own id.
+    ``tide_types_of`` of the answer gives the same types back, the first first (what RunPod
+    cannot name, such as MIG profiles, is left out)."""
     order = {canonical_gpu_type(t): i for i, t in reversed(list(enumerate(tide_types)))}
     pools = [(p, [_type(m) for m in members]) for p, members in GPU_POOLS.items()]
+    pooled = {m for members in GPU_POOLS.values() for m in members}
+    pools += [(t.id, [t]) for t in RUNPOD_GPU_TYPES if t.id not in pooled]  # named alone
     ranked = sorted(
         ((min(order[t.tide_type] for t in types if t.tide_type in order), p, types)
          for p, types in pools if any(t.tide_type in order for t in types)),
