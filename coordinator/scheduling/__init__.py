@@ -15,6 +15,7 @@ from coordinator.scheduling._autoscaler import (
     WorkerView,
     compute_desired_workers,
 )
+from coordinator.scheduling._batch_pace import BatchPace, PaceInput, plan_batch_pace
 from coordinator.scheduling._gpu_types import GPU_TYPE_ALIASES, GpuNeed, canonical_gpu_type, parse_gpu_type_id
 from coordinator.scheduling._mig_ahead import (
     DEFAULT_AHEAD,
@@ -73,6 +74,7 @@ __all__ = [
     "AheadPlan",
     "AheadSettings",
     "Assignment",
+    "BatchPace",
     "CardState",
     "CardTarget",
     "ClusterSnapshot",
@@ -87,6 +89,7 @@ __all__ = [
     "NoRecut",
     "NodeRecord",
     "NodeSnapshot",
+    "PaceInput",
     "PlacementPlan",
     "PlacementRequest",
     "QueueStats",
@@ -111,6 +114,7 @@ __all__ = [
     "forecast_for",
     "parse_gpu_type_id",
     "plan_ahead",
+    "plan_batch_pace",
     "plan_evictions",
     "plan_placement",
     "plan_reconcile",
