@@ -159,6 +159,7 @@ import msgspec
 
 from coordinator._token_secret import read_token_secret
 from coordinator.api import LIMITS, ApiLimits, HttpLimits, Route, RouteLimit
+from coordinator.batches import BatchSettings
 from coordinator.control import BlobSweepSettings
 from coordinator.jobs import MAX_INLINE_LIMIT, JobSettings, WebhookPolicy
 from coordinator.scheduling import AheadSettings, DemandSettings, HostReserve, SuspendSettings
@@ -207,6 +208,17 @@ class BlobsConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields
     credentials_file: str = ""
     sweep_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=86400.0)] = 300.0
     sweep_grace_s: Annotated[float, msgspec.Meta(ge=60.0, le=7 * 86400.0)] = 600.0
+
+
+class BatchConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    shard_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    max_requests: Annotated[int, msgspec.Meta(ge=1)] = 10_000_000
+    max_active: Annotated[int, msgspec.Meta(ge=1)] = 100
+    upload_limit_mb: Annotated[int, msgspec.Meta(ge=1)] = 16384
+    request_limit_kb: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024)] = 1024
+    allowance_workers: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+    prefetch: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    tick_s: Annotated[float, msgspec.Meta(ge=0.05, le=60.0)] = 1.0
 
 
 class JobsConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -337,6 +349,7 @@ class FileConfig(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fields=
     scheduler: SchedulerConfig = SchedulerConfig()
     mig: MigConfig = MigConfig()
     limits: LimitsConfig = LimitsConfig()
+    batch: BatchConfig = BatchConfig()
     prices: dict[str, float] = {}
 
 
@@ -388,6 +401,20 @@ def to_settings(cfg: FileConfig) -> CoordinatorSettings:
         token_secret=read_token_secret(cfg.auth.token_secret_file) if cfg.auth.token_secret_file else None,
         objects=_objects(cfg.blobs),
         blob_sweep=BlobSweepSettings(interval_s=cfg.blobs.sweep_interval_s, grace_s=cfg.blobs.sweep_grace_s),
+        batch=_batch(cfg.batch),
+    )
+
+
+def _batch(b: BatchConfig) -> BatchSettings:
+    return BatchSettings(
+        shard_size=b.shard_size,
+        max_requests=b.max_requests,
+        max_active=b.max_active,
+        upload_limit=b.upload_limit_mb * 1024 * 1024,
+        request_limit=b.request_limit_kb * 1024,
+        allowance_workers=b.allowance_workers,
+        prefetch=b.prefetch,
+        tick_s=b.tick_s,
     )
 
 

@@ -17,12 +17,21 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from coordinator._committer import GroupCommitter
 from coordinator._leases import LeaseBuckets
 from coordinator._token_secret import resolve_secret
 from coordinator.api import ApiLimits, ApiSettings, HttpLimits, build_app, make_runner
+from coordinator.batches import (
+    BatchDispatcher,
+    BatchJobFeed,
+    BatchReads,
+    BatchService,
+    BatchSettings,
+    ShardStore,
+)
 from coordinator.control import BlobSweeper, BlobSweepSettings, Scheduler, UsageCloser
 from coordinator.jobs import (
     ColdStartRecorder,
@@ -70,6 +79,7 @@ class CoordinatorSettings:
     # which only this replica sees (one replica, tide dev).
     objects: ObjectStore | None = None
     blob_sweep: BlobSweepSettings = field(default_factory=BlobSweepSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)  # [batch]
 
 
 class Coordinator:
@@ -105,6 +115,15 @@ class Coordinator:
             settings=self.settings.jobs,
         )
         jobs, workers = JobService(self.ctx), WorkerService(self.ctx)
+        batch_settings = msgspec.structs.replace(self.settings.batch, prices=self.settings.prices)
+        objects = self.ctx.blobs.objects
+        dispatcher = BatchDispatcher(self.ctx, jobs, ShardStore(objects), batch_settings)
+        self.view.subscribe(BatchJobFeed(dispatcher.wake))
+        self._leader_loops.append(dispatcher.run)
+        batches = (
+            BatchService(self.store, objects, batch_settings),
+            BatchReads(self.ctx, ShardStore(objects), batch_settings),
+        )
         reaper = Reaper(self.ctx, max_retries=self._max_retries)
         self.scheduler = Scheduler(
             self.store,
@@ -145,6 +164,7 @@ class Coordinator:
             # listening address (known only once bound, hence the early bind).
             public_url=self.settings.public_url or self.url,
             objects=self.ctx.blobs.objects,
+            batches=batches,
         )
         self._runner = make_runner(
             self.app, self.settings.http, access_log=None, handle_signals=False, shutdown_timeout=5.0

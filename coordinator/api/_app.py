@@ -11,6 +11,7 @@ from coordinator.api._admin_routes import AdminRoutes
 from coordinator.api._app_keys import APP_KEY_PRICES
 from coordinator.api._auth import Auth
 from coordinator.api._authz import authz_middleware
+from coordinator.api._batch_routes import BatchRoutes
 from coordinator.api._bundle_routes import BundleRoutes
 from coordinator.api._cluster_routes import ClusterRoutes
 from coordinator.api._console_routes import ConsoleRoutes
@@ -28,6 +29,7 @@ from coordinator.api._routes_table import ROUTES
 from coordinator.api._server import HttpLimits, body_timeout_middleware
 from coordinator.api._throttle import APP_KEY_THROTTLE, Throttle
 from coordinator.api._worker_routes import WorkerRoutes
+from coordinator.batches import BatchReads, BatchService
 from coordinator.jobs import ColdStartTracker, JobService, JobSettings, WorkerService
 from coordinator.scheduling import AheadSettings
 from coordinator.store import Store
@@ -65,6 +67,7 @@ def build_app(
     commit_seconds: Callable[[], list[float]],
     public_url: str,
     objects: ObjectStore,
+    batches: tuple[BatchService, BatchReads],
 ) -> web.Application:
     # The body timeout inside the error middleware: the timeout's 408 is answered by it, and
     # anything else the late read raises is still mapped by the error middleware.
@@ -101,6 +104,9 @@ def build_app(
         throttle=app[APP_KEY_THROTTLE],
         settings=settings.jobs,
         endpoints=view.endpoints,
+    ).add_to(app)
+    BatchRoutes(
+        batches=batches[0], reads=batches[1], settings=batches[0].settings, throttle=app[APP_KEY_THROTTLE]
     ).add_to(app)
     AdminRoutes(store=store, view=view, cold_starts=cold_starts, auth=auth, jobs=jobs).add_to(app)
     # Workers ping at least three times per claim grace, so a live worker's claims never lapse.

@@ -14,6 +14,7 @@ from typing import Any
 from coordinator._node_schema import NodeRecord
 from coordinator.api._route_doc import Q, Raw, RouteDoc
 from coordinator.api._routes_table_admin import admin_rows, node_rows
+from coordinator.api._routes_table_batch import batch_rows
 from tide.api import responses as R
 from tide.api.graphql import GraphQLErrors
 from tide.api.jobs import JobRequest
@@ -336,6 +337,7 @@ def _tagged(tag: str, rows: list[RouteDoc]) -> list[RouteDoc]:
 ROUTES: list[RouteDoc] = [
     *_tagged("public", _public()),
     *_tagged("openai", _openai()),
+    *_tagged("batch", batch_rows()),
     *_tagged("worker", _worker()),
     *_tagged("admin", admin_rows()),
     *_tagged("admin", node_rows()),
