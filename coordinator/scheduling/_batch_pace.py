@@ -42,13 +42,20 @@ def plan_batch_pace(p: PaceInput) -> BatchPace:
     # Spare capacity is used freely; beyond it only what the deadline needs (it takes
     # workers real-time traffic would use, so only when the SLA asks for them).
     workers = min(cap, max(spare, needed, 1), p.remaining)
-    at_risk = ""
+    return BatchPace(workers=workers, needed=needed, at_risk=_risk(p, needed, cap))
+
+
+def _risk(p: PaceInput, needed: int, cap: int) -> str:
+    if p.time_left_s <= 0:
+        return "past the SLA deadline; running at the most workers allowed"
+    if p.per_request_s > p.time_left_s:
+        return f"one request takes {p.per_request_s:.1f} s, more than the {p.time_left_s:.0f} s left"
     if needed > cap:
-        at_risk = (
+        return (
             f"needs {needed} workers to finish {p.remaining} requests in {p.time_left_s / 3600:.1f} h "
             f"at {p.per_request_s:.2f} s each; at most {cap} allowed (workersMax + batch allowance)"
         )
-    return BatchPace(workers=workers, needed=needed, at_risk=at_risk)
+    return ""
 
 
 def _needed(p: PaceInput) -> int:
@@ -56,4 +63,6 @@ def _needed(p: PaceInput) -> int:
         return 0
     if p.time_left_s <= 0:
         return p.remaining  # past the deadline: as fast as allowed
-    return math.ceil(p.remaining * max(p.per_request_s, 0.0) / p.time_left_s)
+    # More workers than requests cannot help: a request runs on one worker.
+    rate = p.remaining * max(p.per_request_s, 0.0) / p.time_left_s
+    return p.remaining if rate >= p.remaining else math.ceil(rate)
