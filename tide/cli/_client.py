@@ -66,6 +66,27 @@ class AdminClient:
     def put_bytes(self, path: str, data: bytes, content_type: str) -> Any:
         return self.request("PUT", path, raw=data, content_type=content_type)
 
+    def upload(self, path: str, data: Any, content_type: str, **query: object) -> Any:
+        """POST a raw body (bytes or a binary file, streamed) and decode the JSON answer."""
+        return self.request("POST", path, query=query, raw=data, content_type=content_type)
+
+    def download(self, path: str, out: Any) -> None:
+        """GET ``path`` and copy the body to the binary file ``out`` as it arrives."""
+        import shutil
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.base_url + path, method="GET")
+        if self._api_key:
+            req.add_header("Authorization", f"Bearer {self._api_key}")
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except urllib.error.HTTPError as exc:
+            raise _http_error(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise self._network_error(exc) from None
+
     def request(
         self,
         method: str,
@@ -73,7 +94,7 @@ class AdminClient:
         *,
         body: object = None,
         query: dict[str, object] | None = None,
-        raw: bytes | None = None,
+        raw: Any = None,
         content_type: str = "application/json",
     ) -> Any:
         import urllib.error  # lazy: http.client and email cost ~20 ms that --help does not need
@@ -83,7 +104,7 @@ class AdminClient:
         params = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tide.cli import _access, _cluster, _deploy, _endpoints, _gpus, _mig, _ops
+from tide.cli import _access, _batch, _cluster, _deploy, _endpoints, _gpus, _mig, _ops
 from tide.cli._client import AdminClient
 from tide.cli._context import Context
 from tide.cli._errors import CliError, UsageError
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _endpoints.register(sub, common)
     _deploy.register(sub, common)
     _access.register(sub, common)
+    _batch.register(sub, common)
     _cluster.register(sub, common)
     _gpus.register(sub, common)
     _mig.register(sub, common)

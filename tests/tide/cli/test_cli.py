@@ -167,6 +167,7 @@ def test_help_lists_every_command_with_examples(run_at: Callable[[str, str], Run
         "usage",
         "status",
         "gpus",
+        "batch",
         "dev",
     ):
         assert f"\n    {command} " in out
@@ -354,6 +355,36 @@ def test_jobs_view(tide: Run, coordinator_url: str) -> None:
     assert [j["id"] for j in view["jobs"]] == ids[:1] and view["endpointId"] == "queued"
     code, _, err = tide("jobs", "nosuchendpoint")
     assert code == 1 and "not found" in err
+
+
+def test_batch_submit_get_ls_cancel_results(tide: Run, tmp_path: Path) -> None:
+    _create(tide, "batchy")
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"input": {"n": i}}) + "\n" for i in range(5)) + "{bad\n")
+    code, out, err = tide("batch", "submit", "batchy", str(inputs), "--sla", "90m", "--name", "n1", "--json")
+    assert code == 0, err
+    ref = json.loads(out)
+    assert ref["status"] == "FINALIZED"
+    code, out, _ = tide("batch", "get", "batchy", ref["id"])
+    assert code == 0 and "6 total" in out and "1.5 h" in out
+    code, out, _ = tide("batch", "ls", "batchy")
+    assert code == 0 and ref["id"] in out and "n1" in out
+    code, out, _ = tide("batch", "cancel", "batchy", ref["id"])
+    assert code == 0 and "cancelling" in out
+    code, _, err = tide("batch", "cancel", "batchy", ref["id"])
+    assert code == 1 and "cancelled already" in err
+    out_file = tmp_path / "out.jsonl"
+    for _ in range(200):  # the leader's dispatcher drains the cancelled batch
+        if json.loads(tide("batch", "get", "batchy", ref["id"], "--json")[1])["status"] == "CANCELLED":
+            break
+        time.sleep(0.05)
+    assert tide("batch", "results", "batchy", ref["id"], "--out", str(out_file))[0] == 0
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["CANCELLED"] * 5 + ["FAILED"] and "line 6" in rows[5]["error"]
+    code, _, err = tide("batch", "submit", "batchy", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "no such file" in err
+    code, _, err = tide("batch", "submit", "batchy", str(inputs), "--sla", "soon")
+    assert code == 2 and "--sla" in err
 
 
 def test_worker_token_env_runs_a_worker(tide: Run, coordinator_url: str) -> None:
