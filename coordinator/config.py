@@ -65,6 +65,18 @@ Example (all keys optional)::
     inline-limit = 262144            # larger inputs and outputs go to the blob store (<= 524288)
     take-wait-s = 20.0               # a worker's job-take long-poll waits at most this long
 
+    [batch]
+    # run-batch (/v2/{ep}/batch): requests and results live in the object store in shards;
+    # the leader hands a window of them to the job queue as low-priority jobs.
+    shard-size = 1000                # requests per shard (one object; one etcd key while open)
+    max-requests = 10000000          # per batch
+    max-active = 100                 # unfinished batches per endpoint
+    upload-limit-mb = 16384          # a JSONL upload
+    request-limit-kb = 1024          # one request's JSON (larger: put it in object storage)
+    allowance-workers = 0            # workers batches may use beyond an endpoint's workersMax
+    prefetch = 2                     # queued batch requests per worker the pacing allows
+    tick-s = 1.0                     # the dispatcher's pass (it also wakes when a request ends)
+
     [webhooks]
     # Webhooks go to public addresses over http(s) only: loopback, link-local, private, CGNAT,
     # multicast and reserved addresses are refused at /run and again when sent (names are

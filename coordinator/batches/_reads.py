@@ -112,8 +112,9 @@ class BatchReads:
     async def stream(self, ep: str, batch: str) -> AsyncIterator[bytes]:
         """Every request's result as JSONL, shard by shard (folded shards straight from their file)."""
         record, _ = await self._records.read(ep, batch)
+        open_shards = await self._open_shards(record)
         for shard, size in enumerate(record.shards):
-            if size and self._folded(record, shard, await self._open_shards(record)):
+            if size and self._folded(record, shard, open_shards):
                 yield await self._shards.results_raw(ep, batch, shard)
             elif size:
                 yield b"".join(_encoder.encode(row) + b"\n" for row in await self._shard_rows(record, shard))

@@ -65,7 +65,7 @@ class BatchCost(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     gpu_seconds: dict[str, float]  # by GPU type or "type:mig-profile" (the price key)
     price_per_gpu_hour: dict[str, float]  # USD, the price applied to each key
     usd: float
-    requests_run: int  # executions, retries included (at-least-once: a retried request counts twice)
+    requests_run: int  # requests that ran on a worker (a cancelled or malformed one did not)
 
 
 class BatchSla(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
