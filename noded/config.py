@@ -32,6 +32,7 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
     suspend-budget-mb = 0            # host RAM idle workers may hold frozen (0 = stop them instead)
     suspend-settle-s = 1.0           # how long a worker stays marked suspended before it is frozen
     cuda-checkpoint = ""             # NVIDIA's cuda-checkpoint ("" = look on PATH)
+    fast-worker = true               # runpod 1.12.0 workers: no 1 s sleep between jobs (TIDE_FAST_WORKER=0 per endpoint)
     cdi-dirs = ["/etc/cdi", "/var/run/cdi"]     # GPU CDI specs (containerd)
     cdi-refresh = true               # regenerate into <state-dir>/cdi for new MIG devices
     systemd-cgroup = false           # true when containerd uses SystemdCgroup
@@ -143,6 +144,10 @@ class RuntimeSection(StrictConfig, frozen=True, kw_only=True, forbid_unknown_fie
     # cold starts skip those imports (noded/runtime/process/_pyargv.py, _zygote.py).
     prewarm: bool = True
     prewarm_modules: list[str] = msgspec.field(default_factory=lambda: ["runpod"])
+    # Workers running runpod 1.12.0 take the next job the moment a slot frees instead of after the
+    # SDK's 1 s sleep (an injected module on PYTHONPATH; noded/runtime/fastworker).  A worker's
+    # env TIDE_FAST_WORKER=0 turns it off for that endpoint; false here, for the whole node.
+    fast_worker: bool = True
     # Suspended workers (issue 16): host RAM idle workers may hold frozen in place instead of being
     # stopped when their endpoint scales down (0 = stop them, as before); how long a worker marked
     # suspended must stay marked before it is frozen (a job-take racing the mark is undone first);

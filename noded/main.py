@@ -80,6 +80,7 @@ def _runtime(cfg: FileConfig) -> Any:
         prewarm=rt.prewarm,
         prewarm_modules=rt.prewarm_modules,
         cuda_checkpoint=CudaCheckpoint.find(rt.cuda_checkpoint),
+        fast_worker=rt.fast_worker,
     )
 
 

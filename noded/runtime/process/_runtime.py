@@ -50,6 +50,7 @@ import msgspec
 from noded.runtime._common import BASE_ENV, check_worker_id, device_env, tail_lines
 from noded.runtime._cuda_checkpoint import CudaCheckpoint
 from noded.runtime._protocol import WorkerSpec, WorkerStatus
+from noded.runtime.fastworker import INJECT_DIR, inject_env
 from noded.runtime.process import _cgroup, _suspend
 from noded.runtime.process._pool import DEFAULT_PREWARM_MODULES, PrewarmPool
 from noded.runtime.process._pyargv import ALIASES, Fork, plan_python_launch
@@ -106,15 +107,20 @@ def image_dir(image: str) -> str:
     return parts.path
 
 
-def plan_launch(spec: WorkerSpec, *, worker_dir: str, cgroup_dir: str = "", python: str = "") -> Launch:
+def plan_launch(
+    spec: WorkerSpec, *, worker_dir: str, cgroup_dir: str = "", python: str = "", fast_worker: bool = False
+) -> Launch:
     """Pure: the argv, env and cwd of a worker.  Device variables win over the spec's env.
-    With ``python``, a leading ``python``/``python3`` means that interpreter (as in noded's agent)."""
+    With ``python``, a leading ``python``/``python3`` means that interpreter (as in noded's agent).
+    With ``fast_worker``, the fast worker's directory leads PYTHONPATH unless the spec's env says
+    TIDE_FAST_WORKER=0 (``noded.runtime.fastworker``)."""
     argv = [*spec.command, *spec.args]
     if not argv:
         raise InvalidArgument(f"worker {spec.id}: dir images have no default command; set command or args")
     if python and argv[0] in ALIASES:
         argv[0] = python
     env = {**BASE_ENV, "HOME": os.path.join(worker_dir, "home"), **spec.env, **device_env(spec.devices)}
+    env = inject_env(env, INJECT_DIR, node_enabled=fast_worker)
     return Launch(
         argv=argv,
         env=env,
@@ -174,7 +180,9 @@ class ProcessRuntime:
         prewarm: bool = False,
         prewarm_modules: Sequence[str] = DEFAULT_PREWARM_MODULES,
         cuda_checkpoint: CudaCheckpoint | None = None,
+        fast_worker: bool = True,
     ) -> None:
+        self._fast_worker = fast_worker  # issue 17: event-driven waits in the runpod SDK's loop
         self._cuda = cuda_checkpoint or CudaCheckpoint.find()
         self._root = Path(state_dir)
         self._root.mkdir(parents=True, exist_ok=True)
@@ -298,7 +306,9 @@ class ProcessRuntime:
             d = self._dir(worker_id)
             spec = self._spec(worker_id)
             cgroup_dir = await asyncio.to_thread(self._cgroup().prepare, worker_id, spec.limits)
-            launch = plan_launch(spec, worker_dir=str(d), cgroup_dir=cgroup_dir, python=self._python)
+            launch = plan_launch(
+                spec, worker_dir=str(d), cgroup_dir=cgroup_dir, python=self._python, fast_worker=self._fast_worker
+            )
             write_json_atomic(str(d / "launch.json"), msgspec.to_builtins(launch))
             line = await asyncio.to_thread(self._launch, d, launch.argv)
             if line != "ok":

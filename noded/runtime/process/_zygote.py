@@ -376,6 +376,7 @@ def run_worker(launch: dict[str, Any]) -> int:
     _reopen_stdio("u" in plan.flags or bool(_python_env(plan, os.environ, "PYTHONUNBUFFERED")))
     importlib.invalidate_caches()
     _reset_process_state()
+    _run_sitecustomize(_python_env(plan, os.environ, "PYTHONPATH"))
     main = types.ModuleType("__main__")
     main.__file__ = script
     main.__cached__ = None  # type: ignore[attr-defined]
@@ -394,6 +395,22 @@ def run_worker(launch: dict[str, Any]) -> int:
         sys.excepthook(type(exc), exc, exc.__traceback__)
         return 1
     return 0
+
+
+def _run_sitecustomize(pythonpath: str) -> None:
+    """A fresh interpreter imports ``sitecustomize`` from its PYTHONPATH at start (site.py); the
+    zygote's own came from elsewhere or not at all.  Runs a worker's (e.g. Tide's injected fast
+    worker hook) as site.py would: its errors are printed, not fatal."""
+    dirs = [os.path.abspath(p) for p in pythonpath.split(os.pathsep) if p]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", dirs) if dirs else None
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sitecustomize"] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        traceback.print_exc()
 
 
 def _reset_process_state() -> None:
