@@ -32,7 +32,7 @@ through ``_MIGRATIONS``, a newer one is refused.  Example (all keys optional but
     suspend-budget-mb = 0            # host RAM idle workers may hold frozen (0 = stop them instead)
     suspend-settle-s = 1.0           # how long a worker stays marked suspended before it is frozen
     cuda-checkpoint = ""             # NVIDIA's cuda-checkpoint ("" = look on PATH)
-    fast-worker = true               # runpod 1.12.0 workers: no 1 s sleep between jobs (TIDE_FAST_WORKER=0 per endpoint)
+    fast-worker = true               # runpod 1.12.0: no 1 s sleep between jobs (TIDE_FAST_WORKER=0)
     cdi-dirs = ["/etc/cdi", "/var/run/cdi"]     # GPU CDI specs (containerd)
     cdi-refresh = true               # regenerate into <state-dir>/cdi for new MIG devices
     systemd-cgroup = false           # true when containerd uses SystemdCgroup

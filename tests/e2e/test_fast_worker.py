@@ -14,7 +14,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(90)]
 
 
 def _submit(cluster: Cluster, ep: str, n: int) -> str:
-    code, body = http_json("POST", f"{cluster.url}/v2/{ep}/run", {"input": {"n": n, "max_sleep": 0.02}}, key=cluster.key)
+    code, body = http_json(
+        "POST", f"{cluster.url}/v2/{ep}/run", {"input": {"n": n, "max_sleep": 0.02}}, key=cluster.key
+    )
     assert code == 200, body
     return str(body["id"])
 
@@ -32,7 +34,11 @@ def test_no_job_lost_or_run_twice_with_concurrency(cluster: Cluster, scratch: Pa
     cluster.worker(ep, "concurrency.py", RUNS_FILE=str(runs), CONCURRENCY="8", TIDE_FAST_WORKER=fast)
     jobs = {_submit(cluster, ep, n): n for n in range(80)}
     pending = dict(jobs)
-    wait_until(lambda: len(runs.read_text().splitlines()) > len(jobs), timeout=60, what="every job to run")
+    wait_until(
+        lambda: runs.exists() and len(runs.read_text().splitlines()) > len(jobs),
+        timeout=60,
+        what="every job to run",
+    )
 
     def all_done() -> bool:
         for job, n in list(pending.items()):

@@ -43,7 +43,7 @@ logging.getLogger("probe").info("configured by the handler")
 import multiprocessing, os, random, sys
 import aiohttp  # preloaded in the zygote: a shared module object would leak marks across workers
 import runpod
-from runpod.serverless.modules import rp_http, rp_job, worker_state
+from runpod.serverless.modules import rp_http, rp_job, rp_scale, worker_state
 
 SEEN = []
 
@@ -59,6 +59,7 @@ def handler(job):
         "job_get_url": rp_job.JOB_GET_URL, "job_done_url": rp_http.JOB_DONE_URL,
         "worker_id": worker_state.WORKER_ID, "seen": list(SEEN), "shared": aiohttp._tide_marks,
         "authkey": multiprocessing.current_process().authkey.hex(), "random": random.random(),
+        "fast": getattr(rp_scale.JobScaler, "_tide_fast_worker", False),
     }
 
 
@@ -121,6 +122,7 @@ async def test_forked_runpod_workers_serve_with_their_own_identity_and_state(
         worker = first["workerId"]
         assert second["workerId"] == worker and second["pid"] == first["pid"]
         assert "prewarm: forked" in (workers_dir / worker / "shim.log").read_text()
+        assert first["fast"] is True  # the fast worker patched the SDK in the forked worker (issue 17)
         # Its own identity: env, the URLs runpod built at import, sys.argv, cwd, __file__.
         env = first["env"]
         assert (env["RUNPOD_POD_ID"], env["RUNPOD_ENDPOINT_ID"], env["GREETING"]) == (
@@ -426,3 +428,28 @@ def test_fork_refusal() -> None:
     assert "HF_HOME" in fork_refusal(py, {**ok, "HF_HOME": "/models"}, ["transformers"])
     assert "locale" in fork_refusal(py, {**ok, "LC_ALL": "de_DE.ISO-8859-1"}, [])
     assert fork_refusal(py, {**ok, "LC_ALL": "en_US.utf8"}, []) == ""
+
+
+FAST_PROBE = """
+from runpod.serverless.modules import rp_scale
+print(getattr(rp_scale.JobScaler, "_tide_fast_worker", False))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "patched", "path"),
+    [
+        ({}, True, "prewarm: forked"),
+        ({"TIDE_PREWARM": "0"}, True, "prewarm: exec"),
+        ({"TIDE_FAST_WORKER": "0"}, False, "prewarm: forked"),
+    ],
+)
+async def test_prewarm_workers_get_the_fast_worker_on_both_paths(
+    pool: tuple[ProcessRuntime, Path], env: dict[str, str], patched: bool, path: str
+) -> None:
+    """Forked and exec'd workers patch runpod's JobScaler at its import (issue 17); the
+    endpoint's TIDE_FAST_WORKER=0 leaves the SDK as it is, PYTHONPATH untouched."""
+    rt, _image = pool
+    exit_code, lines, shim_log = await _run(rt, _image, FAST_PROBE, env=env)
+    assert exit_code == 0, lines
+    assert lines[-1] == str(patched) and path in shim_log

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 # asyncio is imported only when the patch applies: at interpreter start (sitecustomize) this
 # module must not change what a worker's own imports find first.
@@ -53,7 +56,7 @@ def _sdk_version() -> str:
     mod = sys.modules.get("runpod.version")
     if mod is None:
         try:
-            import runpod.version as mod  # type: ignore[import-untyped,no-redef]
+            import runpod.version as mod  # type: ignore[no-redef]
         except Exception:
             return "unknown"
     return str(getattr(mod, "__version__", "unknown"))
@@ -120,6 +123,7 @@ async def _wait(event: asyncio.Event, bound: float) -> None:
 
 def _apply(m: Any, scaler: Any) -> None:
     import asyncio
+    import contextlib
 
     log = m.log
     original_kill = scaler.kill_worker
@@ -160,13 +164,13 @@ def _apply(m: Any, scaler: Any) -> None:
             except asyncio.CancelledError:
                 log.debug("JobScaler.get_jobs | Request was cancelled.")
                 raise
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.debug("JobScaler.get_jobs | Job acquisition timed out. Retrying.")
             except TypeError as error:
                 log.debug(f"JobScaler.get_jobs | Unexpected error: {error}.")
             except Exception as error:
                 log.error(
-                    f"Failed to get job. | Error Type: {type(error).__name__} | Error Message: {str(error)}"
+                    f"Failed to get job. | Error Type: {type(error).__name__} | Error Message: {error!s}"
                 )
             finally:
                 await asyncio.sleep(0)
@@ -204,10 +208,8 @@ def _apply(m: Any, scaler: Any) -> None:
         original_kill(self)
         wake = self.__dict__.get("_tide_wakeups")
         if wake is not None:  # also from a signal handler: wake the loop through its self-pipe
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
                 wake.loop.call_soon_threadsafe(wake.wake_all)
-            except RuntimeError:  # the loop is closed: nothing waits
-                pass
 
     scaler.get_jobs = get_jobs
     scaler.run_jobs = run_jobs

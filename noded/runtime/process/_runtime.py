@@ -307,7 +307,11 @@ class ProcessRuntime:
             spec = self._spec(worker_id)
             cgroup_dir = await asyncio.to_thread(self._cgroup().prepare, worker_id, spec.limits)
             launch = plan_launch(
-                spec, worker_dir=str(d), cgroup_dir=cgroup_dir, python=self._python, fast_worker=self._fast_worker
+                spec,
+                worker_dir=str(d),
+                cgroup_dir=cgroup_dir,
+                python=self._python,
+                fast_worker=self._fast_worker,
             )
             write_json_atomic(str(d / "launch.json"), msgspec.to_builtins(launch))
             line = await asyncio.to_thread(self._launch, d, launch.argv)

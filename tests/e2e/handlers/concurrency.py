@@ -21,4 +21,6 @@ async def handler(job):
 
 
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda _: int(os.environ["CONCURRENCY"])})
+    runpod.serverless.start(
+        {"handler": handler, "concurrency_modifier": lambda _: int(os.environ["CONCURRENCY"])}
+    )
