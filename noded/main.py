@@ -70,6 +70,7 @@ def _runtime(cfg: FileConfig) -> Any:
             systemd_cgroup=rt.systemd_cgroup,
             cgroup_parent=parent,
             registries=registry_auth(rt.registries),
+            fast_worker=rt.fast_worker,
         )
         return ContainerdRuntime(config, cuda_checkpoint=CudaCheckpoint.find(rt.cuda_checkpoint))
     from noded.runtime import ProcessRuntime

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from noded.runtime._common import BASE_ENV, device_env
 from noded.runtime._protocol import WorkerSpec
 from noded.runtime.containerd._cdi import ContainerEdits, LinuxDevice
+from noded.runtime.fastworker import CONTAINER_DIR, INJECT_DIR, inject_env
 from tide.api.errors import InvalidArgument
 
 __all__ = ["CAPS", "plan_oci_spec"]
@@ -103,13 +104,25 @@ def plan_argv(spec: WorkerSpec, image_config: Mapping[str, Any]) -> list[str]:
     return argv
 
 
-def plan_env(spec: WorkerSpec, image_config: Mapping[str, Any], edits: ContainerEdits) -> list[str]:
+def plan_env(
+    spec: WorkerSpec, image_config: Mapping[str, Any], edits: ContainerEdits, *, fast_worker: bool = False
+) -> list[str]:
+    """With ``fast_worker``, the injected fast worker directory leads the image's PYTHONPATH
+    unless the env says TIDE_FAST_WORKER=0 (``noded.runtime.fastworker``)."""
     env = dict(BASE_ENV)
     env.update(_split_env(image_config.get("Env") or []))
     env.update(spec.env)
     env.update(_split_env(edits.env))
     env.update(device_env(spec.devices))
+    env = inject_env(env, CONTAINER_DIR, node_enabled=fast_worker)
     return [f"{k}={v}" for k, v in env.items()]
+
+
+def _fast_worker_on(env: list[str]) -> bool:
+    """Whether plan_env put the fast worker's directory first on PYTHONPATH."""
+    return any(
+        e == f"PYTHONPATH={CONTAINER_DIR}" or e.startswith(f"PYTHONPATH={CONTAINER_DIR}:") for e in env
+    )
 
 
 def _split_env(pairs: list[str]) -> dict[str, str]:
@@ -155,12 +168,16 @@ def plan_oci_spec(
     network: Literal["host", "none"] = "host",
     host_files: list[str] | None = None,
     shm_bytes: int = 1 << 30,
+    fast_worker: bool = False,
 ) -> dict[str, Any]:
     """Pure: the runtime spec (JSON-ready) for ``spec`` on an image with config ``image_config``.
 
     ``devices`` are ``edits.device_nodes`` resolved against the host; ``host_files``
     are bound read-only with the host network (/etc/hosts, /etc/resolv.conf that exist).
+    With ``fast_worker``, the fast worker's directory is bound read-only at CONTAINER_DIR and
+    leads PYTHONPATH (issue 17; the image is unchanged).
     """
+    env = plan_env(spec, image_config, edits, fast_worker=fast_worker)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     mounts = _base_mounts(shm_bytes)
     if network == "none":
@@ -172,11 +189,13 @@ def plan_oci_spec(
         _bind(m.host_path, m.container_path, read_only=False, options=m.options or ["rbind", "ro"])
         for m in edits.mounts
     ]
+    if _fast_worker_on(env):
+        mounts.append(_bind(INJECT_DIR, CONTAINER_DIR, read_only=True))
     process = {
         "terminal": False,
         "user": _user(image_config),
         "args": plan_argv(spec, image_config),
-        "env": plan_env(spec, image_config, edits),
+        "env": env,
         "cwd": image_config.get("WorkingDir") or "/",
         "capabilities": {k: list(CAPS) for k in ("bounding", "effective", "permitted")},
         "noNewPrivileges": True,

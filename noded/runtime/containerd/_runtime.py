@@ -78,6 +78,9 @@ class ContainerdConfig(msgspec.Struct, frozen=True, kw_only=True):
     # tide dev: the GPUs are simulated, so devices no CDI spec names get only the visibility
     # env and no device nodes.  Never set on a real GPU host: there a missing spec is an error.
     simulated_gpus: bool = False
+    # Issue 17: bind the fast worker's directory read-only into workers and lead PYTHONPATH with it,
+    # so runpod 1.12.0 workers wait on events, not timers (an endpoint's TIDE_FAST_WORKER=0 opts out).
+    fast_worker: bool = True
 
 
 # containerd's task Status: CREATED=1 RUNNING=2 STOPPED=3 PAUSED=4 PAUSING=5 (Tasks.Pause: runc's freezer).
@@ -168,6 +171,7 @@ class ContainerdRuntime:
             network=cfg.network,
             host_files=[p for p in ("/etc/hosts", "/etc/resolv.conf") if os.path.isfile(p)],
             shm_bytes=cfg.shm_bytes,
+            fast_worker=cfg.fast_worker,
         )
 
     async def _create_container(

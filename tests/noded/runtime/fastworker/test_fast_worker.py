@@ -104,3 +104,29 @@ def test_injected_sitecustomize_hooks_runpod_and_chains_the_images_own(tmp_path:
         "print(early, getattr(builtins, 'THEIRS', False), rp_scale.JobScaler._tide_fast_worker)"
     )
     assert _python(code, env, tmp_path) == "False True True"
+
+
+@pytest.mark.parametrize(
+    ("fast_worker", "spec_env", "injected"),
+    [(True, {}, True), (True, {"TIDE_FAST_WORKER": "0"}, False), (False, {}, False)],
+)
+def test_containers_get_the_directory_read_only_and_first_on_pythonpath(
+    fast_worker: bool, spec_env: dict[str, str], injected: bool
+) -> None:
+    from noded.runtime import WorkerSpec
+    from noded.runtime.containerd._cdi import ContainerEdits
+    from noded.runtime.containerd._oci_spec import plan_oci_spec
+    from noded.runtime.fastworker import CONTAINER_DIR
+
+    spec = WorkerSpec(id="w1", image="r/x:1", env=spec_env)
+    image = {"Cmd": ["python", "handler.py"], "Env": ["PYTHONPATH=/app/lib"]}
+    oci = plan_oci_spec(
+        spec, image, edits=ContainerEdits(), devices=[], cgroups_path="/t/w1", fast_worker=fast_worker
+    )
+    env = dict(e.split("=", 1) for e in oci["process"]["env"])
+    binds = [m for m in oci["mounts"] if m["destination"] == CONTAINER_DIR]
+    if injected:
+        assert env["PYTHONPATH"] == f"{CONTAINER_DIR}:/app/lib"  # the image's own path kept, after ours
+        assert len(binds) == 1 and binds[0]["source"] == INJECT_DIR and "ro" in binds[0]["options"]
+    else:
+        assert env["PYTHONPATH"] == "/app/lib" and not binds
