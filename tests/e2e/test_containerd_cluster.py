@@ -250,6 +250,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         push_image(handler_image(MLP_HANDLER), registry.url, "tide/torch-mlp", "1")
         argv = ["--port", "0", "--nodes", "0", "--gpus", "3xH100-80GB", "--claim-grace", "3"]
         argv += ["--state-dir", str(root / "state"), "--runtime", "containerd"]
+        argv += ["--suspend-budget-mb", "0"]  # scale-to-zero here means fresh containers (T1 test)
         argv += ["--containerd-socket", server.socket, "--cdi-dir", str(root / "cdi")]
         # The host's Python, plus the checkout (an editable install's flashboot lives there) and
         # the torch example's weights, which every worker must see at one path with one mtime.

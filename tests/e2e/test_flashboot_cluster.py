@@ -128,6 +128,7 @@ def _stages(cold: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def dev(tmp_path: Path) -> AsyncIterator[Dev]:
     argv = ["--port", "0", "--api-key", KEY, "--state-dir", str(tmp_path / "dev"), "--nodes", "2"]
     argv += ["--gpus", "1xH100-80GB", "--claim-grace", "10", "--lost-after", "60"]
+    argv += ["--suspend-budget-mb", "0"]  # scaled to zero = stopped: the next worker restores from T1
     cluster = DevCluster(parser().parse_args(argv))
     await cluster.start()
     try:

@@ -25,11 +25,14 @@ if TYPE_CHECKING:  # the daemons are imported where used, so `tide dev --help` l
     from noded.runtime import ContainerdRuntime, ContainerRuntime
     from tiered_storage import ObjectStore
 
-__all__ = ["PREWARM", "DevCluster", "prewarm_modules"]
+__all__ = ["PREWARM", "SUSPEND_BUDGET_MB", "DevCluster", "prewarm_modules"]
 
 log = logging.getLogger("tide.dev")
 
 PREWARM = True  # --prewarm's default: cold starts ~2 s -> ~0.25 s (bench/scale.py --prewarm both)
+# --suspend-budget-mb's default: host RAM a dev node lets suspended workers hold (issue 16), so that a
+# dev cluster's scale-from-zero is a thaw of the idle worker, as on a production host configured for it.
+SUSPEND_BUDGET_MB = 4096
 
 
 def prewarm_modules() -> tuple[str, ...]:
@@ -124,6 +127,7 @@ class DevCluster:
             report_dir=str(self.state_dir / "nodes" / name / "reports"),
             bundle_dir=str(self.state_dir / "nodes" / name / "bundles"),
             t1_advice_level=logging.INFO,  # a laptop's /dev/shm is fine for trying things out
+            suspend_budget_bytes=max(0, getattr(self.args, "suspend_budget_mb", SUSPEND_BUDGET_MB)) << 20,
         )
         agent = NodeAgent(client, runtime, _simulated_gpus(self.args.gpus, name, seed), settings)
         await agent.start()

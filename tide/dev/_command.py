@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-from tide.dev._cluster import PREWARM, DevCluster
+from tide.dev._cluster import PREWARM, SUSPEND_BUDGET_MB, DevCluster
 
 __all__ = ["main", "parser"]
 
@@ -16,6 +16,7 @@ _EPILOG = """examples:
   tide dev                                   # coordinator on :8420, one node with simulated GPUs
   tide dev --nodes 2 --gpus 2xH100-80GB,1xRTXPRO6000-96GB --api-key secret
   tide dev --etcd etcd://127.0.0.1:2379     # keep state in a real etcd
+  tide dev --suspend-budget-mb 0             # stop idle workers instead of suspending them
   tide dev --gpus 1xH100-80GB:mig,1xRTXPRO6000-96GB:mig,1xH100-80GB   # MIG pool: cut on demand
   sudo tide dev --runtime containerd --insecure-registry registry.lan:5000   # workers as containers
 
@@ -60,6 +61,15 @@ def parser() -> argparse.ArgumentParser:
         help="process runtime: fork each worker from a process that has already imported runpod's "
         "dependencies (and torch, when installed), so cold starts skip them "
         f"(default {'on' if PREWARM else 'off'})",
+    )
+    p.add_argument(
+        "--suspend-budget-mb",
+        type=int,
+        default=SUSPEND_BUDGET_MB,
+        metavar="MB",
+        help="host RAM each node lets suspended workers hold: an endpoint scaling down freezes its idle "
+        "workers in place (same process, imports and weights kept) and its next request thaws one "
+        f"instead of starting a fresh worker (default {SUSPEND_BUDGET_MB}; 0 = stop idle workers)",
     )
     _containerd_flags(p)
     p.add_argument(
