@@ -111,7 +111,8 @@ class MigDemandRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ColdStartStage(msgspec.Struct, frozen=True, kw_only=True):
-    # placement | process_start | runtime_import | weight_restore | handler_ready | first_job
+    # fresh: placement | process_start | runtime_import | weight_restore | handler_ready | first_job
+    # resume: placement | thaw | device_restore | handler_ready | first_job
     stage: str
     seconds: float
     tier: str = ""  # weight_restore: the nearest tier that held the weights
@@ -130,7 +131,11 @@ class ColdStart(msgspec.Struct, frozen=True, kw_only=True):
     stages: list[ColdStartStage] = []
     weight_tier: str = ""  # the farthest tier its weights came from; "" = it reported none
     weight_bytes: int = 0
-    complete: bool = False  # the worker's own boot report is included
+    complete: bool = False  # the worker's own boot (or resume) report is included
+    # "fresh" (a new process) or "resume" (a suspended worker thawed in place, issue 16); a resume
+    # that failed and fell back to a fresh start is "fresh" with ``reason`` saying why.
+    path: str = "fresh"
+    reason: str = ""
 
 
 class ColdStartHistory(msgspec.Struct, frozen=True, kw_only=True):

@@ -61,8 +61,10 @@ class Metrics:
         self.cold_start_seconds = Histogram(
             "tide_cold_start_seconds",
             "Cold starts from zero by stage (placement, process_start, runtime_import, "
-            "weight_restore, handler_ready, first_job, total); tier = where the weights came from",
-            ["endpoint", "stage", "tier"],
+            "weight_restore, handler_ready, first_job, total; a resume: thaw and device_restore "
+            "instead of process_start to weight_restore); tier = where the weights came from; "
+            "path = fresh (a new process) or resume (a suspended worker thawed in place)",
+            ["endpoint", "stage", "tier", "path"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -73,8 +75,8 @@ class Metrics:
     def observe_cold_start(self, cs: ColdStart) -> None:
         tier = cs.weight_tier or "none"
         for s in cs.stages:
-            self.cold_start_seconds.labels(cs.endpoint_id, s.stage, tier).observe(s.seconds)
-        self.cold_start_seconds.labels(cs.endpoint_id, "total", tier).observe(cs.total_s)
+            self.cold_start_seconds.labels(cs.endpoint_id, s.stage, tier, cs.path).observe(s.seconds)
+        self.cold_start_seconds.labels(cs.endpoint_id, "total", tier, cs.path).observe(cs.total_s)
 
     async def handle(self, request: web.Request) -> web.Response:
         samples = self._commit_seconds()

@@ -1,4 +1,4 @@
-"""Cold starts: each fresh worker's start, split into stages, as its first job saw it.
+"""Cold starts: each fresh or resumed worker's start, split into stages, as its first job saw it.
 
 Who knows what (every time is unix seconds; host times come from the worker's host):
 
@@ -13,6 +13,16 @@ Stages: placement (submitted -> placed), process_start (placed -> process starte
 and the runtime's start), runtime_import (-> imports done), weight_restore (the loads, by tier),
 handler_ready (-> first job taken), first_job (taken -> done).  Without a boot report (a handler
 that loads nothing through FlashBoot) imports and weights are part of handler_ready.
+
+A resumed worker (issue 16: suspended when its endpoint scaled down, thawed in place on scale-up)
+starts a new stretch at its assignment's ``resumed_at``; the first job of that stretch which was
+waiting before the resume is its cold start, ``path: resume``, joined with the worker's resume record
+(WorkerReport.resume: when noded began the thaw, ``thaw_s``, ``device_restore_s``).  Stages:
+placement (submitted -> the scheduler's resume decision), thaw (-> thawed: noded's pick-up of the
+flip and the runtime's thaw), device_restore (cuda-checkpoint putting its memory back on the GPU;
+0 without one), handler_ready (-> first job taken: the SDK's job-take loop waking up), first_job.
+A resume that failed and fell back to a fresh start is reported as a fresh start from the decision,
+``path: fresh`` with the resume's ``reason``.
 
 ``ColdStartTracker`` runs on every replica, fed by the view's watch: it notes the first job each
 worker takes (for workers placed after this replica started watching, so that it saw all their
@@ -39,7 +49,7 @@ from coordinator._node_schema import ColdStart, ColdStartHistory, ColdStartStage
 from coordinator._schema import JobRecord, encode
 from coordinator.store import Compare, Put, Store
 from coordinator.view import ClusterView
-from tide.api.nodes import WorkerReport
+from tide.api.nodes import WorkerReport, WorkerResume
 
 __all__ = ["ColdStartRecorder", "ColdStartTracker", "FirstJob", "cold_start_json", "compute_cold_start"]
 
@@ -60,14 +70,53 @@ class FirstJob:
     submitted_at: float
     taken_at: float
     finished_at: float = 0.0  # 0 = still running
+    resumed_at: float = 0.0  # a resumed worker's stretch: the scheduler's resume (0 = a fresh worker)
+    suspended_at: float = 0.0  # ... and the suspend before it
+
+
+def _stretch(a: WorkerAssignment) -> str:
+    """Which stretch of the worker's life a job belongs to: its placement, or its latest resume."""
+    return f"{a.worker_id}@{a.resumed_at!r}" if a.resumed_at else a.worker_id
+
+
+def _placed_at(a: WorkerAssignment) -> float:
+    return a.resumed_at or a.created_at
 
 
 def compute_cold_start(first: FirstJob, a: WorkerAssignment, report: WorkerReport | None) -> ColdStart:
     """Stages of one cold start (see the module docstring).  Pure; negative spans (clock skew
     between hosts) are shown as 0."""
+    if first.resumed_at:
+        rec = report.resume if report else None
+        # this resume's record: after the suspend that preceded it, before its first job was done
+        if rec is not None and first.suspended_at < rec.resumed_at <= first.finished_at:
+            if rec.path == "resume":
+                return _resumed(first, a, rec)
+            return msgspec.structs.replace(_fresh(first, a, report), reason=rec.reason)
+        return _resumed(first, a, None)
+    return _fresh(first, a, report)
+
+
+def _resumed(first: FirstJob, a: WorkerAssignment, rec: WorkerResume | None) -> ColdStart:
+    stages = [ColdStartStage(stage="placement", seconds=max(0.0, first.resumed_at - first.submitted_at))]
+    at = first.resumed_at
+    if rec is not None:
+        thawed = rec.resumed_at + rec.thaw_s
+        stages.append(ColdStartStage(stage="thaw", seconds=max(0.0, thawed - rec.device_restore_s - at)))
+        stages.append(ColdStartStage(stage="device_restore", seconds=rec.device_restore_s))
+        at = max(at, thawed)
+    stages.append(ColdStartStage(stage="handler_ready", seconds=max(0.0, first.taken_at - at)))
+    stages.append(ColdStartStage(stage="first_job", seconds=max(0.0, first.finished_at - first.taken_at)))
+    return _cold_start(first, a, stages, complete=rec is not None, path="resume")
+
+
+def _fresh(first: FirstJob, a: WorkerAssignment, report: WorkerReport | None) -> ColdStart:
     boot = report.boot if report else None
-    stages = [ColdStartStage(stage="placement", seconds=max(0.0, a.created_at - first.submitted_at))]
-    at = a.created_at  # the end of the stage before
+    placed = first.resumed_at or a.created_at  # this stretch's start, whatever came after it
+    if boot is not None and boot.process_started_at and boot.process_started_at < first.suspended_at:
+        boot = None  # the boot report of the process before the suspend, not of this start
+    stages = [ColdStartStage(stage="placement", seconds=max(0.0, placed - first.submitted_at))]
+    at = placed  # the end of the stage before
 
     def stage(name: str, until: float, tier: str = "") -> None:
         nonlocal at
@@ -87,6 +136,19 @@ def compute_cold_start(first: FirstJob, a: WorkerAssignment, report: WorkerRepor
         at = max(at, boot.restored_at)
     stage("handler_ready", first.taken_at)
     stage("first_job", first.finished_at)
+    return _cold_start(first, a, stages, complete=boot is not None, tier=tier, nbytes=nbytes)
+
+
+def _cold_start(
+    first: FirstJob,
+    a: WorkerAssignment,
+    stages: list[ColdStartStage],
+    *,
+    complete: bool,
+    path: str = "fresh",
+    tier: str = "",
+    nbytes: int = 0,
+) -> ColdStart:
     return ColdStart(
         endpoint_id=first.endpoint_id,
         worker_id=first.worker_id,
@@ -98,7 +160,8 @@ def compute_cold_start(first: FirstJob, a: WorkerAssignment, report: WorkerRepor
         stages=stages,
         weight_tier=tier,
         weight_bytes=nbytes,
-        complete=boot is not None,
+        complete=complete,
+        path=path,
     )
 
 
@@ -120,6 +183,8 @@ def cold_start_json(cs: ColdStart) -> dict[str, Any]:
         "weightTier": cs.weight_tier,
         "weightBytes": cs.weight_bytes,
         "complete": cs.complete,
+        "path": cs.path,
+        **({"reason": cs.reason} if cs.reason else {}),
     }
 
 
@@ -130,7 +195,7 @@ class ColdStartTracker:
     def __init__(self, view: ClusterView, *, clock: Callable[[], float] = time.time) -> None:
         self._view = view
         self._since = clock()  # workers placed before this were started before we watched
-        self._first: OrderedDict[str, FirstJob] = OrderedDict()  # worker -> its first job
+        self._first: OrderedDict[str, FirstJob] = OrderedDict()  # worker stretch -> its first job
         self._by_job: dict[str, FirstJob] = {}
         self._done: OrderedDict[str, ColdStart] = OrderedDict()  # job -> joined once final
         self._pending: dict[str, None] = {}  # final first jobs no history holds yet
@@ -141,24 +206,26 @@ class ColdStartTracker:
 
     # -- the feed --------------------------------------------------------
     def observe(self, record: JobRecord) -> None:
-        """A job record changed (put).  Notes a fresh worker's first job and its end."""
+        """A job record changed (put).  Notes a fresh or resumed worker's first job and its end."""
         worker = record.worker_id
         if not worker or record.status == "IN_QUEUE":
             return
-        first = self._first.get(worker)
+        a = self._view.assignments.get(worker)
+        first = self._first.get(_stretch(a)) if a is not None else self._first.get(worker)
         if first is None:
-            a = self._view.assignments.get(worker)
-            if a is None or a.created_at < self._since:
-                return
+            if a is None or _placed_at(a) < self._since or record.started_at < a.resumed_at:
+                return  # placed before we watched, or a job of the stretch before the resume
             first = FirstJob(
                 job_id=record.id,
                 endpoint_id=record.endpoint_id,
                 worker_id=worker,
                 submitted_at=record.created_at,
                 taken_at=record.started_at,
+                resumed_at=a.resumed_at,
+                suspended_at=a.suspended_at if a.resumed_at else 0.0,
             )
-            self._first[worker] = first
-            if record.created_at <= a.created_at:  # it waited for this worker to start
+            self._first[_stretch(a)] = first
+            if record.created_at <= _placed_at(a):  # it waited for this worker to start (or resume)
                 self._by_job[record.id] = first
             self._trim()
         if record.id not in self._by_job or first.job_id != record.id or first.finished_at:
@@ -202,8 +269,10 @@ class ColdStartTracker:
         return self._join(first) or done
 
     def of_worker(self, worker: str) -> ColdStart | None:
-        """The worker's cold start, if its first job waited for it and is done."""
-        first = self._first.get(worker)
+        """The worker's latest cold start (its start or last resume), if its first job waited for it
+        and is done."""
+        a = self._view.assignments.get(worker)
+        first = self._first.get(_stretch(a) if a is not None else worker)
         return self._done.get(first.job_id) if first is not None else None
 
     def last(self, ep: str) -> ColdStart | None:

@@ -75,6 +75,8 @@ class ColdStartReport(_Answer, frozen=True, kw_only=True):
     weight_tier: str
     weight_bytes: int
     complete: bool
+    path: str = "fresh"  # "fresh" (a new process) or "resume" (a suspended worker thawed in place)
+    reason: str = ""  # a resume that fell back to a fresh start: why
 
 
 class JobRef(_Answer, frozen=True, kw_only=True):

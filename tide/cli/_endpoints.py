@@ -291,7 +291,11 @@ def _cold_start_text(cold: dict[str, Any], now: float) -> str:
         tier = f"  (from {s['tier']})" if s.get("tier") else ""
         pairs.append((str(s.get("stage", "?")).replace("_", " "), f"{s.get('ms', 0):.1f} ms{tier}"))
     pairs.append(("total", f"{cold.get('totalMs', 0):.1f} ms"))
-    head = f"last cold start ({cold.get('workerId', '?')} on {cold.get('nodeId', '?')}"
+    if cold.get("reason"):
+        pairs.append(("resume failed", str(cold["reason"])))
+    # "resume": a suspended worker thawed in place; "fresh": a new process (or a failed resume)
+    how = "resume of " if cold.get("path") == "resume" else ""
+    head = f"last cold start ({how}{cold.get('workerId', '?')} on {cold.get('nodeId', '?')}"
     head += f", {ago(cold.get('finishedAt'), now)})"
     return head + "\n" + kv_block(pairs, indent=2)
 
