@@ -77,6 +77,7 @@ class Cgroup2:
         path = os.path.join(self.parent, worker_id)
         try:
             os.makedirs(path, exist_ok=True)
+            _thawed(path)
             if limits.memory_bytes:
                 _write(os.path.join(path, "memory.max"), str(limits.memory_bytes))
             if limits.cpus:
@@ -94,6 +95,7 @@ class Cgroup2:
         path = os.path.join(self.freeze_parent, worker_id)
         try:
             os.makedirs(path, exist_ok=True)
+            _thawed(path)
         except OSError as e:
             log.info("worker %s: no freezer cgroup (%s); suspend uses SIGSTOP", worker_id, e)
             return ""
@@ -104,6 +106,15 @@ class Cgroup2:
         for parent in {self.parent, self.freeze_parent} - {None}:
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.join(str(parent), worker_id))
+
+
+def _thawed(path: str) -> None:
+    """A worker id's cgroup can outlive its worker still frozen (killed while suspended, and the
+    rmdir in ``remove`` failed because a task lingered): a fresh start of that id must not join a
+    frozen cgroup, so thaw it first."""
+    freeze = os.path.join(path, "cgroup.freeze")
+    if os.path.exists(freeze):
+        _write(freeze, "0")
 
 
 def _freeze_only(mount: str, name: str = "tide-freeze") -> str | None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -118,3 +120,34 @@ async def test_a_worker_that_fails_to_restore_is_reported(rt: ProcessRuntime, tm
     with pytest.raises(FailedPrecondition, match="start a fresh one"):
         await rt.resume(worker)
     assert (await rt.stop(worker, grace=5)).state == "exited"  # the caller stops and replaces it
+
+
+async def test_a_worker_killed_while_suspended_starts_again_unfrozen(
+    rt: ProcessRuntime, tmp_path: Path
+) -> None:
+    """Its cgroup may outlive it still frozen (the rmdir fails while a task lingers, or the
+    resume found it dead): a fresh start of the same id must run, not join a frozen cgroup."""
+    worker, pid = await _started(rt, tmp_path, [])
+    await rt.suspend(worker)
+    marker = json.loads((tmp_path / "state" / worker / "suspended.json").read_text())
+    os.kill(pid, signal.SIGKILL)
+    async with asyncio.timeout(20):
+        assert (await rt.wait(worker)).state == "exited"
+    with pytest.raises(FailedPrecondition):
+        await rt.resume(worker)
+    if marker["how"] == "cgroup":  # what a failed rmdir leaves: the frozen cgroup of that id
+        Path(marker["cgroup_dir"]).mkdir(exist_ok=True)
+        (Path(marker["cgroup_dir"]) / "cgroup.freeze").write_text("1")
+    spec = (await rt.list())[0]
+    assert spec.id == worker
+    await rt.delete(worker)
+    if marker["how"] == "cgroup":
+        Path(marker["cgroup_dir"]).mkdir(exist_ok=True)
+        (Path(marker["cgroup_dir"]) / "cgroup.freeze").write_text("1")
+    await rt.create(
+        WorkerSpec(id=worker, image=f"dir://{tmp_path / 'image'}", command=[sys.executable, "-u", "sleep.py"])
+    )
+    await rt.start(worker)
+    async with asyncio.timeout(30):
+        while "ready" not in await rt.logs(worker):  # noqa: ASYNC110 - it runs: not frozen
+            await asyncio.sleep(0.02)
