@@ -122,6 +122,11 @@ async def test_a_worker_that_fails_to_restore_is_reported(rt: ProcessRuntime, tm
     assert (await rt.stop(worker, grace=5)).state == "exited"  # the caller stops and replaces it
 
 
+def _frozen_cgroup(path: Path) -> None:
+    path.mkdir(exist_ok=True)
+    (path / "cgroup.freeze").write_text("1")
+
+
 async def test_a_worker_killed_while_suspended_starts_again_unfrozen(
     rt: ProcessRuntime, tmp_path: Path
 ) -> None:
@@ -135,15 +140,9 @@ async def test_a_worker_killed_while_suspended_starts_again_unfrozen(
         assert (await rt.wait(worker)).state == "exited"
     with pytest.raises(FailedPrecondition):
         await rt.resume(worker)
-    if marker["how"] == "cgroup":  # what a failed rmdir leaves: the frozen cgroup of that id
-        Path(marker["cgroup_dir"]).mkdir(exist_ok=True)
-        (Path(marker["cgroup_dir"]) / "cgroup.freeze").write_text("1")
-    spec = (await rt.list())[0]
-    assert spec.id == worker
     await rt.delete(worker)
-    if marker["how"] == "cgroup":
-        Path(marker["cgroup_dir"]).mkdir(exist_ok=True)
-        (Path(marker["cgroup_dir"]) / "cgroup.freeze").write_text("1")
+    if marker["how"] == "cgroup":  # what a failed rmdir leaves: the frozen cgroup of that id
+        _frozen_cgroup(Path(marker["cgroup_dir"]))
     await rt.create(
         WorkerSpec(id=worker, image=f"dir://{tmp_path / 'image'}", command=[sys.executable, "-u", "sleep.py"])
     )
