@@ -14,6 +14,14 @@ One endpoint per mode, workersMin 0, idleTimeout 1:
     plain-cold   flashboot: false (the handler's load is safetensors' load_file), the file evicted
                  from the page cache before each run: a host that has not read it lately
     plain-warm   flashboot: false, the file left in the page cache: the best case for a plain load
+    resume       issue 16: the torch-mlp endpoint with FlashBoot, command ``python handler.py``, on a
+                 node with a suspend budget: scaled to zero, its worker is frozen in place; each run
+                 waits until it is suspended and times the thaw to the first result
+    resume-echo  the same with examples/echo (no torch, no weights)
+
+Resume modes run on a cluster of their own (a suspend budget); the others on one without, so that
+scale-to-zero stops their workers.  A resume's stages: placement, thaw, device_restore, handler_ready
+(the runpod SDK's job-take loop waking up after the thaw), first_job.
 
 Each run waits until no worker is left, POSTs /runsync, and reads the stages of the job's
 ``coldStart`` (placement, process_start, runtime_import, weight_restore, handler_ready, first_job)
@@ -53,6 +61,8 @@ from tide.dev import DevCluster, parser
 REPO = Path(__file__).resolve().parents[1]
 MLP = REPO / "examples" / "torch-mlp"
 STAGES = ["placement", "process_start", "runtime_import", "weight_restore", "handler_ready", "first_job"]
+STAGES += ["thaw", "device_restore"]  # a resume's
+RESUME_MODES = ("resume", "resume-echo")
 ROWS = [*STAGES, "server total", "client total"]
 PREWARM_MODULES = ("runpod", "torch", "safetensors.torch")
 X = [[0.01 * i for i in range(16)]]
@@ -98,7 +108,11 @@ class Bench:
     async def endpoint(self, mode: str) -> str:
         env = {"PYTHONPATH": str(REPO), "TIDE_EXAMPLE_WEIGHTS": str(self.weights)}
         env["TIDE_EXAMPLE_MLP_HIDDEN"] = str(self.hidden)
-        spec = {"name": mode, "image": f"dir://{MLP}", "env": env, "flashboot": mode in ("flashboot", "t2")}
+        image = REPO / "examples" / "echo" if mode == "resume-echo" else MLP
+        spec = {"name": mode, "image": f"dir://{image}", "env": env}
+        spec["flashboot"] = mode in ("flashboot", "t2", "resume")
+        if mode in RESUME_MODES:
+            spec["command"] = ["python", "handler.py"]  # what most READMEs write
         spec |= {"workersMin": 0, "workersMax": 1, "idleTimeout": 1, "scalerType": "REQUEST_COUNT"}
         spec |= {"scalerValue": 1, "executionTimeoutMs": 600_000}
         await self.call("POST", "/admin/v1/endpoints", spec)
@@ -124,19 +138,36 @@ class Bench:
             assert host is not None
             Keeper(msgspec.structs.replace(host.keeper.config, ram_budget_bytes=0)).enforce()
 
-    async def run(self, mode: str) -> dict[str, float]:
-        await self.idle()
+    async def suspended(self, ep: str, timeout: float = 120.0) -> None:
+        """Until the endpoint's one worker is frozen (noded reports the RAM it holds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = await self.call("GET", f"/admin/v1/workers?endpoint={ep}")
+            if len(found) == 1 and found[0]["state"] == "suspended" and found[0]["ramBytes"] > 0:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{ep}'s worker was not suspended")
+
+    async def run(self, mode: str, *, first: bool = False) -> dict[str, float]:
+        if mode in RESUME_MODES:
+            if not first:  # the first run starts it; the others wait until it is frozen
+                await self.suspended(mode)
+        else:
+            await self.idle()
         self.prepare(mode)
         sent = time.time()
         out = await self.call("POST", f"/v2/{mode}/runsync?wait=300000", {"input": {"x": X}})
         got = time.time()
         if out.get("status") != "COMPLETED":
             raise RuntimeError(f"{mode}: {out}")
+        if first:
+            return {}
         cold = await self.cold_start(mode, out["id"])
         row = {s["stage"]: s["ms"] / 1000 for s in cold["stages"]}
         row |= {"server total": cold["totalMs"] / 1000, "client total": got - sent}
         row["forked"] = float(self._forked(out["workerId"]))
         row["tier"] = TIERS.index(cold["weightTier"]) if cold["weightTier"] in TIERS else -1
+        row["resumed"] = float(cold.get("path") == "resume")
         return row
 
     async def cold_start(self, ep: str, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -160,17 +191,35 @@ def _evict(path: Path) -> None:
         os.close(fd)
 
 
-def _args(state_dir: str) -> argparse.Namespace:
-    argv = ["--port", "0", "--api-key", "bench-admin", "--state-dir", state_dir, "--gpus", "1xH100-80GB"]
+def _args(state_dir: str, suspend_mb: int = 0) -> argparse.Namespace:
+    # resume modes: a GPU per endpoint, so that one's fresh start never evicts another's suspended worker
+    gpus = "2xH100-80GB" if suspend_mb else "1xH100-80GB"
+    argv = ["--port", "0", "--api-key", "bench-admin", "--state-dir", state_dir, "--gpus", gpus]
+    argv += ["--suspend-budget-mb", str(suspend_mb)]
     return parser().parse_args([*argv, "--flashboot-ram-gb", "4", "--flashboot-disk-gb", "8"])
 
 
 async def _bench(ns: argparse.Namespace, prewarm: bool, weights: Path) -> dict[str, list[dict[str, float]]]:
-    cluster = _Cluster(_args(tempfile.mkdtemp(prefix="tide-bench-coldstart-")))
+    fresh = [m for m in ns.modes if m not in RESUME_MODES]
+    resume = [m for m in ns.modes if m in RESUME_MODES]
+    runs: dict[str, list[dict[str, float]]] = {}
+    if fresh:
+        runs |= await _bench_on(ns, prewarm, weights, fresh, suspend_mb=0)
+    if resume:
+        runs |= await _bench_on(
+            ns, prewarm, weights, resume, suspend_mb=8192
+        )  # a 1 GiB model worker holds ~2.4 GiB
+    return runs
+
+
+async def _bench_on(
+    ns: argparse.Namespace, prewarm: bool, weights: Path, modes: list[str], *, suspend_mb: int
+) -> dict[str, list[dict[str, float]]]:
+    cluster = _Cluster(_args(tempfile.mkdtemp(prefix="tide-bench-coldstart-"), suspend_mb))
     cluster.prewarm = prewarm
     cluster.t1_dir = ns.t1_dir
     await cluster.start()
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in ns.modes}
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
     try:
         if prewarm:
             t0 = time.monotonic()
@@ -179,14 +228,15 @@ async def _bench(ns: argparse.Namespace, prewarm: bool, weights: Path) -> dict[s
         headers = {"Authorization": "Bearer bench-admin"}
         async with aiohttp.ClientSession(headers=headers) as http:
             bench = Bench(cluster, http, weights, ns.hidden)
-            for mode in ns.modes:
+            for mode in modes:
                 await bench.endpoint(mode)
-                await bench.run(mode)  # untimed: generates the weights, fills T1
+                await bench.run(mode, first=True)  # untimed: generates the weights, fills T1
             for i in range(ns.runs):
-                for mode in ns.modes:
+                for mode in modes:
                     row = await bench.run(mode)
                     runs[mode].append(row)
                     forked = " forked" if row["forked"] else ""
+                    forked += " resumed" if row["resumed"] else ""
                     print(
                         f"  run {i + 1:>2} {mode:<10} {row['client total'] * 1000:8.1f} ms{forked}",
                         flush=True,
@@ -246,6 +296,17 @@ def _summary(results: dict[bool, dict[str, list[dict[str, float]]]]) -> None:
                     )
             verdict = "meets" if p50["flashboot"] <= 1.0 else "misses"
             print(f"    flashboot p50 {p50['flashboot']:.2f} s {verdict} the <= 1.0 s target")
+    for prewarm, runs in results.items():
+        for mode in RESUME_MODES:
+            if runs.get(mode):
+                v = [r["client total"] for r in runs[mode]]
+                ready = statistics.median(r.get("handler_ready", 0.0) for r in runs[mode])
+                verdict = "meets" if statistics.median(v) <= 0.2 else "misses"
+                print(
+                    f"  {mode} (prewarm {'on' if prewarm else 'off'}): resume to first result p50 "
+                    f"{statistics.median(v) * 1000:.0f} ms ({verdict} the <= 200 ms target); of it, "
+                    f"handler_ready (the SDK's job-take waking after the thaw) p50 {ready * 1000:.0f} ms"
+                )
     on, off = results.get(True, {}), results.get(False, {})
     if on.get("flashboot") and off.get("plain-cold"):
         fb = statistics.median(r["client total"] for r in on["flashboot"])
