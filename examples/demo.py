@@ -81,6 +81,12 @@ def workers_line(url: str, t0: float) -> str:
     return f"  t={time.time() - t0:5.1f}s  " + "  ".join(parts)
 
 
+def running(url: str) -> list[dict[str, Any]]:
+    """Workers that hold a GPU: a suspended one is frozen in host RAM, not billed, and its GPU is
+    free (issue 16), so an endpoint whose workers are all suspended is at zero."""
+    return [w for w in admin(url, "GET", "/admin/v1/workers") if w["state"] != "suspended"]
+
+
 def watch_until(url: str, t0: float, done: Any, timeout: float) -> None:
     last = ""
     end = time.time() + timeout
@@ -176,16 +182,22 @@ def demo(url: str) -> int:
         delay, execution = st.get("delayTime", 0), st.get("executionTime", 0)
         print(f"  {name:<18} {st['status']:<10} {delay:>9} {execution:>13}  {st.get('workerId', '')}")
 
-    print("\n== idle: every endpoint scales back to zero after idleTimeout (3 s)")
-    watch_until(url, t0, lambda: not admin(url, "GET", "/admin/v1/workers"), 60)
+    print(
+        "\n== idle: every endpoint scales back to zero after idleTimeout (3 s); idle workers are"
+        " suspended (frozen in host RAM, not billed, GPU free) instead of stopped"
+    )
+    watch_until(url, t0, lambda: not running(url), 60)
 
-    print("\n== torch-mlp again, from zero: FlashBoot restores the weights its node kept")
+    print(
+        "\n== torch-mlp again, from zero: its suspended worker resumes in place"
+        " (a fresh worker would restore the weights from FlashBoot's T1)"
+    )
     job = mlp.run({"input": {"x": [[0.1] * 16, [0.5] * 16]}})
     again = job.output(timeout=120)
     print(f"  same output: {again['y'] == out['y']}   weights from {again['tier']} (shared RAM)")
     cold = cold_start(url, "torch-mlp", job.job_id)
     print("  cold start: " + ", ".join(f"{s['stage']} {s['ms']:.0f} ms" for s in cold.get("stages", [])))
-    watch_until(url, t0, lambda: not admin(url, "GET", "/admin/v1/workers"), 60)
+    watch_until(url, t0, lambda: not running(url), 60)
 
     usage = admin(url, "GET", "/admin/v1/usage")
     print("\n== usage (GPU-seconds, billed per second of worker lifetime)")
@@ -194,10 +206,12 @@ def demo(url: str) -> int:
             f"  {row['endpointId']:<12} {row['gpuType']:<18} {row['gpuSeconds']:>8.1f} s  ${row['cost']:.5f}"
         )
     print(f"  total {usage['totalGpuSeconds']:.1f} GPU-s  ${usage['totalCost']:.5f}")
-    left = admin(url, "GET", "/admin/v1/workers")
+    left, suspended = running(url), len(admin(url, "GET", "/admin/v1/workers")) - len(running(url))
     print(
         "\n== demo finished:",
-        "all endpoints at zero workers" if not left else f"{len(left)} workers still up",
+        f"all endpoints at zero running workers ({suspended} suspended)"
+        if not left
+        else f"{len(left)} workers still up",
     )
     return 0
 
