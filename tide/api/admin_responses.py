@@ -132,6 +132,8 @@ class WorkerRow(_Answer, frozen=True, kw_only=True):
     started_at: float
     ready_at: float
     cold_start: ColdStartReport | None
+    ram_bytes: int  # host RAM it holds while suspended (0 otherwise)
+    suspended_at: float  # when it was suspended (0.0: it is not)
 
 
 class WorkerLogs(_Answer, frozen=True, kw_only=True):
