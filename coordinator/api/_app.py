@@ -113,10 +113,10 @@ def build_app(
     ping_s = min(settings.jobs.ping_interval_s, settings.jobs.claim_grace_s / 3)
     NodeRoutes(store=store, view=view, auth=auth, public_url=public_url, worker_ping_s=ping_s).add_to(app)
     ClusterRoutes(store=store, view=view, cold_starts=cold_starts, auth=auth).add_to(app)
-    MigRoutes(store=store, view=view, auth=auth).add_to(app)
+    MigRoutes(store=store, view=view).add_to(app)
     GraphQLRoutes(store=store, view=view, jobs=jobs, auth=auth, prices=settings.prices).add_to(app)
     BundleRoutes(objects).add_to(app)
-    MigForecastRoutes(store=store, view=view, auth=auth, settings=settings.mig_ahead).add_to(app)
+    MigForecastRoutes(store=store, view=view, settings=settings.mig_ahead).add_to(app)
     ConsoleRoutes().add_to(app)
     app[APP_KEY_PRICES] = settings.prices
 

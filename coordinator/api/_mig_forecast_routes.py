@@ -16,7 +16,6 @@ import time
 
 from aiohttp import web
 
-from coordinator.api._auth import Auth
 from coordinator.api._http import json_response, query_int
 from coordinator.control import MigAhead
 from coordinator.scheduling import DEFAULT_AHEAD, AheadSettings
@@ -28,11 +27,8 @@ __all__ = ["MigForecastRoutes"]
 
 
 class MigForecastRoutes:
-    def __init__(
-        self, *, store: Store, view: ClusterView, auth: Auth, settings: AheadSettings = DEFAULT_AHEAD
-    ) -> None:
+    def __init__(self, *, store: Store, view: ClusterView, settings: AheadSettings = DEFAULT_AHEAD) -> None:
         self._ahead = MigAhead(store, view, settings=settings)
-        self._auth = auth
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/admin/v1/mig/forecast", self.forecast)

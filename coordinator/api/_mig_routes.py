@@ -20,7 +20,6 @@ from aiohttp import web
 
 from coordinator._node_schema import MigLayoutRecord, nkeys
 from coordinator._schema import encode
-from coordinator.api._auth import Auth
 from coordinator.api._http import decode_body, json_response
 from coordinator.scheduling import card_state, catalog_of
 from coordinator.store import Store
@@ -38,10 +37,9 @@ class _LayoutRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
 
 
 class MigRoutes:
-    def __init__(self, *, store: Store, view: ClusterView, auth: Auth) -> None:
+    def __init__(self, *, store: Store, view: ClusterView) -> None:
         self._store = store
         self._view = view
-        self._auth = auth
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_post("/admin/v1/nodes/{node}/gpus/{gpu}/mig", self.set_layout)

@@ -228,7 +228,7 @@ async def _forecast_cli(cluster: Cluster, at: float, *argv: str) -> dict[str, An
     """``tide mig forecast --json`` against the admin route on a loopback port."""
     auth = Auth(cluster.view, admin_key_hashes=[hash_key(KEY)], cluster_secret=b"s", store=cluster.store)
     app = web.Application(middlewares=[error_middleware, authz_middleware(auth, ROUTES)])
-    MigForecastRoutes(store=cluster.store, view=cluster.view, auth=auth).add_to(app)
+    MigForecastRoutes(store=cluster.store, view=cluster.view).add_to(app)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
